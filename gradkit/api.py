@@ -1,0 +1,232 @@
+"""``check()``: grade one submission and return its report.
+
+The order matters for speed: the sandbox's worker starts first (it imports torch in its own
+process), then the grader imports torch and builds cases and expectations while it loads.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from gradkit import __version__, wire
+from gradkit.loader import LoadError, Submission, load_submission
+from gradkit.report import (Check, Isolation, Output, Report, SourceLocation, SubmissionInfo)
+from gradkit.sandbox import Limits, RunOutcome, Sandbox, prepare_workdir
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _base_report(path: Path, submission: Optional[Submission]) -> Report:
+    import sys
+
+    return Report(
+        gradkit_version=__version__, torch_version=_torch_version(),
+        python_version=platform.python_version() or sys.version.split()[0],
+        submission=SubmissionInfo(
+            path=str(path), kind=submission.kind if submission else "unknown",
+            sha256=submission.sha256 if submission else None,
+            size=submission.size if submission else None),
+    )
+
+
+def _load_check(status: str, message: str, hint: str = "",
+                location: Optional[SourceLocation] = None) -> Check:
+    from gradkit.grading import HINTS, TITLES
+
+    return Check(id="load", group="load", title=TITLES["load"], status=status, points=0.0,
+                 max_points=0.0, message=message, hint=hint or (HINTS["load"] if message else ""),
+                 location=location)
+
+
+def _not_run(reason: str, points: dict[str, float]) -> list[Check]:
+    from gradkit.grading import TITLES
+
+    return [Check(id=check_id, group=check_id.split(".")[0], title=TITLES[check_id],
+                  status="error", points=0.0, max_points=float(points.get(check_id, 0)),
+                  message=f"not run: {reason}") for check_id in TITLES if check_id != "load"]
+
+
+def check(
+    path: str | Path,
+    *,
+    tolerances=None,
+    points: Optional[dict[str, float]] = None,
+    limits: Limits = Limits(),
+    sandbox: Optional[Sandbox] = None,
+    siblings: bool = True,
+    accept_conventions: tuple[str, ...] = (),
+) -> Report:
+    """Run a submission (.py or .ipynb) on every case and return its report.
+
+    Never raises for anything the submission does: a missing file, a syntax error, an exception,
+    a crash or a timeout all come back as failed checks in a valid report. ``report.error`` is set
+    only when gradkit itself failed.
+    """
+    started = time.monotonic()
+    path = Path(path)
+    own = sandbox is None
+    try:
+        sandbox = sandbox or Sandbox()
+        try:
+            report = _check(path, tolerances, points, limits, sandbox, siblings,
+                            accept_conventions)
+        finally:
+            if own:
+                sandbox.close()
+    except Exception as exc:  # gradkit's own bug: still a valid report, and the exit code says so
+        import traceback
+
+        report = _base_report(path, None)
+        report.error = f"gradkit failed: {type(exc).__name__}: {exc}\n" + \
+            "".join(traceback.format_exc(limit=-6))
+    report.duration_seconds = round(time.monotonic() - started, 4)
+    return report
+
+
+def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, siblings: bool,
+           accept_conventions: tuple[str, ...]) -> Report:
+    from gradkit.cases import build_cases
+    from gradkit.grading import DEFAULT_POINTS
+    from gradkit.tolerances import Tolerances
+
+    tolerances = tolerances or Tolerances()
+    points = {**DEFAULT_POINTS, **(points or {})}
+    try:
+        submission = load_submission(path)
+    except LoadError as exc:
+        report = _base_report(path, None)
+        report.checks = [_load_check("error", exc.message)] + _not_run("the file could not be "
+                                                                          "read", points)
+        return report
+    report = _base_report(path, submission)
+    cases = build_cases()
+    report.tolerances = tolerances.table()
+    report.cases = [_case_info(case) for case in cases]
+    report.assignment = _assignment_info()
+    if submission.syntax_error is not None:
+        error = submission.syntax_error
+        report.checks = [_load_check("error", error.message,
+                                     "Fix the syntax error, then run gradkit again.",
+                                     _location(submission, error.line, error.column))]
+        report.checks += _not_run("the file has a syntax error", points)
+        return report
+    outcome = _run(submission, cases, limits, sandbox, siblings)
+    _finish(report, submission, cases, outcome, tolerances, points, accept_conventions)
+    return report
+
+
+def _location(submission: Submission, line: Optional[int], column: Optional[int] = None
+              ) -> Optional[SourceLocation]:
+    if line is None:
+        return None
+    origin = submission.origins.get(line)
+    return SourceLocation(file=str(submission.path), line=line, column=column,
+                          cell=origin.cell if origin else None,
+                          cell_line=origin.line if origin else None,
+                          code=submission.source_line(line))
+
+
+def _case_info(case):
+    from gradkit.report import CaseInfo
+    from gradkit.tolerances import dtype_name
+
+    steps = len(case.batches) if case.kind == "chain" else (
+        len(case.rows) if case.rows is not None else (2 if case.repeat else 1))
+    return CaseInfo(id=case.id, kind=case.kind, description=case.description, seed=case.seed,
+                    batch_size=case.batch_size, dtype=dtype_name(case.dtype),
+                    learning_rate=None if case.kind == "predict" else case.learning_rate,
+                    steps=steps)
+
+
+def _assignment_info() -> dict:
+    from reference.assignment import NOTEBOOK
+
+    return {**NOTEBOOK.model_dump(mode="json"),
+            "parameter_shapes": {k: list(v) for k, v in NOTEBOOK.parameter_shapes.items()}}
+
+
+def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblings: bool
+         ) -> RunOutcome:
+    from gradkit.plan import build_request
+
+    workdir = prepare_workdir(submission.path, siblings)
+    try:
+        request, payload = build_request(cases, submission.source, str(submission.path),
+                                         str(workdir))
+        return sandbox.run(request, payload, limits, [case.id for case in cases])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, tolerances,
+            points: dict[str, float], accept_conventions: tuple[str, ...]) -> None:
+    from gradkit.grading import grade
+    from gradkit.plan import CallResult, read_call
+
+    report.output = Output(stdout=outcome.stdout, stderr=outcome.stderr,
+                           truncated_bytes=outcome.stdout_dropped + outcome.stderr_dropped)
+    report.isolation = Isolation(**{k: v for k, v in outcome.isolation.items()
+                                    if k in Isolation.model_fields})
+    load = next((f.header for f in outcome.frames if f.header.get("type") == "load"), None)
+    calls: dict[str, CallResult] = {}
+    for frame in outcome.frames:
+        if frame.header.get("type") != "call":
+            continue
+        try:
+            result = read_call(frame)
+        except wire.WireError as exc:
+            result = CallResult(case_id=str(frame.header.get("id")),
+                                missing=f"its result could not be read back ({exc})")
+        calls.setdefault(result.case_id, result)  # the first frame for a call counts
+    ended = outcome.killed or outcome.fault or (
+        None if outcome.exit.get("code") == 0 else f"the submission's process {outcome.exit_words}")
+    if load is None:
+        reason = ended or "it sent nothing back"
+        report.checks = [_load_check("error", f"loading the file failed: {reason}")]
+        report.checks += _not_run("the file did not load", points)
+        return
+    if not load.get("ok"):
+        error = load.get("error") or {}
+        line = error.get("line") if isinstance(error.get("line"), int) else None
+        trace = "; ".join(str(t) for t in error.get("traceback") or [])
+        message = f"loading the file raised {error.get('type')}: {error.get('message')}"
+        if line:
+            message += f" at {submission.where(line)}"
+        if trace:
+            message += f" (traceback: {trace})"
+        report.checks = [_load_check("error", message, "", _location(submission, line))]
+        report.checks += _not_run("the file did not load", points)
+        return
+    functions = load.get("functions") or {}
+    problems = [f"{name} {'is not defined' if state == 'missing' else state}"
+                for name, state in functions.items() if state != "ok"]
+    report.checks = [_load_check("fail" if problems else "pass", "; ".join(problems))]
+    first_missing = True
+    for case in cases:
+        if case.id in calls:
+            continue
+        needs = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
+        if functions.get(needs) != "ok":
+            calls[case.id] = CallResult(case.id, missing=f"{needs} cannot be called")
+        elif ended and first_missing:
+            calls[case.id] = CallResult(case.id, missing=f"stopped during this case: {ended}")
+            first_missing = False
+        else:
+            calls[case.id] = CallResult(case.id, missing="not run: an earlier case stopped the "
+                                        "submission's process")
+    grading = grade(submission, cases, calls, tolerances, points)
+    report.checks += grading.checks
+    try:
+        from gradkit.diagnose import diagnose
+    except ImportError:
+        return
+    report.intermediates, report.diagnoses = diagnose(submission, cases, calls, grading, load,
+                                                      accept_conventions)

@@ -1,0 +1,95 @@
+"""Comparing a student's tensor with an expected one, in stages, as data before words.
+
+``compare`` checks presence, shape, dtype and finiteness, then values against an elementwise
+tolerance, and returns a ``Comparison`` with the numbers (max absolute and relative error, worst
+index, mismatched count, tolerance used). Messages follow one layout, after torch.testing:
+"Mismatched elements: 2 / 12 (16.7%) · greatest absolute difference 0.031 at index (1, 2)
+(up to 1e-05 allowed)".
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from gradkit.report import Comparison, Tolerance
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def compare(
+    quantity: str,
+    case: str,
+    actual: Optional[Tensor],
+    expected: Tensor,
+    tolerance: Tolerance,
+    *,
+    against: str = "reference",
+    step: Optional[int] = None,
+    problem_if_missing: str = "",
+    computed_in: Optional[torch.dtype] = None,
+) -> Comparison:
+    """Compare ``actual`` (the student's, already rebuilt) with ``expected`` (float64).
+
+    ``computed_in`` labels a value gradkit derived from the student's (an implied gradient, in
+    float64) with the dtype the student computed in.
+    """
+    base = dict(quantity=quantity, case=case, step=step, against=against,
+                expected_shape=list(expected.shape), total=expected.numel(), tolerance=tolerance)
+    if actual is None:
+        return Comparison(**base, passed=False, problem="missing",
+                          message=problem_if_missing or f"{quantity} is missing")
+    shape = list(actual.shape)
+    if shape != list(expected.shape):
+        return Comparison(**base, passed=False, problem="shape", actual_shape=shape,
+                          actual_dtype=str(actual.dtype).removeprefix("torch."),
+                          message=f"{quantity} has shape {tuple(shape)}, expected "
+                                  f"{tuple(expected.shape)}")
+    dtype = str(computed_in or actual.dtype).removeprefix("torch.")
+    if actual.dtype not in FLOAT_DTYPES:
+        return Comparison(**base, passed=False, problem="dtype", actual_shape=shape,
+                          actual_dtype=dtype,
+                          message=f"{quantity} is {dtype}; gradkit expects float32 or float64")
+    a = actual.to(torch.float64)
+    e = expected.to(torch.float64)
+    finite = torch.isfinite(a)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        index = [int(i) for i in torch.nonzero(~finite)[0]]
+        return Comparison(**base, passed=False, problem="nonfinite", actual_shape=shape,
+                          actual_dtype=dtype, mismatched=bad, worst_index=index,
+                          message=f"{quantity} has {bad} non-finite value(s) (NaN or inf), the "
+                                  f"first at index {tuple(index)}")
+    diff = (a - e).abs()
+    allowed = tolerance.atol + tolerance.rtol * e.abs()
+    bad_mask = diff > allowed
+    mismatched = int(bad_mask.sum())
+    # the worst element is the one furthest past its allowance
+    excess = diff - allowed
+    flat = int(torch.argmax(excess)) if diff.numel() else 0
+    index = [int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(e.shape))] \
+        if e.dim() else []
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    rel = diff / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    max_rel = float(rel.max()) if diff.numel() else 0.0
+    worst_e = float(e.reshape(-1)[flat]) if diff.numel() else None
+    worst_a = float(a.reshape(-1)[flat]) if diff.numel() else None
+    passed = mismatched == 0
+    message = ""
+    if not passed:
+        total = e.numel()
+        message = (f"{quantity}: mismatched elements {mismatched} / {total} "
+                   f"({100 * mismatched / total:.1f}%) · greatest absolute difference "
+                   f"{_fmt(max_abs)} at index {tuple(index)} (got {_fmt(worst_a)}, expected "
+                   f"{_fmt(worst_e)}; up to {_fmt(float(allowed.reshape(-1)[flat]))} allowed)")
+    return Comparison(**base, passed=passed, problem=None if passed else "values",
+                      actual_shape=shape, actual_dtype=dtype, max_abs_error=max_abs,
+                      max_rel_error=min(max_rel, 1e300), worst_index=index,
+                      expected_at_worst=worst_e, actual_at_worst=worst_a,
+                      mismatched=mismatched, message=message)

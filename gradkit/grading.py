@@ -1,0 +1,374 @@
+"""From rebuilt results to graded checks: every comparison, then a verdict and points per check.
+
+Checks are independent by construction: gradients are judged only from what ``train_neural_net``
+returned, predictions only from ``neural_net_predict``, and training with the reference's forward
+pass on the student's trained weights, so one wrong function never fails another's checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from gradkit import expected as oracle
+from gradkit.cases import TRAINING_CHECKPOINTS, Case
+from gradkit.compare import compare
+from gradkit.loader import Submission
+from gradkit.plan import CallResult, StepResult, Value
+from gradkit.report import Check, CheckGroup, Comparison, SourceLocation, Tolerance
+from gradkit.tolerances import Tolerances, dtype_name
+from reference.assignment import NOTEBOOK, Assignment
+
+F64 = torch.float64
+
+#: Default points per check (override with ``--points ID=N``); load is a gate worth nothing.
+DEFAULT_POINTS: dict[str, float] = {
+    "load": 0, "predict": 10, "gradient.V": 15, "gradient.I": 10, "gradient.W": 15,
+    "gradient.J": 10, "update": 10, "init": 5, "training": 20, "side_effects": 5,
+}
+TITLES = {
+    "load": "loads, and defines train_neural_net and neural_net_predict",
+    "predict": "neural_net_predict matches the reference",
+    "gradient.V": "dL/dV implied by the update matches the reference and autograd",
+    "gradient.I": "dL/dI implied by the update matches the reference and autograd",
+    "gradient.W": "dL/dW implied by the update matches the reference and autograd",
+    "gradient.J": "dL/dJ implied by the update matches the reference and autograd",
+    "update": "updated weights match the reference's SGD step",
+    "init": "weights=None draws V, I, W, J of the right shapes and dtype",
+    "training": "the notebook's training loop classifies all 8 rows and tracks the reference loss",
+    "side_effects": "X and Y are left unchanged, and the same call gives the same result",
+}
+HINTS = {
+    "predict": "neural_net_predict must return P = sigmoid(sigmoid(X V + I) W + J), using "
+               "weights['I'] and weights['J'].",
+    "gradient.V": "dL/dV = X.T @ dL/dA, with dL/dA = (dL/dC @ W.T) * sigmoid'(A).",
+    "gradient.I": "dL/dI = dL/dA summed over the batch rows: dLdA.sum(dim=0, keepdim=True).",
+    "gradient.W": "dL/dW = B.T @ dL/dC, with dL/dC = (P - Y) * sigmoid'(C).",
+    "gradient.J": "dL/dJ = dL/dC summed over the batch rows: dLdC.sum(dim=0, keepdim=True).",
+    "update": "Each weight becomes w - learning_rate * dL/dw; return all four in a dict.",
+    "init": "With weights=None, draw torch.randn(3, 4), (1, 4), (4, 1), (1, 1) for V, I, W, J.",
+    "training": "Train with the gradients above; the loop feeds each step the weights you return.",
+    "side_effects": "Work on copies (X = X.clone()) instead of changing the caller's tensors, and "
+                    "keep no state between calls.",
+    "load": "Define both functions at the top level of the file, with the notebook's signatures.",
+}
+GRADIENT_QUANTITY = {"V": "dL/dV", "I": "dL/dI", "W": "dL/dW", "J": "dL/dJ"}
+
+
+@dataclass
+class CaseVerdict:
+    """Comparisons of one case for one check; ``error`` when there was nothing to compare."""
+
+    case: str
+    comparisons: list[Comparison] = field(default_factory=list)
+    error: Optional[str] = None
+    line: Optional[int] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(c.passed for c in self.comparisons)
+
+
+@dataclass
+class Grading:
+    """Everything ``grade`` worked out, for the report and for diagnosis."""
+
+    checks: list[Check]
+    verdicts: dict[str, list[CaseVerdict]]
+    #: per step case: the expectation and the student's step, for diagnosis
+    steps: list[tuple[Case, int, oracle.StepExpectation, StepResult, dict[str, Tensor]]]
+    notes: list[str] = field(default_factory=list)
+
+
+def weights_of(value: Value, assignment: Assignment = NOTEBOOK
+               ) -> tuple[Optional[dict[str, Tensor]], Optional[str]]:
+    """The four weight tensors of a returned dict, or why they cannot be read."""
+    if value.kind != "dict":
+        return None, f"returned {value.describe()}, not a dict of weights"
+    missing = [n for n in assignment.parameter_names if n not in value.items]
+    if missing:
+        return None, f"the returned dict has no key {', '.join(map(repr, missing))} " \
+                     f"(it has {sorted(value.items)})"
+    weights = {}
+    for name in assignment.parameter_names:
+        item = value.items[name]
+        if item.kind != "array":
+            return None, f"weights[{name!r}] is {item.describe()}, not a tensor"
+        if item.source == "ndarray":
+            return None, f"weights[{name!r}] is a numpy array; return torch tensors " \
+                         f"(torch.from_numpy(...))"
+        weights[name] = item.tensor
+    return weights, None
+
+
+def _error_words(call: Optional[CallResult], function: str, submission: Submission) -> tuple[str, Optional[int]]:
+    if call is None:
+        return f"{function} was not run", None
+    if call.error:
+        err = call.error
+        line = err.get("line") if isinstance(err.get("line"), int) else None
+        where = f" at {submission.where(line)}" if line else ""
+        return f"{function} raised {err.get('type')}: {err.get('message')}{where}", line
+    return call.missing or f"{function} produced no result", None
+
+
+def _location(submission: Submission, line: Optional[int]) -> Optional[SourceLocation]:
+    if line is None:
+        return None
+    origin = submission.origins.get(line)
+    return SourceLocation(file=str(submission.path), line=line,
+                          cell=origin.cell if origin else None,
+                          cell_line=origin.line if origin else None,
+                          code=submission.source_line(line))
+
+
+def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points: dict[str, float],
+           submission: Submission) -> Check:
+    max_points = float(points.get(check_id, 0))
+    run = len(verdicts)
+    passed = sum(v.passed for v in verdicts)
+    comparisons = [c for v in verdicts for c in v.comparisons]
+    if run == 0:
+        return Check(id=check_id, group=group, title=TITLES[check_id], status="skipped",
+                     points=0.0, max_points=max_points, message="no case could be run")
+    errors = [v for v in verdicts if v.error]
+    failing = [v for v in verdicts if not v.passed]
+    if not failing:
+        status, message = "pass", ""
+    else:
+        status = "error" if len(errors) == run else "fail"
+        first = failing[0]
+        worst = next((c for c in first.comparisons if not c.passed), None)
+        detail = first.error or (worst.message if worst else "")
+        names = ", ".join(v.case for v in failing[:6]) + (" ..." if len(failing) > 6 else "")
+        message = f"wrong in {len(failing)} of {run} case(s) ({names}); in {first.case}: {detail}"
+    line = next((v.line for v in errors if v.line), None)
+    return Check(id=check_id, group=group, title=TITLES[check_id], status=status,
+                 points=round(max_points * passed / run, 4), max_points=max_points,
+                 message=message, hint=HINTS.get(check_id, "") if failing else "",
+                 location=_location(submission, line), cases_passed=passed, cases_run=run,
+                 comparisons=comparisons)
+
+
+def _step_inputs(case: Case, results: list[StepResult], assignment: Assignment
+                 ) -> list[tuple[Tensor, Tensor, Optional[dict[str, Tensor]]]]:
+    """The (X, Y, weights) each step of a case was given: chains start from the student's own."""
+    if case.kind == "chain":
+        inputs: list[tuple[Tensor, Tensor, Optional[dict[str, Tensor]]]] = []
+        weights: Optional[dict[str, Tensor]] = case.weights
+        for index, (X, Y) in enumerate(case.batches[: len(results)]):
+            inputs.append((X, Y, weights))
+            weights, _ = weights_of(results[index].returned, assignment)
+            if weights is None:
+                break
+        return inputs
+    return [(case.X, case.Y, case.weights)] * len(results)
+
+
+def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, CallResult],
+          tolerances: Tolerances, points: dict[str, float],
+          assignment: Assignment = NOTEBOOK) -> Grading:
+    """Every check of a submission that loaded, from its calls' results."""
+    verdicts: dict[str, list[CaseVerdict]] = {k: [] for k in DEFAULT_POINTS if k != "load"}
+    steps_seen: list = []
+    for case in cases:
+        call = calls.get(case.id)
+        function = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
+        failed = call is None or call.error is not None or not call.steps
+        if failed:
+            words, line = _error_words(call, function, submission)
+            targets = {"predict": ["predict"], "init": ["init"], "training": ["training"]}.get(
+                case.kind, [f"gradient.{n}" for n in assignment.parameter_names] + ["update"])
+            for target in targets:
+                verdicts[target].append(CaseVerdict(case.id, error=words, line=line))
+            continue
+        if case.kind == "predict":
+            verdicts["predict"].append(_predict(case, call, tolerances))
+        elif case.kind == "init":
+            verdicts["init"].append(_init(case, call, assignment))
+        elif case.kind == "training":
+            verdicts["training"].append(_training(case, call, tolerances, assignment))
+        else:
+            _steps(case, call, tolerances, assignment, verdicts, steps_seen)
+        if case.kind in ("step", "chain", "predict"):
+            verdicts["side_effects"].append(_side_effects(case, call, tolerances, assignment))
+    checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission)
+              for check_id in verdicts]
+    return Grading(checks=checks, verdicts=verdicts, steps=steps_seen)
+
+
+def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment,
+           verdicts: dict[str, list[CaseVerdict]], steps_seen: list) -> None:
+    names = assignment.parameter_names
+    results = call.steps[:1] if case.repeat else call.steps
+    inputs = _step_inputs(case, results, assignment)
+    per_check = {key: CaseVerdict(case.id) for key in [f"gradient.{n}" for n in names] + ["update"]}
+    if case.kind == "chain" and len(results) < len(case.batches):
+        for verdict in per_check.values():
+            verdict.error = f"the chain stopped after step {len(results)} of {len(case.batches)}"
+    for index, (result, (X, Y, given)) in enumerate(zip(results, inputs)):
+        step = index + 1 if case.kind == "chain" else None
+        returned, problem = weights_of(result.returned, assignment)
+        exp = oracle.expect_step(X, Y, given, case.learning_rate)
+        if returned is None:
+            for verdict in per_check.values():
+                verdict.error = f"train_neural_net {problem}"
+            continue
+        steps_seen.append((case, index, exp, result, given))
+        lr = case.learning_rate
+        for name in names:
+            after, before = returned[name], given[name].to(F64)
+            quantity = GRADIENT_QUANTITY[name]
+            if tuple(after.shape) != tuple(before.shape) or not after.dtype.is_floating_point:
+                bad = compare(f"weights[{name!r}]", case.id, after, exp.updated[name],
+                              tolerances.values(after.dtype), step=step)
+                per_check[f"gradient.{name}"].comparisons.append(bad)
+                per_check["update"].comparisons.append(bad)
+                continue
+            implied = (before - after.to(F64)) / lr
+            scale = float(before.abs().max()) if before.numel() else 1.0
+            tol = tolerances.implied_gradient(after.dtype, scale, lr)
+            for against, truth in (("reference", exp.gradients[name]),
+                                   ("autograd", exp.autograd[name])):
+                per_check[f"gradient.{name}"].comparisons.append(compare(
+                    f"{quantity} (implied by the update)", case.id, implied, truth, tol,
+                    against=against, step=step, computed_in=after.dtype))
+            per_check["update"].comparisons.append(compare(
+                f"weights[{name!r}] after the step", case.id, after, exp.updated[name],
+                tolerances.values(after.dtype), step=step))
+    for key, verdict in per_check.items():
+        verdicts[key].append(verdict)
+
+
+def _predict(case: Case, call: CallResult, tolerances: Tolerances) -> CaseVerdict:
+    verdict = CaseVerdict(case.id)
+    value = call.steps[0].returned
+    truth = oracle.predictions(case.X, case.weights)
+    if value.kind != "array" or value.source == "ndarray":
+        verdict.comparisons.append(compare("P", case.id, None, truth, tolerances.values(F64),
+                                           problem_if_missing=f"neural_net_predict returned "
+                                           f"{value.describe()}, not a tensor"))
+        return verdict
+    verdict.comparisons.append(compare("P", case.id, value.tensor, truth,
+                                       tolerances.values(value.tensor.dtype)))
+    return verdict
+
+
+def _init(case: Case, call: CallResult, assignment: Assignment) -> CaseVerdict:
+    verdict = CaseVerdict(case.id)
+    returned, problem = weights_of(call.steps[0].returned, assignment)
+    if returned is None:
+        verdict.error = f"with weights=None, train_neural_net {problem}"
+        return verdict
+    want = dtype_name(case.dtype)
+    for name, shape in assignment.parameter_shapes.items():
+        t = returned[name]
+        ok_shape = tuple(t.shape) == shape
+        ok_dtype = t.dtype == case.dtype
+        finite = bool(torch.isfinite(t.to(F64)).all()) if t.dtype.is_floating_point else False
+        problem_kind = None if ok_shape and ok_dtype and finite else (
+            "shape" if not ok_shape else "dtype" if not ok_dtype else "nonfinite")
+        message = "" if problem_kind is None else {
+            "shape": f"weights[{name!r}] has shape {tuple(t.shape)}, expected {shape}",
+            "dtype": f"weights[{name!r}] is {dtype_name(t.dtype)}, expected {want} (X's dtype)",
+            "nonfinite": f"weights[{name!r}] has NaN or inf values",
+        }[problem_kind]
+        verdict.comparisons.append(Comparison(
+            quantity=f"weights[{name!r}] drawn by weights=None", case=case.id, against="rule",
+            passed=problem_kind is None, problem=problem_kind, expected_shape=list(shape),
+            actual_shape=list(t.shape), actual_dtype=dtype_name(t.dtype), total=t.numel(),
+            message=message))
+    return verdict
+
+
+#: How closely the training loop's loss must track the reference's (a behaviour, not rounding).
+TRAINING_TRACKING = Tolerance(dtype="float64", rtol=0.25, atol=0.02)
+
+
+def _training(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment
+              ) -> CaseVerdict:
+    verdict = CaseVerdict(case.id)
+    exp = oracle.expect_training(case)
+    checkpoints = []
+    for result in call.steps:
+        weights, problem = weights_of(result.returned, assignment)
+        if weights is None:
+            verdict.error = f"at step {result.step}, train_neural_net {problem}"
+            return verdict
+        checkpoints.append(weights)
+    if len(checkpoints) != len(TRAINING_CHECKPOINTS):
+        verdict.error = "the training loop did not finish"
+        return verdict
+    if any(tuple(w[n].shape) != s for w in checkpoints
+           for n, s in assignment.parameter_shapes.items()):
+        verdict.error = "the weights returned during training have the wrong shapes"
+        return verdict
+    losses = torch.tensor([oracle.mean_cross_entropy(case.X, case.Y, w) for w in checkpoints],
+                          dtype=F64)
+    verdict.comparisons.append(compare(
+        f"mean cross-entropy at steps {TRAINING_CHECKPOINTS[0]}..{TRAINING_CHECKPOINTS[-1]}",
+        case.id, losses, exp.losses, TRAINING_TRACKING))
+    P = oracle.predictions(case.X, checkpoints[-1])
+    labels = case.Y.to(F64)
+    wrong = ((P > 0.5).to(F64) != labels).reshape(-1)
+    verdict.comparisons.append(Comparison(
+        quantity="rows classified correctly after training", case=case.id, against="rule",
+        passed=not bool(wrong.any()), problem="values" if bool(wrong.any()) else None,
+        expected_shape=list(labels.shape), actual_shape=list(P.shape), actual_dtype="float64",
+        mismatched=int(wrong.sum()), total=labels.numel(),
+        worst_index=[int(torch.nonzero(wrong)[0])] if bool(wrong.any()) else None,
+        message="" if not bool(wrong.any()) else
+        f"after {TRAINING_CHECKPOINTS[-1]} steps, {int(wrong.sum())} of {labels.numel()} rows "
+        f"are misclassified (predictions {[round(float(p), 3) for p in P.reshape(-1)]})"))
+    return verdict
+
+
+def _side_effects(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment
+                  ) -> CaseVerdict:
+    verdict = CaseVerdict(case.id)
+    first = call.steps[0]
+    given = {"X": case.X, "Y": case.Y}
+    for name, original in given.items():
+        if original is None or name not in first.after:
+            continue
+        after = first.after[name]
+        same = after.kind == "array" and tuple(after.tensor.shape) == tuple(original.shape) and \
+            bool(torch.equal(after.tensor.to(F64), original.to(F64)))
+        verdict.comparisons.append(Comparison(
+            quantity=f"{name} after the call", case=case.id, against="rule", passed=same,
+            problem=None if same else "values", expected_shape=list(original.shape),
+            total=original.numel(),
+            message="" if same else f"the call changed its argument {name} in place"))
+    if case.repeat and len(call.steps) == 2:
+        a, _ = weights_of(call.steps[0].returned, assignment)
+        b, _ = weights_of(call.steps[1].returned, assignment)
+        if a is not None and b is not None:
+            for name in assignment.parameter_names:
+                if a[name].shape != b[name].shape:
+                    continue
+                cmp = compare(f"weights[{name!r}] on a second identical call", case.id, b[name],
+                              a[name].to(F64), tolerances.values(b[name].dtype), against="rule")
+                if not cmp.passed:
+                    cmp.message = ("the same call, made twice on fresh copies of the same "
+                                   "inputs, returned different results: " + cmp.message)
+                verdict.comparisons.append(cmp)
+    return verdict
+
+
+def weights_mutated(case: Case, step: StepResult) -> list[str]:
+    """Names of the caller's weight tensors the call changed in place (allowed, but noted)."""
+    after = step.after.get("weights")
+    if case.weights is None or after is None or after.kind != "dict":
+        return []
+    changed = []
+    for name, original in case.weights.items():
+        item = after.items.get(name)
+        if item is not None and item.kind == "array" and (
+                item.tensor.shape != original.shape or
+                not torch.equal(item.tensor.to(F64), original.to(F64))):
+            changed.append(name)
+    return changed
+

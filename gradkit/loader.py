@@ -1,0 +1,156 @@
+"""Reading a submission: a .py file or a Jupyter notebook, turned into one Python source.
+
+Nothing here runs student code: a notebook's code cells are joined in order with IPython magics
+and shell escapes commented out, and the result is parsed (``ast``) to report syntax errors with
+their line and column before any process starts. A line map turns a line of the joined source back
+into "cell N, line M" for notebooks.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+#: Lines IPython treats specially: %magic, %%cell magic, !shell, and `x = !cmd` / `x = %magic`.
+_IPYTHON_LINE = re.compile(r"^\s*(%|!)|^\s*[\w.,\s]+=\s*(%|!)")
+_MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+class LoadError(Exception):
+    """A submission that cannot be read; ``message`` is written for the student."""
+
+    def __init__(self, message: str, line: Optional[int] = None, column: Optional[int] = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True)
+class LineOrigin:
+    """Where a line of the joined source came from in a notebook."""
+
+    cell: int  # 1-based index among all cells
+    line: int  # 1-based line within the cell
+
+
+@dataclass
+class Submission:
+    """A submission as gradkit grades it."""
+
+    path: Path
+    kind: Literal["py", "ipynb"]
+    source: str
+    sha256: str
+    size: int
+    origins: dict[int, LineOrigin] = field(default_factory=dict)
+    tree: Optional[ast.Module] = None
+    syntax_error: Optional[LoadError] = None
+
+    def where(self, line: Optional[int]) -> str:
+        """``file:line``, or ``file, cell N line M`` in a notebook."""
+        if line is None:
+            return str(self.path)
+        origin = self.origins.get(line)
+        if origin is not None:
+            return f"{self.path} (cell {origin.cell}, line {origin.line})"
+        return f"{self.path}:{line}"
+
+    def source_line(self, line: Optional[int]) -> str:
+        lines = self.source.splitlines()
+        if line is None or not 1 <= line <= len(lines):
+            return ""
+        return lines[line - 1].strip()
+
+
+def _neutralise(line: str) -> str:
+    return "# gradkit: IPython line skipped: " + line.strip() if _IPYTHON_LINE.match(line) else line
+
+
+def _notebook_source(raw: bytes, path: Path) -> tuple[str, dict[int, LineOrigin]]:
+    import nbformat
+
+    try:
+        notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    except UnicodeDecodeError:
+        raise LoadError(f"{path.name} is not UTF-8 text, so it is not a Jupyter notebook") from None
+    except Exception as exc:  # nbformat raises several unrelated types for bad JSON/schema
+        raise LoadError(f"{path.name} is not a readable Jupyter notebook: {exc}") from None
+    lines: list[str] = []
+    origins: dict[int, LineOrigin] = {}
+    for cell_index, cell in enumerate(notebook.cells, start=1):
+        if cell.get("cell_type") != "code":
+            continue
+        text = cell.get("source", "")
+        cell_lines = text.splitlines()
+        in_cell_magic = bool(cell_lines) and cell_lines[0].lstrip().startswith("%%")
+        for line_index, line in enumerate(cell_lines, start=1):
+            lines.append("# " + line if in_cell_magic else _neutralise(line))
+            origins[len(lines)] = LineOrigin(cell_index, line_index)
+        lines.append("")
+    return "\n".join(lines) + "\n", origins
+
+
+def load_submission(path: str | Path) -> Submission:
+    """Read and parse a submission. Raises ``LoadError`` when it cannot be read at all.
+
+    A syntax error does not raise: it is kept in ``syntax_error`` so the report can show it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no file at {path}")
+    if path.is_dir():
+        raise LoadError(f"{path} is a folder; give the .py or .ipynb file to check")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > _MAX_SOURCE_BYTES:
+        raise LoadError(f"{path.name} is {len(raw)} bytes, over the {_MAX_SOURCE_BYTES} allowed")
+    digest = hashlib.sha256(raw).hexdigest()
+    if path.suffix == ".ipynb":
+        source, origins = _notebook_source(raw, path)
+        kind: Literal["py", "ipynb"] = "ipynb"
+    else:
+        if path.suffix not in (".py", ""):
+            raise LoadError(f"{path.name} is not a .py file or a .ipynb notebook")
+        try:
+            source = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LoadError(f"{path.name} is not UTF-8 text, so it is not Python source") from None
+        origins = {}
+        kind = "py"
+    submission = Submission(path=path, kind=kind, source=source, sha256=digest, size=len(raw),
+                            origins=origins)
+    try:
+        submission.tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        where = submission.where(exc.lineno)
+        submission.syntax_error = LoadError(
+            f"syntax error at {where}, column {exc.offset}: {exc.msg}", exc.lineno, exc.offset
+        )
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        submission.syntax_error = LoadError(f"{path.name} cannot be parsed as Python: {exc}")
+    return submission
+
+
+def assignment_lines(tree: Optional[ast.Module]) -> dict[str, list[int]]:
+    """For every simple name assigned anywhere in the source, the lines that assign it."""
+    found: dict[str, list[int]] = {}
+    if tree is None:
+        return found
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Name):
+                    found.setdefault(sub.id, []).append(node.lineno)
+    return found

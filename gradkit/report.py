@@ -1,0 +1,202 @@
+"""The report: one versioned pydantic model, the single source of truth for every output.
+
+Renderers (terminal, JSON, Gradescope, JUnit, GitHub Actions) are pure functions of a ``Report``;
+none recomputes a score or a verdict. ``FORMAT_VERSION`` changes whenever the schema does (a test
+pins the schema), and ``Report.migrate`` upgrades older reports on load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+FORMAT_VERSION = "1.0"
+
+CheckStatus = Literal["pass", "fail", "error", "skipped"]
+CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
+                     "policy"]
+
+#: Exit codes of ``gradkit check`` (also in the README).
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tolerance(_Model):
+    """An elementwise tolerance: |actual - expected| <= atol + rtol * |expected|."""
+
+    dtype: str = Field(description="The dtype the compared values were computed in.")
+    rtol: float
+    atol: float
+
+
+class Comparison(_Model):
+    """One tensor compared with its expected value, in stages: presence, shape, dtype, values."""
+
+    quantity: str = Field(description="What was compared, e.g. 'dL/dW (implied by the update)'.")
+    case: str = Field(description="Case id (see Report.cases).")
+    step: Optional[int] = Field(None, description="Step within a chain or training loop.")
+    against: Literal["reference", "autograd", "finite_differences", "rule"] = "reference"
+    passed: bool
+    problem: Optional[Literal["missing", "type", "shape", "dtype", "nonfinite", "values"]] = None
+    expected_shape: list[int] = Field(default_factory=list)
+    actual_shape: Optional[list[int]] = None
+    actual_dtype: Optional[str] = None
+    max_abs_error: Optional[float] = None
+    max_rel_error: Optional[float] = None
+    worst_index: Optional[list[int]] = None
+    expected_at_worst: Optional[float] = None
+    actual_at_worst: Optional[float] = None
+    mismatched: int = 0
+    total: int = 0
+    tolerance: Optional[Tolerance] = None
+    message: str = ""
+
+
+class SourceLocation(_Model):
+    file: str
+    line: Optional[int] = None
+    column: Optional[int] = None
+    cell: Optional[int] = Field(None, description="Notebook cell (1-based), for .ipynb files.")
+    cell_line: Optional[int] = None
+    code: str = Field("", description="The line of source, stripped.")
+
+
+class Check(_Model):
+    """One graded check: a group of comparisons with points and a verdict."""
+
+    id: str = Field(description="Stable id, e.g. 'gradient.W'.")
+    group: CheckGroup
+    title: str
+    status: CheckStatus
+    points: float = Field(description="Points awarded (partial credit: cases passed / run).")
+    max_points: float
+    message: str = Field("", description="What is wrong, in words; empty when it passes.")
+    hint: str = Field("", description="What to look at or try.")
+    location: Optional[SourceLocation] = None
+    cases_passed: int = 0
+    cases_run: int = 0
+    comparisons: list[Comparison] = Field(default_factory=list)
+
+
+class IntermediateResult(_Model):
+    """One of the notebook's intermediates (dLdP ... dLdI) captured from train_neural_net."""
+
+    name: str
+    status: Literal["match", "mismatch", "not_found"]
+    found_as: Optional[str] = Field(None, description="The student's variable that held it.")
+    matched_by: Optional[Literal["name", "value"]] = None
+    location: Optional[SourceLocation] = None
+    comparison: Optional[Comparison] = None
+
+
+class Evidence(_Model):
+    factor: Optional[float] = Field(None, description="c in student = c * reference, if fitted.")
+    residual: Optional[float] = Field(None, description="Relative residual of the fit or match.")
+    cases: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Diagnosis(_Model):
+    """A likely mistake, named from the numbers (never from message strings)."""
+
+    code: str = Field(description="Stable code, e.g. 'GK201'; `gradkit explain CODE` prints more.")
+    title: str
+    message: str = Field(description="Plain words for the student.")
+    severity: Literal["error", "warning", "info"] = "error"
+    quantities: list[str] = Field(default_factory=list)
+    evidence: Evidence = Field(default_factory=Evidence)
+    location: Optional[SourceLocation] = None
+    explanation: str = ""
+
+
+class CaseInfo(_Model):
+    id: str
+    kind: Literal["step", "chain", "init", "predict", "training"]
+    description: str
+    seed: int
+    batch_size: int
+    dtype: str
+    learning_rate: Optional[float] = None
+    steps: int = 1
+
+
+class SubmissionInfo(_Model):
+    path: str
+    kind: Literal["py", "ipynb", "unknown"]
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+
+
+class Isolation(_Model):
+    """What the sandbox achieved on this machine."""
+
+    process: str = "not started"
+    user: str = ""
+    network: str = ""
+    limits: list[str] = Field(default_factory=list)
+
+
+class Output(_Model):
+    stdout: str = ""
+    stderr: str = ""
+    truncated_bytes: int = 0
+
+
+class Report(_Model):
+    """Everything gradkit found about one submission."""
+
+    format_version: Literal["1.0"] = FORMAT_VERSION
+    gradkit_version: str
+    torch_version: str
+    python_version: str
+    submission: SubmissionInfo
+    assignment: dict[str, Any] = Field(default_factory=dict)
+    tolerances: list[Tolerance] = Field(default_factory=list)
+    cases: list[CaseInfo] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+    intermediates: list[IntermediateResult] = Field(default_factory=list)
+    diagnoses: list[Diagnosis] = Field(default_factory=list)
+    output: Output = Field(default_factory=Output)
+    isolation: Isolation = Field(default_factory=Isolation)
+    duration_seconds: float = 0.0
+    error: Optional[str] = Field(None, description="gradkit's own failure, if it had one.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def score(self) -> float:
+        return round(sum(c.points for c in self.checks), 6)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def max_score(self) -> float:
+        return round(sum(c.max_points for c in self.checks), 6)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(
+            c.status in ("pass", "skipped") for c in self.checks)
+
+    @property
+    def return_code(self) -> int:
+        if self.error is not None:
+            return EXIT_INTERNAL
+        return EXIT_PASSED if self.passed else EXIT_FAILED
+
+    def check(self, check_id: str) -> Check:
+        return next(c for c in self.checks if c.id == check_id)
+
+    @model_validator(mode="before")
+    @classmethod
+    def migrate(cls, data: Any) -> Any:
+        """Upgrade older report formats; drop the computed fields a dump carries."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
+        return data

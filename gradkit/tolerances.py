@@ -1,0 +1,63 @@
+"""The one tolerance table: how close a student's numbers must be, by the dtype they computed in.
+
+A float32 solution that is right must pass, so float32 results are held to float32 accuracy.
+Gradients implied by an update, (w_before - w_after) / learning_rate, lose digits to the
+subtraction: ``implied_gradient`` widens the absolute tolerance by the rounding of w.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from gradkit.report import Tolerance
+
+
+@dataclass(frozen=True)
+class Rule:
+    rtol: float
+    atol: float
+
+
+#: dtype -> (rtol, atol); settable from the command line with --rtol / --atol.
+TABLE: dict[torch.dtype, Rule] = {
+    torch.float64: Rule(rtol=1e-6, atol=1e-10),
+    torch.float32: Rule(rtol=1e-4, atol=1e-6),
+}
+#: Rounding units that the subtraction in an implied gradient amplifies by 1/learning_rate.
+_ROUNDING_SLACK = 8
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The table in force for one run (defaults, or overridden for every dtype)."""
+
+    rtol: float | None = None
+    atol: float | None = None
+
+    def rule(self, dtype: torch.dtype) -> Rule:
+        base = TABLE.get(dtype, TABLE[torch.float32])
+        if self.rtol is not None:
+            base = replace(base, rtol=self.rtol)
+        if self.atol is not None:
+            base = replace(base, atol=self.atol)
+        return base
+
+    def values(self, dtype: torch.dtype) -> Tolerance:
+        rule = self.rule(dtype)
+        return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=rule.atol)
+
+    def implied_gradient(self, dtype: torch.dtype, weight_scale: float, learning_rate: float
+                         ) -> Tolerance:
+        rule = self.rule(dtype)
+        eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+        atol = rule.atol + _ROUNDING_SLACK * eps * max(weight_scale, 1.0) / learning_rate
+        return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=atol)
+
+    def table(self) -> list[Tolerance]:
+        return [self.values(dtype) for dtype in TABLE]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
