@@ -1,5 +1,5 @@
 # gradkit-expect: verdict=fail
-# gradkit-expect: failing=gradient.I,update
+# gradkit-expect: failing=gradient.I,update,training
 # gradkit-expect: mistake=dL/dI is summed from dL/dB instead of dL/dA, so the hidden bias gradient misses the sigmoid derivative dB/dA.
 # gradkit-expect: line=69
 """One SGD step of the course notebook's 3-4-1 sigmoid network, backpropagated by hand.

@@ -1,5 +1,5 @@
 # gradkit-expect: verdict=fail
-# gradkit-expect: failing=gradient.V,gradient.I,update
+# gradkit-expect: failing=gradient.V,gradient.I,update,training
 # gradkit-expect: mistake=dL/dA is set to dL/dB without the factor dB/dA = sigmoid'(A), so the gradients of V and I miss the hidden sigmoid's derivative.
 # gradkit-expect: line=66
 """One SGD step of the course notebook's 3-4-1 sigmoid network, backpropagated by hand.

@@ -1,5 +1,5 @@
 # gradkit-expect: verdict=fail
-# gradkit-expect: failing=gradient.V,gradient.I,gradient.W,gradient.J,update
+# gradkit-expect: failing=gradient.V,gradient.I,gradient.W,gradient.J,update,training
 # gradkit-expect: mistake=dL/dC is set to dL/dP without the factor dP/dC = sigmoid'(C), so every gradient misses the output sigmoid's derivative.
 # gradkit-expect: line=60
 """One SGD step of the course notebook's 3-4-1 sigmoid network, backpropagated by hand.

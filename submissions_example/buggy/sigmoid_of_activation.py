@@ -1,5 +1,5 @@
 # gradkit-expect: verdict=fail
-# gradkit-expect: failing=gradient.V,gradient.I,update
+# gradkit-expect: failing=gradient.V,gradient.I,update,training
 # gradkit-expect: mistake=The hidden sigmoid's derivative is evaluated at its output B instead of its input A (sigmoid applied twice), so the gradients of V and I are wrong.
 # gradkit-expect: line=65
 """One SGD step of the course notebook's 3-4-1 sigmoid network, backpropagated by hand.
