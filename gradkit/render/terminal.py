@@ -1,0 +1,110 @@
+"""The terminal view: diagnoses first, then a table of checks, then what to look at.
+
+``summary`` builds the content as plain data (testable without a terminal); ``render`` writes it
+with rich. Colour follows rich's detection (NO_COLOR, a pipe) unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from gradkit.report import Check, Report, SourceLocation
+
+MARK = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red"),
+        "skipped": ("SKIP", "yellow")}
+
+
+@dataclass(frozen=True)
+class Row:
+    check_id: str
+    mark: str
+    colour: str
+    points: str
+    title: str
+    look_at: str
+
+
+def where(location: Optional[SourceLocation]) -> str:
+    if location is None:
+        return ""
+    if location.cell is not None:
+        return f"{location.file} (cell {location.cell}, line {location.cell_line})"
+    return f"{location.file}:{location.line}" if location.line else location.file
+
+
+def _look_at(check: Check) -> str:
+    if check.status in ("pass", "skipped"):
+        return ""
+    text = check.message
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text
+
+
+def rows(report: Report) -> list[Row]:
+    return [Row(c.id, *MARK[c.status], f"{c.points:g}/{c.max_points:g}", c.title, _look_at(c))
+            for c in report.checks]
+
+
+def headline(report: Report) -> tuple[str, str]:
+    if report.error:
+        return "GRADKIT ERROR", "magenta"
+    verdict = "PASSED" if report.passed else "FAILED"
+    return f"{verdict} · score {report.score:g} / {report.max_score:g}", \
+        "green" if report.passed else "red"
+
+
+def render(report: Report, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    sub = report.submission
+    console.print(f"[bold]gradkit {report.gradkit_version}[/] · {escape(sub.path)}"
+                  + (f" · sha256 {sub.sha256[:12]}" if sub.sha256 else ""))
+    if report.error:
+        console.print(f"[magenta]{escape(report.error)}[/]")
+    for d in report.diagnoses:
+        colour = {"error": "red", "warning": "yellow", "info": "cyan"}[d.severity]
+        console.print()
+        console.print(f"[bold {colour}]{d.code}[/] [bold]{escape(d.title)}[/]")
+        console.print(f"  {escape(d.message)}")
+        if d.location is not None:
+            console.print(f"  at {escape(where(d.location))}"
+                          + (f": [cyan]{escape(d.location.code)}[/]" if d.location.code else ""))
+        console.print(f"  [dim]more: gradkit explain {d.code}[/]")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for name in ("check", "", "points", "what to look at"):
+        table.add_column(name, overflow="fold")
+    for row in rows(report):
+        table.add_row(row.check_id, f"[{row.colour}]{row.mark}[/]", row.points,
+                      escape(row.look_at) or f"[dim]{escape(row.title)}[/]")
+    console.print()
+    console.print(table)
+    failing = [c for c in report.checks if c.status in ("fail", "error")]
+    for c in failing:
+        if not (c.hint or c.location):
+            continue
+        line = f"[bold]{c.id}[/]: "
+        if c.location is not None:
+            line += f"at {escape(where(c.location))} "
+        console.print(line + f"[dim]try:[/] {escape(c.hint)}")
+    found = [i for i in report.intermediates if i.status != "not_found"]
+    if found:
+        parts = []
+        for i in report.intermediates:
+            mark = {"match": "[green]ok[/]", "mismatch": "[red]wrong[/]",
+                    "not_found": "[dim]not found[/]"}[i.status]
+            alias = f" (as {i.found_as})" if i.found_as and i.found_as != i.name else ""
+            parts.append(f"{i.name}{escape(alias)} {mark}")
+        console.print()
+        console.print("intermediates: " + " · ".join(parts))
+    if report.output.stdout.strip() or report.output.stderr.strip():
+        console.print(f"[dim]the submission printed {len(report.output.stdout)} characters to "
+                      f"stdout and {len(report.output.stderr)} to stderr (see --format json)[/]")
+    text, colour = headline(report)
+    console.print()
+    console.print(f"[bold {colour}]{text}[/] · {report.duration_seconds:.1f} s · "
+                  f"{len(report.cases)} cases · isolation: {escape(report.isolation.user or report.isolation.process)}")
