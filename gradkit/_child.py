@@ -209,6 +209,16 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
     return result, out.getvalue()
 
 
+def _module_tensors(namespace: dict[str, Any], out: wire.PayloadWriter) -> dict[str, Any]:
+    import torch
+
+    found = {}
+    for name, value in list(namespace.items()):
+        if isinstance(value, torch.Tensor) and value.numel() <= 4096 and len(found) < 64:
+            found[name] = _encode(value, out)
+    return found
+
+
 def main(request: dict[str, Any], payload: bytes, result_fd: int) -> None:
     """Load the submission, run every planned call, send a frame for each; never returns."""
     sender = _Sender(result_fd)
@@ -236,7 +246,10 @@ def main(request: dict[str, Any], payload: bytes, result_fd: int) -> None:
         for name in FUNCTIONS
     }
     load["new_modules"] = sorted(set(sys.modules) - modules_before)[:500]
-    sender.send(load)
+    # module-level tensors, so the grader can recognise a forward pass that reads globals
+    out = wire.PayloadWriter()
+    load["globals"] = _module_tensors(namespace, out)
+    sender.send(load, out.getvalue())
     if load["ok"]:
         for call in request["calls"]:
             needed = FUNCTIONS[1] if call["kind"] == "predict" else FUNCTIONS[0]
