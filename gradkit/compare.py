@@ -52,7 +52,7 @@ def compare(
                           message=f"{quantity} has shape {tuple(shape)}, expected "
                                   f"{tuple(expected.shape)}")
     dtype = str(computed_in or actual.dtype).removeprefix("torch.")
-    if actual.dtype not in FLOAT_DTYPES:
+    if (computed_in or actual.dtype) not in FLOAT_DTYPES:
         return Comparison(**base, passed=False, problem="dtype", actual_shape=shape,
                           actual_dtype=dtype,
                           message=f"{quantity} is {dtype}; gradkit expects float32 or float64")

@@ -162,10 +162,17 @@ def _step_inputs(case: Case, results: list[StepResult], assignment: Assignment
         for index, (X, Y) in enumerate(case.batches[: len(results)]):
             inputs.append((X, Y, weights))
             weights, _ = weights_of(results[index].returned, assignment)
-            if weights is None:
-                break
+            if not _usable(weights, assignment):
+                break  # the next step's expectation needs well-formed, finite weights
         return inputs
     return [(case.X, case.Y, case.weights)] * len(results)
+
+
+def _usable(weights: Optional[dict[str, Tensor]], assignment: Assignment) -> bool:
+    return weights is not None and all(
+        tuple(weights[n].shape) == shape and weights[n].dtype.is_floating_point
+        and bool(torch.isfinite(weights[n].to(F64)).all())
+        for n, shape in assignment.parameter_shapes.items())
 
 
 def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, CallResult],
@@ -177,7 +184,9 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
     for case in cases:
         call = calls.get(case.id)
         function = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
-        failed = call is None or call.error is not None or not call.steps
+        # a chain that raised part-way is graded on the steps it finished
+        partial_chain = case.kind == "chain" and call is not None and bool(call.steps)
+        failed = call is None or not call.steps or (call.error is not None and not partial_chain)
         if failed:
             words, line = _error_words(call, function, submission)
             targets = {"predict": ["predict"], "init": ["init"], "training": ["training"]}.get(
@@ -206,9 +215,15 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
     results = call.steps[:1] if case.repeat else call.steps
     inputs = _step_inputs(case, results, assignment)
     per_check = {key: CaseVerdict(case.id) for key in [f"gradient.{n}" for n in names] + ["update"]}
-    if case.kind == "chain" and len(results) < len(case.batches):
+    if case.kind == "chain" and call.error is not None and results and \
+            _usable(weights_of(results[-1].returned, assignment)[0], assignment):
+        # the student's function raised on weights that were fine: an error of this case
+        line = call.error.get("line") if isinstance(call.error.get("line"), int) else None
         for verdict in per_check.values():
-            verdict.error = f"the chain stopped after step {len(results)} of {len(case.batches)}"
+            verdict.error = (f"at step {len(results) + 1} of the chain, train_neural_net raised "
+                             f"{call.error.get('type')}: {call.error.get('message')}")
+            verdict.line = line
+    # (a chain cut short because a step returned unusable weights is judged on that step)
     for index, (result, (X, Y, given)) in enumerate(zip(results, inputs)):
         step = index + 1 if case.kind == "chain" else None
         returned, problem = weights_of(result.returned, assignment)
