@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -157,12 +158,19 @@ def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblin
          ) -> RunOutcome:
     from gradkit.plan import build_request
 
+    from gradkit.expected import prepare
+
     workdir = prepare_workdir(submission.path, siblings)
+    # the reference's side needs nothing from the student: compute it while the child runs
+    warm = threading.Thread(target=prepare, args=(cases,), daemon=True)
     try:
         request, payload = build_request(cases, submission.source, str(submission.path),
                                          str(workdir))
+        warm.start()
         return sandbox.run(request, payload, limits, [case.id for case in cases])
     finally:
+        if warm.is_alive() or warm.ident is not None:
+            warm.join()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -23,6 +23,15 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
+    """The index of element ``flat`` of a row-major tensor (torch.unravel_index imports sympy)."""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size) if size else (flat, 0)
+        index.append(i)
+    return index[::-1]
+
+
 def compare(
     quantity: str,
     case: str,
@@ -73,8 +82,7 @@ def compare(
     # the worst element is the one furthest past its allowance
     excess = diff - allowed
     flat = int(torch.argmax(excess)) if diff.numel() else 0
-    index = [int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(e.shape))] \
-        if e.dim() else []
+    index = _unravel(flat, tuple(e.shape))
     max_abs = float(diff.max()) if diff.numel() else 0.0
     rel = diff / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
     max_rel = float(rel.max()) if diff.numel() else 0.0

@@ -100,3 +100,12 @@ def expect_training(case: Case) -> TrainingExpectation:
     if key not in _TRAINING_CACHE:
         _TRAINING_CACHE[key] = _training(case)
     return _TRAINING_CACHE[key]
+
+
+def prepare(cases: tuple[Case, ...]) -> None:
+    """Compute every expectation that does not depend on the student (run while the child runs)."""
+    for case in cases:
+        if case.kind in ("step", "chain") and case.weights is not None:
+            expect_step(case.X, case.Y, case.weights, case.learning_rate)
+        elif case.kind == "training":
+            expect_training(case)

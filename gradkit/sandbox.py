@@ -128,14 +128,14 @@ class Sandbox:
         self._sock = ours
 
     def close(self) -> None:
+        """Stop the worker. It holds no state, so SIGKILL it rather than wait ~0.5 s for an
+        interpreter with torch loaded to shut down."""
         try:
             self._sock.close()
         finally:
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
+            if self._proc.poll() is None:
                 self._proc.kill()
-                self._proc.wait()
+            self._proc.wait()
 
     def __enter__(self) -> "Sandbox":
         return self
