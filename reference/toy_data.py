@@ -130,6 +130,6 @@ def random_row(X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def cross_entropy(predictions: Tensor, actual: Tensor) -> Tensor:
-    """Binary cross-entropy per element, -y log p - (1 - y) log(1 - p), as the notebook writes it."""
+    """Binary cross-entropy per element, -y log p - (1 - y) log(1 - p), as the notebook has it."""
     assert predictions.shape == actual.shape, "Prediction and actual must have same shape"
     return -1.0 * actual * predictions.log() - (1.0 - actual) * (1 - predictions).log()

@@ -25,7 +25,7 @@ def sigmoid(x: Tensor, deriv: bool = False) -> Tensor:
 
 
 def to_2d(a: Tensor, type: str = "col") -> Tensor:
-    """A 1-D tensor of length n as a column (n, 1) with ``type="col"`` or a row (1, n) with "row"."""
+    """A 1-D tensor of length n as a column (n, 1) (``type="col"``) or a row (1, n) ("row")."""
     assert a.dim() == 1, "Input tensors must be 1 dimensional"
     if type == "col":
         return a.reshape(-1, 1)
