@@ -64,3 +64,16 @@ def test_terminal_view_shows_marks_scores_and_what_to_try(gradkit_cli):
     ok = gradkit_cli("check", EXAMPLES / "correct.py", "--no-color")
     assert ok.exit_code == 0 and "PASSED · score 100 / 100" in ok.stdout
     assert "FAIL" not in ok.stdout
+
+
+def test_gradkits_own_failure_is_a_valid_report_with_its_own_exit_code(gradkit_cli, monkeypatch):
+    import gradkit.grading
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in gradkit")
+
+    monkeypatch.setattr(gradkit.grading, "grade", broken)
+    result = gradkit_cli("check", EXAMPLES / "correct.py", "--format", "json")
+    assert result.exit_code == 3
+    report = Report.model_validate_json(result.stdout)
+    assert "a bug in gradkit" in report.error and not report.passed
