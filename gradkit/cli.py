@@ -34,6 +34,24 @@ def renderer(name: str):
     return getattr(importlib.import_module(module), function)
 
 
+def _visibility(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, str]:
+    """--visibility [CHECK=]LEVEL, kept in ctx.meta for the Gradescope renderer."""
+    from gradkit.render.gradescope import VISIBILITIES
+
+    settings = {}
+    for value in values:
+        key, sep, level = value.partition("=")
+        if not sep:
+            key, level = "*", value
+        if level not in VISIBILITIES:
+            raise click.BadParameter(f"{value!r}: use [CHECK=]LEVEL with LEVEL one of "
+                                     f"{', '.join(VISIBILITIES)}", param_hint="--visibility")
+        settings[key] = level
+    ctx.meta["gradkit.visibility"] = settings
+    return settings
+
+
 def _points(values: tuple[str, ...]) -> dict[str, float]:
     from gradkit.grading import DEFAULT_POINTS
 
@@ -66,6 +84,11 @@ def main() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report here (in --format, or JSON for the terminal format) "
                    "as well as printing it.")
+@click.option("--visibility", multiple=True, metavar="[CHECK=]LEVEL", expose_value=False,
+              callback=_visibility,
+              help="Gradescope format: when students see a check (a check id, a group such as "
+                   "'gradient', or no CHECK for every check): visible, after_due_date, "
+                   "after_published or hidden (repeatable).")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every dtype.")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every dtype.")
 @click.option("--points", multiple=True, metavar="CHECK=N",
@@ -80,6 +103,8 @@ def check(path: Path, fmt: str, output: Optional[Path], rtol: Optional[float],
           atol: Optional[float], points: tuple[str, ...], accept: tuple[str, ...],
           timeout: float, color: Optional[bool]) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
+    render_options = {"visibility": click.get_current_context().meta.get(
+        "gradkit.visibility", {})} if fmt == "gradescope" else {}
     from gradkit.api import check as run_check
     from gradkit.sandbox import Limits, Sandbox
 
@@ -101,7 +126,7 @@ def check(path: Path, fmt: str, output: Optional[Path], rtol: Optional[float],
                                         no_color=color is False))
         text = None
     else:
-        text = renderer(fmt)(report)
+        text = renderer(fmt)(report, **render_options)
         click.echo(text)
     if output is not None:
         output.write_text(text if text is not None else renderer("json")(report))
@@ -136,7 +161,83 @@ def schema() -> None:
 
     from gradkit.report import Report
 
-    click.echo(json.dumps(Report.model_json_schema(), indent=2))
+    click.echo(json.dumps(Report.model_json_schema(mode="serialization"), indent=2))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Submissions graded at once, each by its own isolated worker.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("gradkit-reports"), show_default=True,
+              help="Folder for reports/<student>.json and gradebook.csv.")
+@click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the gradebook CSV here instead of OUT/gradebook.csv.")
+@click.option("--force", is_flag=True,
+              help="Grade every submission again, even those whose report is up to date.")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every dtype.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every dtype.")
+@click.option("--points", multiple=True, metavar="CHECK=N",
+              help="Points for a check, e.g. --points training=0 (repeatable).")
+@click.option("--accept-convention", "accept", multiple=True, type=click.Choice(CONVENTIONS),
+              help="Also accept gradients of this loss convention (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
+              help="Wall-clock seconds for each submission.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar on stderr while grading.")
+def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
+          rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
+          accept: tuple[str, ...], timeout: float, progress: bool) -> None:
+    """Grade a class: a folder of submissions, or one file or folder per student.
+
+    One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
+    each is one student's submission. Writes OUT/reports/<student>.json and a gradebook CSV,
+    then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
+    gradkit itself failed on a submission, 2 on a usage error.
+    """
+    import time
+
+    from rich.console import Console
+
+    from gradkit import batch
+    from gradkit.sandbox import Limits
+    from gradkit.tolerances import Tolerances
+
+    settings = batch.Settings(tolerances=Tolerances(rtol=rtol, atol=atol),
+                              points=_points(points) or None,
+                              limits=Limits(total_seconds=timeout), accept_conventions=accept)
+    submissions = batch.find_submissions(list(paths), exclude=[out])
+    if not submissions:
+        raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
+                               "student folders, or the submissions themselves")
+    where = batch.Batch(out=out, gradebook=gradebook)
+    started = time.monotonic()
+    console = Console(stderr=True, highlight=False)
+    if progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        bar = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                       transient=False)
+        task = bar.add_task("", total=len(submissions))
+        with bar:
+            rows = batch.grade_all(
+                submissions, where, jobs=jobs, settings=settings, force=force,
+                on_start=lambda s: bar.update(task, description=s.student),
+                on_done=lambda r: bar.advance(task))
+    else:
+        rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
+    summary = batch.summarize(rows, seconds=time.monotonic() - started)
+    for line in batch.summary_lines(summary):
+        click.echo(line)
+    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/")
+    if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
+            step_summary.write("### gradkit grade\n\n```text\n"
+                               + "\n".join(batch.summary_lines(summary)) + "\n```\n")
+    sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
 
 
 def run() -> None:  # pragma: no cover - console entry point kept for tools that want one

@@ -1,0 +1,466 @@
+"""Grading a whole class: many submissions, parallel isolated workers, a gradebook and a summary.
+
+``find_submissions`` turns the paths an instructor gives into one ``Submission`` per student,
+``grade_all`` grades them with ``jobs`` workers (each thread drives its own pre-loaded
+``Sandbox``), writes one JSON report per student and a gradebook CSV, and returns the rows;
+``summarize`` reads the class's score distribution and commonest mistakes from those rows.
+
+Which files are whose (also in the README):
+
+- one folder given: it is the class. Each ``.py``/``.ipynb`` file in it is one student (named
+  after the file's stem); each subfolder is one student (named after the folder).
+- several paths given: each is one student's submission, a file or a folder.
+- in a student's folder the graded file is the ``.py``/``.ipynb`` that defines
+  ``train_neural_net``: the least deeply nested, then one that also defines
+  ``neural_net_predict``, then ``.py`` before ``.ipynb``, then by name. Its folder's other files
+  are visible to it (``siblings=True``); a student's file in a shared folder sees no other file.
+
+A rerun reuses a student's report when the graded files (sha256), the grading settings and the
+gradkit version are unchanged; ``force=True`` grades everything again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import queue
+import re
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from gradkit import __version__
+from gradkit.report import Report
+
+SUFFIXES = (".py", ".ipynb")
+SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
+GRADEBOOK_COLUMNS = ("student", "score", "max", "passed", "diagnoses", "failing", "duration",
+                     "error", "submission", "sha256", "reused")
+MANIFEST = ".gradkit-batch.json"
+_DEFINES = {name: re.compile(rf"def\s+{name}\s*\(") for name in
+            ("train_neural_net", "neural_net_predict")}
+_MAX_SCAN_BYTES = 2 << 20
+_MAX_FOLDER_FILES = 500
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's submission: the file gradkit checks and where it came from."""
+
+    student: str
+    path: Path  # the file to check; the folder itself when none was found in it
+    folder: Optional[Path] = None  # set for a folder-per-student submission
+    problem: str = ""  # why no file could be picked, if none could
+
+    @property
+    def siblings(self) -> bool:
+        return self.folder is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the files that changes a grade (a change regrades every student)."""
+
+    tolerances: object = None
+    points: Optional[dict[str, float]] = None
+    limits: object = None
+    accept_conventions: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        text = json.dumps([repr(self.tolerances), sorted((self.points or {}).items()),
+                           repr(self.limits), sorted(self.accept_conventions), __version__])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check_options(self) -> dict:
+        options: dict = {"points": self.points, "tolerances": self.tolerances,
+                         "accept_conventions": self.accept_conventions}
+        if self.limits is not None:
+            options["limits"] = self.limits
+        return options
+
+
+@dataclass
+class Row:
+    """One line of the gradebook."""
+
+    student: str
+    score: float
+    max: float
+    passed: bool
+    diagnoses: list[str] = field(default_factory=list)
+    failing: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    error: str = ""
+    submission: str = ""
+    sha256: str = ""
+    reused: bool = False
+    #: diagnosis code -> title, for the summary (not a gradebook column)
+    titles: dict[str, str] = field(default_factory=dict)
+    #: gradkit itself failed on this submission (exit code 3)
+    internal_error: bool = False
+
+    def csv_row(self) -> dict[str, str]:
+        return {"student": self.student, "score": f"{self.score:g}", "max": f"{self.max:g}",
+                "passed": "yes" if self.passed else "no", "diagnoses": " ".join(self.diagnoses),
+                "failing": " ".join(self.failing), "duration": f"{self.duration:.2f}",
+                "error": self.error, "submission": self.submission, "sha256": self.sha256,
+                "reused": "yes" if self.reused else "no"}
+
+
+# -- which files are whose ---------------------------------------------------------------------
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name not in SKIPPED_NAMES
+
+
+def _defines(path: Path) -> set[str]:
+    try:
+        with open(path, "rb") as f:
+            text = f.read(_MAX_SCAN_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return set()
+    return {name for name, pattern in _DEFINES.items() if pattern.search(text)}
+
+
+def pick_file(folder: Path) -> Optional[Path]:
+    """The file of a student's folder that gradkit grades (see the module's docstring)."""
+    candidates = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if _visible(Path(d)))
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix in SUFFIXES and _visible(path) and path.is_file() \
+                    and not path.is_symlink():
+                candidates.append(path)
+        if len(candidates) >= _MAX_FOLDER_FILES:
+            break
+    ranked = []
+    for path in candidates:
+        defined = _defines(path)
+        if "train_neural_net" not in defined:
+            continue
+        depth = len(path.relative_to(folder).parts)
+        ranked.append((depth, "neural_net_predict" not in defined, path.suffix != ".py",
+                       path.name, path))
+    if ranked:
+        return min(ranked)[-1]
+    top = [p for p in candidates if p.parent == folder]
+    return top[0] if len(top) == 1 else None
+
+
+def _name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
+    """One submission per student, named uniquely, sorted by name."""
+    excluded = {p.resolve() for p in exclude}
+    if len(paths) == 1 and paths[0].is_dir():
+        entries = [p for p in sorted(paths[0].iterdir())
+                   if _visible(p) and p.resolve() not in excluded
+                   and (p.is_dir() or p.suffix in SUFFIXES)]
+    else:
+        entries = list(paths)
+    found = []
+    for entry in entries:
+        if entry.is_dir():
+            picked = pick_file(entry)
+            problem = "" if picked else (f"no .py or .ipynb file in {entry} defines "
+                                         "train_neural_net")
+            found.append((entry, Submission("", picked or entry, entry, problem)))
+        else:
+            found.append((entry, Submission("", entry)))
+    names = _unique_names([entry for entry, _ in found])
+    return sorted((Submission(name, s.path, s.folder, s.problem)
+                   for name, (_, s) in zip(names, found)), key=lambda s: s.student)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.@+-]", "_", name).lstrip(".") or "student"
+
+
+def _unique_names(entries: list[Path]) -> list[str]:
+    """Stems, then full names (alice.py, alice.ipynb), then parent-name (a-sol, b-sol)."""
+    names = [_safe(_name(e)) for e in entries]
+    for widen in (lambda e, n: _safe(e.name), lambda e, n: _safe(f"{e.parent.name}-{n}")):
+        counts = Counter(names)
+        names = [widen(e, n) if counts[n] > 1 else n for e, n in zip(entries, names)]
+    out: list[str] = []
+    for name in names:
+        candidate, number = name, 2
+        while candidate in out:
+            candidate, number = f"{name}-{number}", number + 1
+        out.append(candidate)
+    return out
+
+
+def fingerprint(submission: Submission) -> str:
+    """sha256 of what the submission's run can read: its file, and its folder's other files."""
+    digest = hashlib.sha256()
+    files = [submission.path]
+    if submission.siblings and submission.path.is_file():
+        files += [p for p in sorted(submission.path.parent.iterdir())
+                  if p != submission.path and p.is_file() and not p.is_symlink()]
+    for path in files:
+        try:
+            data = path.read_bytes() if path.is_file() else b""
+        except OSError:
+            data = b""
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+# -- grading -----------------------------------------------------------------------------------
+
+def row_of(submission: Submission, report: Report, reused: bool = False) -> Row:
+    """The gradebook row of a report: every number read from the report as it is."""
+    ordered = sorted(report.diagnoses, key=lambda d: ("error", "warning", "info").index(
+        d.severity))
+    codes = list(dict.fromkeys(d.code for d in ordered))[:3]
+    failing = [c.id for c in report.checks if c.status in ("fail", "error")]
+    error = submission.problem
+    if not error and report.error:
+        error = report.error.strip().splitlines()[0]
+    if not error:
+        # what stopped grading: the file not loading, else a check the code could not run
+        # (one stopped by a crash or a time limit first: the others only say "not run")
+        broken = [c for c in report.checks if c.status == "error" or
+                  (c.id == "load" and c.status != "pass")]
+        broken.sort(key=lambda c: (c.id != "load", "stopped during" not in c.message))
+        error = broken[0].message.strip().splitlines()[0] if broken and broken[0].message else ""
+    return Row(student=submission.student, score=report.score, max=report.max_score,
+               passed=report.passed, diagnoses=codes, failing=failing,
+               duration=report.duration_seconds, error=error[:300],
+               submission=str(submission.path), sha256=report.submission.sha256 or "",
+               reused=reused, titles={d.code: d.title for d in report.diagnoses},
+               internal_error=report.error is not None)
+
+
+def _failed_row(submission: Submission, exc: BaseException) -> Row:
+    return Row(student=submission.student, score=0.0, max=0.0, passed=False,
+               error=f"gradkit failed: {type(exc).__name__}: {exc}"[:300],
+               submission=str(submission.path), internal_error=True)
+
+
+class _Manifest:
+    """What each saved report was graded from, so a rerun can skip it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        try:
+            self.entries = json.loads(path.read_text())
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def matches(self, student: str, stamp: dict) -> bool:
+        return self.entries.get(student) == stamp
+
+    def record(self, student: str, stamp: Optional[dict]) -> None:
+        with self.lock:
+            if stamp is None:
+                self.entries.pop(student, None)
+            else:
+                self.entries[student] = stamp
+            _write_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Batch:
+    """Where a batch writes: ``reports/<student>.json``, ``gradebook.csv`` and a manifest."""
+
+    out: Path
+    gradebook: Optional[Path] = None
+
+    @property
+    def reports(self) -> Path:
+        return self.out / "reports"
+
+    @property
+    def gradebook_path(self) -> Path:
+        return self.gradebook or self.out / "gradebook.csv"
+
+    def report_path(self, student: str) -> Path:
+        return self.reports / f"{student}.json"
+
+
+def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
+              settings: Settings = Settings(), force: bool = False,
+              on_start: Callable[[Submission], None] = lambda s: None,
+              on_done: Callable[[Row], None] = lambda r: None,
+              make_sandbox: Optional[Callable[[], object]] = None) -> list[Row]:
+    """Grade every submission with ``jobs`` parallel workers; write reports and the gradebook.
+
+    Never stops for a submission: whatever one does (raise, crash, hang, exhaust memory), its
+    row says so and the others are graded. Rows come back sorted by student.
+    """
+    from gradkit.api import check
+    from gradkit.sandbox import Sandbox
+
+    make_sandbox = make_sandbox or Sandbox
+    batch.reports.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(batch.out / MANIFEST)
+    settings_key = settings.key()
+    todo: "queue.Queue[Submission]" = queue.Queue()
+    rows: list[Row] = []
+    rows_lock = threading.Lock()
+
+    def finish(row: Row) -> None:
+        with rows_lock:
+            rows.append(row)
+        on_done(row)
+
+    stamps = {}
+    for submission in submissions:
+        stamp = stamps[submission.student] = {
+            "fingerprint": fingerprint(submission), "settings": settings_key,
+            "file": str(submission.path)}
+        saved = batch.report_path(submission.student)
+        if not force and manifest.matches(submission.student, stamp) and saved.is_file():
+            try:
+                report = Report.model_validate_json(saved.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
+            else:
+                finish(row_of(submission, report, reused=True))
+                continue
+        todo.put(submission)
+
+    def work() -> None:
+        sandbox = None
+        try:
+            while True:
+                try:
+                    submission = todo.get_nowait()
+                except queue.Empty:
+                    return
+                on_start(submission)
+                try:
+                    sandbox = sandbox or make_sandbox()
+                    report = check(submission.path, sandbox=sandbox,
+                                   siblings=submission.siblings, **settings.check_options())
+                    _write_atomic(batch.report_path(submission.student),
+                                  report.model_dump_json(indent=2))
+                    # a report gradkit failed to make is not worth keeping for the next run
+                    manifest.record(submission.student,
+                                    None if report.error else stamps[submission.student])
+                    row = row_of(submission, report)
+                except Exception as exc:  # gradkit's own failure: the batch goes on
+                    manifest.record(submission.student, None)
+                    row = _failed_row(submission, exc)
+                finish(row)
+        finally:
+            if sandbox is not None:
+                sandbox.close()
+
+    workers = [threading.Thread(target=work, name=f"gradkit-worker-{i}", daemon=True)
+               for i in range(max(1, min(jobs, todo.qsize())))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rows.sort(key=lambda r: r.student)
+    write_gradebook(rows, batch.gradebook_path)
+    return rows
+
+
+def write_gradebook(rows: Sequence[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=GRADEBOOK_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.csv_row())
+    os.replace(tmp, path)
+
+
+# -- the class at a glance ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    """The class's results at a glance (data; ``summary_lines`` writes it as text)."""
+
+    students: int
+    graded: int
+    reused: int
+    passed: int
+    errors: int
+    internal_errors: int
+    mean: Optional[float]
+    median: Optional[float]
+    max_score: Optional[float]
+    #: (label, count) per score band, lowest first
+    distribution: list[tuple[str, int]]
+    #: (code, title, students) for the commonest diagnoses
+    mistakes: list[tuple[str, str, int]]
+    #: (check id, students) for the checks failed most often
+    failing: list[tuple[str, int]]
+    seconds: float = 0.0
+
+
+BANDS = ((0, 50), (50, 60), (60, 70), (70, 80), (80, 90), (90, 100))
+
+
+def summarize(rows: Sequence[Row], seconds: float = 0.0, top: int = 5) -> Summary:
+    scores = [r.score for r in rows]
+    maxima = {r.max for r in rows if r.max}
+    max_score = max(maxima) if maxima else None
+    distribution = []
+    for low, high in BANDS:
+        count = sum(1 for r in rows if r.max and low <= 100 * r.score / r.max < high)
+        distribution.append((f"{low}-{high}%", count))
+    distribution.append(("100%", sum(1 for r in rows if r.max and r.score >= r.max)))
+    codes: Counter[str] = Counter(c for r in rows for c in dict.fromkeys(r.diagnoses))
+    titles = {code: title for r in rows for code, title in r.titles.items()}
+    failing: Counter[str] = Counter(c for r in rows for c in r.failing)
+    return Summary(
+        students=len(rows), graded=sum(not r.reused for r in rows),
+        reused=sum(r.reused for r in rows), passed=sum(r.passed for r in rows),
+        errors=sum(bool(r.error) for r in rows),
+        internal_errors=sum(r.internal_error for r in rows),
+        mean=statistics.fmean(scores) if scores else None,
+        median=statistics.median(scores) if scores else None, max_score=max_score,
+        distribution=distribution,
+        mistakes=[(code, titles.get(code, ""), n) for code, n in codes.most_common(top)],
+        failing=failing.most_common(top), seconds=seconds)
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """The summary as plain text lines."""
+    max_text = f" / {summary.max_score:g}" if summary.max_score else ""
+    out = [f"{summary.students} submissions: {summary.passed} passed every check, "
+           f"{summary.students - summary.passed} did not"
+           + (f"; {summary.errors} could not be fully graded (see the error column)"
+              if summary.errors else "")
+           + (f"; {summary.reused} unchanged since the last run (reports reused)"
+              if summary.reused else "")
+           + (f" · {summary.seconds:.1f} s" if summary.seconds else "")]
+    if summary.mean is not None:
+        out.append(f"score: mean {summary.mean:.1f}{max_text}, median {summary.median:g}"
+                   f"{max_text}")
+        widest = max(n for _, n in summary.distribution) or 1
+        for label, count in summary.distribution:
+            bar = "#" * round(30 * count / widest)
+            out.append(f"  {label:>8}  {count:4d}  {bar}")
+    if summary.mistakes:
+        out.append("most common mistakes:")
+        out += [f"  {n:4d}  {code}  {title}" for code, title, n in summary.mistakes]
+    if summary.failing:
+        out.append("checks failed most often:")
+        out += [f"  {n:4d}  {check_id}" for check_id, n in summary.failing]
+    return out
