@@ -10,94 +10,226 @@ from __future__ import annotations
 import inspect
 import linecache
 import os
-import reprlib
 import sys
 import time
 import traceback
 import types
 from typing import Any, Callable
 
+import numpy as np
+import torch
+
 from gradkit import wire
 
 MAX_ELEMENTS = 1_000_000
 MAX_ITEMS = 64
+#: what one frame may carry back: values described, and bytes of array data
+MAX_VALUES = 4096
+MAX_BYTES = 16 << 20
 FUNCTIONS = ("train_neural_net", "neural_net_predict")
 
+# Captured when the worker imports this module, before any student code exists: a submission that
+# patches torch, numpy or builtins changes what its own functions compute, never how gradkit reads
+# their results back. (TensorBase and ndarray are immutable C types.)
+_TensorBase = torch._C.TensorBase
+_no_torch_function = torch._C.DisableTorchFunctionSubclass
+_detach, _contiguous, _cpu, _numpy, _view = (_TensorBase.detach, _TensorBase.contiguous,
+                                             _TensorBase.cpu, _TensorBase.numpy, _TensorBase.view)
+_requires_grad = _TensorBase.requires_grad.__get__
+_grad_fn = _TensorBase.grad_fn.__get__
+_frombuffer, _empty, _manual_seed, _clone = torch.frombuffer, torch.empty, torch.manual_seed, \
+    _TensorBase.clone
+_ndarray_tobytes = np.ndarray.tobytes
+_write, _perf_counter, _exit = os.write, time.perf_counter, os._exit
+_STDOUT, _STDERR = sys.stdout, sys.stderr
+_TORCH_DTYPES = {str(d).removeprefix("torch."): d for d in (
+    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16,
+    torch.int32, torch.int64, torch.uint8, torch.bool)}
 
-class _Sender:
+
+class Sender:
+    """Writes frames to the result pipe, whole."""
+
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         data = memoryview(wire.pack(header, payload))
         while data:
-            written = os.write(self.fd, data)
+            written = _write(self.fd, data)
             data = data[written:]
 
 
-def _encode(value: Any, out: wire.PayloadWriter, depth: int = 0) -> Any:
-    """A wire description of ``value``; tensors and arrays become raw bytes."""
-    import numpy as np
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        t = torch.Tensor.detach(value).cpu()
-        if t.is_complex() or t.numel() > MAX_ELEMENTS or t.layout != torch.strided:
-            return {"kind": "object", "type": "Tensor", "repr": f"tensor of shape {tuple(t.shape)}"
-                    f" and dtype {t.dtype}, which gradkit does not read back"}
-        t = t.contiguous()
-        name = str(t.dtype).removeprefix("torch.")
-        raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
-        desc = out.add(name, tuple(t.shape), raw.numpy().tobytes())
-        desc["source"] = "tensor" if type(value) is torch.Tensor else type(value).__name__
-        return desc
-    if isinstance(value, np.ndarray):
-        name = {"float16": "float16", "float32": "float32", "float64": "float64",
-                "int64": "int64", "int32": "int32", "bool": "bool", "uint8": "uint8",
-                "int8": "int8", "int16": "int16"}.get(value.dtype.name)
-        if name is None or value.size > MAX_ELEMENTS:
-            return {"kind": "object", "type": "ndarray", "repr": f"array of dtype {value.dtype}"}
-        desc = out.add(name, value.shape, np.ascontiguousarray(value).tobytes())
-        desc["source"] = "ndarray"
-        return desc
-    if depth < 4 and isinstance(value, dict):
-        items = list(value.items())[:MAX_ITEMS]
-        return {"kind": "dict", "type": type(value).__name__,
-                "items": {str(k): _encode(v, out, depth + 1) for k, v in items}}
-    if depth < 4 and isinstance(value, (list, tuple)):
-        return {"kind": "list", "type": type(value).__name__,
-                "items": [_encode(v, out, depth + 1) for v in value[:MAX_ITEMS]]}
-    if value is None or isinstance(value, (bool, int, float)):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1 << 53:
-            value = float(value)
-        return {"kind": "scalar", "value": value, "type": type(value).__name__}
-    if isinstance(value, str):
-        return {"kind": "scalar", "value": value[:200], "type": "str"}
+def _type_name(cls: type) -> str:
     try:
-        text = reprlib.repr(value)
-    except BaseException:  # a hostile __repr__
-        text = "<unprintable>"
-    return {"kind": "object", "type": type(value).__name__, "repr": text[:200]}
+        name = type.__dict__["__qualname__"].__get__(cls)
+        return name[:80] if isinstance(name, str) else "?"
+    except BaseException:
+        return "?"
+
+
+class _Encoder:
+    """Wire descriptions of returned values; tensors and arrays become raw bytes.
+
+    It reads values through the C types' own methods (never the value's), calls no ``__repr__``,
+    ``__eq__`` or ``__iter__`` a submission could define, and stops at a budget, so whatever a
+    function returns, encoding it ends quickly and cannot raise.
+    """
+
+    def __init__(self) -> None:
+        self.out = wire.PayloadWriter()
+        self.values = 0
+        self.bytes = 0
+
+    def encode(self, value: Any, depth: int = 0) -> Any:
+        self.values += 1
+        cls = type(value)
+        if self.values > MAX_VALUES:
+            return {"kind": "object", "type": _type_name(cls),
+                    "repr": "not read back: the result holds too many values"}
+        try:
+            return self._encode(value, cls, depth)
+        except BaseException as exc:  # a hostile subclass: it is only an unreadable object
+            return {"kind": "object", "type": _type_name(cls),
+                    "repr": f"could not be read back ({_type_name(type(exc))})"}
+
+    def _array(self, dtype: str, shape: tuple[int, ...], raw: bytes, source: str
+               ) -> dict[str, Any]:
+        if self.bytes + len(raw) > MAX_BYTES:
+            return {"kind": "object", "type": source,
+                    "repr": f"not read back: over {MAX_BYTES >> 20} MiB of results"}
+        self.bytes += len(raw)
+        desc = self.out.add(dtype, tuple(shape), raw)
+        desc["source"] = source
+        return desc
+
+    def _encode(self, value: Any, cls: type, depth: int) -> Any:
+        if issubclass(cls, _TensorBase):
+            with _no_torch_function():
+                t = _detach(value)
+                shape = tuple(t.shape)
+                if t.is_complex() or t.numel() > MAX_ELEMENTS or t.layout != torch.strided:
+                    return {"kind": "object", "type": "Tensor", "repr": f"tensor of shape "
+                            f"{shape} and dtype {t.dtype}, which gradkit does not read back"}
+                t = _contiguous(_cpu(t))
+                name = str(t.dtype).removeprefix("torch.")
+                raw = _view(t, torch.int16) if t.dtype == torch.bfloat16 else t
+                desc = self._array(name, shape, _ndarray_tobytes(_numpy(raw)),
+                                   "tensor" if cls is torch.Tensor else _type_name(cls))
+                if _requires_grad(value) or _grad_fn(value) is not None:
+                    desc["autograd"] = True
+                return desc
+        if issubclass(cls, np.ndarray):
+            name = {"float16": "float16", "float32": "float32", "float64": "float64",
+                    "int64": "int64", "int32": "int32", "bool": "bool", "uint8": "uint8",
+                    "int8": "int8", "int16": "int16"}.get(np.ndarray.__dict__["dtype"]
+                                                          .__get__(value).name)
+            size = np.ndarray.__dict__["size"].__get__(value)
+            if name is None or size > MAX_ELEMENTS:
+                return {"kind": "object", "type": "ndarray", "repr": "array of a dtype or "
+                        "size gradkit does not read back"}
+            shape = tuple(np.ndarray.__dict__["shape"].__get__(value))
+            return self._array(name, shape, _ndarray_tobytes(value, "C"), "ndarray")
+        if depth < 4 and issubclass(cls, dict):
+            items = {}
+            for key, item in list(dict.items(value))[:MAX_ITEMS]:
+                items[_key(key)] = self.encode(item, depth + 1)
+            return {"kind": "dict", "type": _type_name(cls), "items": items}
+        if depth < 4 and issubclass(cls, (list, tuple)):
+            iterate = list.__iter__ if issubclass(cls, list) else tuple.__iter__
+            items = []
+            for item in iterate(value):
+                if len(items) >= MAX_ITEMS:
+                    break
+                items.append(self.encode(item, depth + 1))
+            return {"kind": "list", "type": _type_name(cls), "items": items}
+        if value is None:
+            return {"kind": "scalar", "value": None, "type": "NoneType"}
+        if issubclass(cls, bool):
+            return {"kind": "scalar", "value": bool(int.__int__(value)), "type": "bool"}
+        if issubclass(cls, int):
+            number = int.__int__(value)
+            return {"kind": "scalar", "value": float(number) if abs(number) > 1 << 53 else number,
+                    "type": "int"}
+        if issubclass(cls, float):
+            return {"kind": "scalar", "value": float.__float__(value), "type": "float"}
+        if issubclass(cls, str):
+            return {"kind": "scalar", "value": str.__str__(value)[:200], "type": "str"}
+        return {"kind": "object", "type": _type_name(cls), "repr": ""}
+
+
+def _key(key: Any) -> str:
+    if issubclass(type(key), str):
+        return str.__str__(key)[:100]
+    if issubclass(type(key), int) and not issubclass(type(key), bool):
+        return str(int.__int__(key))
+    return f"<{_type_name(type(key))}>"
+
+
+# --- run-time evidence of autograd (for gradkit.policy) -------------------------------------
+
+#: how many times each autograd entry point was called, since the child started
+AUTOGRAD_CALLS: dict[str, int] = {}
+_AUTOGRAD_ENTRY_POINTS = {
+    "torch.autograd": ("backward", "grad"),
+    "torch.autograd.functional": ("jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"),
+    "torch.func": ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian",
+                   "linearize"),
+}
+
+
+def _count_autograd() -> None:
+    """Wrap the autograd entry points so each call is counted (``Tensor.backward`` goes through
+    ``torch.autograd.backward``)."""
+    import functools
+
+    for module_name, names in _AUTOGRAD_ENTRY_POINTS.items():
+        module = sys.modules.get(module_name)
+        for name in names:
+            original = getattr(module, name, None)
+            if module is None or not callable(original):
+                continue
+            label = f"{module_name}.{name}"
+
+            def counting(*args: Any, __original=original, __label=label, **kwargs: Any) -> Any:
+                AUTOGRAD_CALLS[__label] = AUTOGRAD_CALLS.get(__label, 0) + 1
+                return __original(*args, **kwargs)
+
+            setattr(module, name, functools.wraps(original)(counting))
 
 
 def _student_error(exc: BaseException, filename: str) -> dict[str, Any]:
     """The exception, with the traceback trimmed to the student's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     lines = [f"line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames]
-    try:
-        message = str(exc)
-    except BaseException:
-        message = "<unprintable message>"
-    return {"type": type(exc).__name__, "message": message[:1000],
+    return {"type": _type_name(type(exc)), "message": _message(exc)[:1000],
             "traceback": lines[-8:], "line": frames[-1].lineno if frames else None}
 
 
-def _tensor(desc: dict[str, Any], payload: bytes):
-    import torch
+def _message(exc: BaseException) -> str:
+    """str(exc), without running a ``__str__`` the submission defined."""
+    try:
+        args = BaseException.__dict__["args"].__get__(exc)
+        plain = all(type(a) in (str, int, float, bool, type(None)) for a in args)
+        builtin = type(exc).__module__ == "builtins"
+        if builtin and plain:
+            return type(exc).__str__(exc)
+        if plain:
+            return BaseException.__str__(exc)
+        return "<a message gradkit does not print>"
+    except BaseException:
+        return "<unprintable message>"
 
+
+def _tensor(desc: dict[str, Any], payload: bytes) -> torch.Tensor:
     dtype, shape, raw = wire.check_array(desc, payload)
-    return torch.frombuffer(bytearray(raw), dtype=getattr(torch, dtype)).reshape(shape).clone() \
-        if raw else torch.empty(shape, dtype=getattr(torch, dtype))
+    if not raw:
+        return _empty(shape, dtype=_TORCH_DTYPES[dtype])
+    if dtype == "bfloat16":
+        flat = _view(_frombuffer(bytearray(raw), dtype=torch.int16), torch.bfloat16)
+    else:
+        flat = _frombuffer(bytearray(raw), dtype=_TORCH_DTYPES[dtype])
+    return _clone(flat.reshape(shape))
 
 
 def _decode(value: Any, payload: bytes) -> Any:
@@ -106,6 +238,10 @@ def _decode(value: Any, payload: bytes) -> Any:
     if isinstance(value, dict):
         return {k: _decode(v, payload) for k, v in value.items()}
     return value
+
+
+def _is_array(value: Any) -> bool:
+    return issubclass(type(value), (_TensorBase, np.ndarray))
 
 
 class _Capture:
@@ -117,11 +253,8 @@ class _Capture:
 
     def __call__(self, frame: types.FrameType, event: str, arg: Any) -> None:
         if event == "return" and frame.f_code.co_filename == self.filename:
-            import numpy as np
-            import torch
-
-            found = {name: value for name, value in frame.f_locals.items()
-                     if isinstance(value, (torch.Tensor, np.ndarray))}
+            found = {name: value for name, value in dict.items(frame.f_locals)
+                     if _is_array(value)}
             if found:
                 self.frames.setdefault(frame.f_code.co_name, {}).update(found)
 
@@ -137,25 +270,24 @@ class _Capture:
 def _signature(fn: Any, args: int) -> str | None:
     """Why ``fn`` cannot take ``args`` positional arguments, or None if it can."""
     if not callable(fn):
-        return f"is a {type(fn).__name__}, not a function"
+        return f"is a {_type_name(type(fn))}, not a function"
     try:
         inspect.signature(fn).bind(*range(args))
     except TypeError as exc:
-        return f"cannot be called with {args} positional arguments: {exc}"
-    except ValueError:
-        return None  # builtins without a signature: let the call tell
+        return f"cannot be called with {args} positional arguments: {_message(exc)}"
+    except BaseException:
+        return None  # no signature to read (a builtin, or a strange object): let the call tell
     return None
 
 
 def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], filename: str
               ) -> tuple[dict[str, Any], bytes]:
-    import torch
-
-    out = wire.PayloadWriter()
+    encoder = _Encoder()
+    encode = encoder.encode
     kind = call["kind"]
     steps: list[dict[str, Any]] = []
     result: dict[str, Any] = {"type": "call", "id": call["id"], "steps": steps}
-    started = time.perf_counter()
+    started = _perf_counter()
     train, predict = namespace.get(FUNCTIONS[0]), namespace.get(FUNCTIONS[1])
 
     def fresh(name: str):
@@ -166,8 +298,8 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
         if kind == "predict":
             X, weights = fresh("X"), fresh("weights")
             returned = predict(X, weights)
-            steps.append({"returned": _encode(returned, out),
-                          "after": {"X": _encode(X, out), "weights": _encode(weights, out)}})
+            steps.append({"returned": encode(returned),
+                          "after": {"X": encode(X), "weights": encode(weights)}})
         elif kind == "training":
             X, Y, weights = fresh("X"), fresh("Y"), fresh("weights")
             rows = fresh("rows").tolist()
@@ -176,7 +308,7 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
             for step, row in enumerate(rows, start=1):
                 weights = train(X[row : row + 1], Y[row : row + 1], weights, lr)
                 if step in checkpoints:
-                    steps.append({"step": step, "returned": _encode(weights, out)})
+                    steps.append({"step": step, "returned": encode(weights)})
         else:  # step, chain, init
             batches = call["inputs"]["batches"]
             weights = fresh("weights")
@@ -185,43 +317,48 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
                 X, Y = _decode(batch["X"], payload), _decode(batch["Y"], payload)
                 given = fresh("weights") if repeats > 1 else weights
                 if kind == "init":
-                    torch.manual_seed(call["seed"])
+                    _manual_seed(call["seed"])
                 capture = _Capture(filename)
                 returned = capture.run(train, X, Y, given, call["learning_rate"])
                 steps.append({
-                    "returned": _encode(returned, out),
-                    "captured": {fn: {k: _encode(v, out) for k, v in names.items()}
+                    "returned": encode(returned),
+                    "captured": {fn: {k: encode(v) for k, v in names.items()}
                                  for fn, names in capture.frames.items()} if call["capture"]
                     else {},
-                    "after": {"X": _encode(X, out), "Y": _encode(Y, out),
-                              "weights": _encode(given, out)},
+                    "after": {"X": encode(X), "Y": encode(Y), "weights": encode(given)},
                 })
                 if kind == "chain" and index + 1 < len(batches):
-                    if not isinstance(returned, dict):
+                    if not issubclass(type(returned), dict):
                         break
-                    weights = {k: (torch.Tensor.detach(v).clone() if isinstance(v, torch.Tensor)
-                                   else v) for k, v in returned.items()}
+                    with _no_torch_function():
+                        weights = {_key(k): (_clone(_detach(v)) if issubclass(type(v), _TensorBase)
+                                             else v) for k, v in dict.items(returned)}
         result["ok"] = True
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are the student's too
         result["ok"] = False
         result["error"] = _student_error(exc, filename)
-    result["seconds"] = time.perf_counter() - started
-    return result, out.getvalue()
+    result["seconds"] = _perf_counter() - started
+    result["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    return result, encoder.out.getvalue()
 
 
-def _module_tensors(namespace: dict[str, Any], out: wire.PayloadWriter) -> dict[str, Any]:
-    import torch
-
+def _module_tensors(namespace: dict[str, Any], encoder: _Encoder) -> dict[str, Any]:
     found = {}
-    for name, value in list(namespace.items()):
-        if isinstance(value, torch.Tensor) and value.numel() <= 4096 and len(found) < 64:
-            found[name] = _encode(value, out)
+    for name, value in list(dict.items(namespace)):
+        if len(found) >= 64:
+            break
+        if issubclass(type(value), _TensorBase) and issubclass(type(name), str):
+            try:
+                small = _TensorBase.numel(value) <= 4096
+            except BaseException:
+                continue
+            if small:
+                found[str.__str__(name)] = encoder.encode(value)
     return found
 
 
-def main(request: dict[str, Any], payload: bytes, result_fd: int) -> None:
+def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     """Load the submission, run every planned call, send a frame for each; never returns."""
-    sender = _Sender(result_fd)
     filename = request["filename"]
     source = request["source"]
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -230,26 +367,29 @@ def main(request: dict[str, Any], payload: bytes, result_fd: int) -> None:
     module = types.ModuleType("submission")
     module.__file__ = filename
     sys.modules["submission"] = module
+    _count_autograd()
     modules_before = set(sys.modules)
-    started = time.perf_counter()
+    started = _perf_counter()
     try:
         code = compile(source, filename, "exec")
         exec(code, module.__dict__)
         load: dict[str, Any] = {"type": "load", "ok": True}
     except BaseException as exc:
         load = {"type": "load", "ok": False, "error": _student_error(exc, filename)}
-    load["seconds"] = time.perf_counter() - started
+    load["seconds"] = _perf_counter() - started
     namespace = module.__dict__
     load["functions"] = {
         name: ("missing" if name not in namespace else
                _signature(namespace[name], 4 if name == FUNCTIONS[0] else 2) or "ok")
         for name in FUNCTIONS
     }
-    load["new_modules"] = sorted(set(sys.modules) - modules_before)[:500]
+    load["new_modules"] = sorted(m for m in set(sys.modules) - modules_before
+                                 if isinstance(m, str))[:500]
+    load["autograd_calls"] = dict(AUTOGRAD_CALLS)
     # module-level tensors, so the grader can recognise a forward pass that reads globals
-    out = wire.PayloadWriter()
-    load["globals"] = _module_tensors(namespace, out)
-    sender.send(load, out.getvalue())
+    encoder = _Encoder()
+    load["globals"] = _module_tensors(namespace, encoder)
+    sender.send(load, encoder.out.getvalue())
     if load["ok"]:
         for call in request["calls"]:
             needed = FUNCTIONS[1] if call["kind"] == "predict" else FUNCTIONS[0]
@@ -257,7 +397,10 @@ def main(request: dict[str, Any], payload: bytes, result_fd: int) -> None:
                 continue
             header, data = _run_call(call, payload, namespace, filename)
             sender.send(header, data)
+    for stream in (_STDOUT, _STDERR):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
     sender.send({"type": "done"})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit(0)

@@ -1,28 +1,46 @@
-"""The pre-loaded worker: imports torch once, then forks one child per submission run.
+"""The pre-loaded worker: imports torch once, then forks the processes of each submission run.
 
 It never runs student code itself and runs no tensor operation before forking (a forked OpenMP
 pool can hang). Each request arrives on its socket as an 8-byte length carrying three file
 descriptors (result pipe, stdout, stderr), then a frame with the request and its payload. The
-worker answers ``{"pid": ...}`` after forking and ``{"exit": ...}`` once the child is reaped.
+worker answers ``{"pid": ...}`` after forking and ``{"exit": ...}`` once every process of the run
+is gone.
+
+A run is three processes, so that a hostile submission cannot outlive or escape it:
+
+- the *keeper*, forked by the worker: its own session and process group (the grader kills that
+  group by the pid the worker reports), and, as root, new mount, network, IPC and PID namespaces,
+  a read-only view of the files and a private working folder;
+- the *init*, PID 1 of the new PID namespace: it only waits. When it dies the kernel kills
+  everything else in the namespace, so a grandchild that left the process group still dies;
+- the *submission* itself (PID 2): no privileges, rlimits, a system-call filter, then
+  ``gradkit._child`` loads the student's source and makes the planned calls.
+
+The worker is a child subreaper: any descendant orphaned during a run is re-parented to it, and it
+kills and reaps every one of them before it reports the run's end.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import resource
+import select
 import signal
 import socket
-import stat
 import struct
 import sys
-from typing import Any
+import time
+import traceback
+from typing import Any, Optional
 
-from gradkit import wire
+from gradkit import _confine, wire
 
 LENGTH = struct.Struct(">Q")
+STATUS = struct.Struct(">i")
 NOBODY = 65534
-CLONE_NEWNET = 0x40000000
+#: where the result pipe is moved before student code runs (out of the way of fds it opens)
+RESULT_FD = 1000
+#: exit codes of a keeper (or init) that failed, and of a submission's process whose setup failed
+KEEPER_FAILED, CHILD_FAILED = 70, 71
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -47,74 +65,172 @@ def _describe_status(status: int) -> dict[str, Any]:
     return {"code": os.WEXITSTATUS(status)}
 
 
-def _drop_network() -> str:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) == 0:
-            return "none (own network namespace)"
-    except (OSError, AttributeError):
-        pass
-    return "shared (could not unshare the network)"
-
-
-def _others_can_read(path: str) -> bool:
-    """Whether an unprivileged user can reach ``path`` (every parent searchable, it readable)."""
-    path = os.path.realpath(path)
-    try:
-        if not os.stat(path).st_mode & stat.S_IROTH:
-            return False
-        while path != os.path.dirname(path):
-            path = os.path.dirname(path)
-            if not os.stat(path).st_mode & stat.S_IXOTH:
-                return False
-    except OSError:
-        return False
-    return True
-
-
-def _private_install() -> str | None:
-    """The first folder Python needs that an unprivileged user could not read, if any."""
+def _needed_folders() -> list[str]:
+    """The folders a submission's process reads Python, torch, numpy and gradkit from."""
     import numpy
     import torch
 
     import gradkit
 
-    for folder in (os.path.dirname(os.__file__), os.path.dirname(torch.__file__),
-                   os.path.dirname(numpy.__file__), os.path.dirname(gradkit.__file__)):
-        if not _others_can_read(folder):
-            return folder
-    return None
+    return [os.path.dirname(os.__file__), os.path.dirname(torch.__file__),
+            os.path.dirname(numpy.__file__), os.path.dirname(gradkit.__file__)]
 
 
-def _apply_limits(limits: dict[str, Any]) -> list[str]:
-    applied = []
-    wanted = {
-        "cpu_seconds": (resource.RLIMIT_CPU, limits["cpu_seconds"]),
-        "address_space": (resource.RLIMIT_AS, limits["address_space"]),
-        "file_size": (resource.RLIMIT_FSIZE, limits["file_size"]),
-        "open_files": (resource.RLIMIT_NOFILE, limits["open_files"]),
-        "core_dumps": (resource.RLIMIT_CORE, 0),
-    }
-    if os.geteuid() != 0:  # RLIMIT_NPROC does not bind root, and counts the user's every process
-        wanted["processes"] = (resource.RLIMIT_NPROC, limits["processes"])
-    for name, (which, value) in wanted.items():
+def _reference_folder() -> Optional[str]:
+    import reference
+
+    return os.path.dirname(reference.__file__) if reference.__file__ else None
+
+
+class _Plan:
+    """What the worker found out once, at start: who it runs as and what it may do."""
+
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.needed = _needed_folders()
+        self.private = next((f for f in self.needed if not _confine.others_can_read(f)), None)
+        self.reference = _reference_folder()
+        self.worker = os.getpid()
+
+
+PLAN: Optional[_Plan] = None
+
+
+def _keeper(request: dict[str, Any]) -> dict[str, Any]:
+    """In the keeper: session, namespaces, files. Returns what it achieved (for the report)."""
+    limits = request["limits"]
+    workdir = request["workdir"]
+    plan = PLAN
+    os.setsid()
+    isolation: dict[str, Any] = {"process": "own session and process group"}
+    if not plan.root:
+        isolation["network"] = "shared (not root: cannot unshare)"
+        isolation["filesystem"] = "shared (not root: cannot remount)"
+        isolation["user"] = f"uid {os.getuid()} (not root: nothing to drop)"
+        return isolation
+    flags = _confine.CLONE_NEWNS | _confine.CLONE_NEWPID | _confine.CLONE_NEWIPC
+    if limits["no_network"]:
+        flags |= _confine.CLONE_NEWNET
+    if not _confine.unshare(flags):
+        isolation["network"] = "shared (could not unshare)"
+        isolation["filesystem"] = "shared (could not unshare the mounts)"
+        if plan.private is None:  # the install is readable: nobody can still run it
+            for folder, dirs, files in os.walk(workdir):
+                for name in [folder] + [os.path.join(folder, n) for n in dirs + files]:
+                    os.chown(name, NOBODY, NOBODY)
+            isolation["user"] = "nobody (dropped from root)"
+            isolation["_drop"] = True
+        else:
+            isolation["user"] = (f"root without capabilities ({plan.private} is not readable "
+                                 "by an unprivileged user, and namespaces are not available)")
+        return isolation
+    isolation["pid_namespace"] = True
+    isolation["network"] = ("none (own network namespace)" if limits["no_network"]
+                            else "shared (no_network is off)")
+    try:
+        _confine.private_mounts()
+        opened: list[str] = []
+        if plan.private:
+            try:
+                opened = _confine.open_up(plan.needed)
+            except OSError:
+                pass  # then it keeps root, without capabilities
+        still_private = next((f for f in plan.needed if not _confine.others_can_read(f)), None)
+        drop = still_private is None
+        hidden = []
+        if plan.reference and os.path.isdir(plan.reference):
+            _confine.hide(plan.reference)
+            hidden.append("the reference package hidden")
+        _confine.private_workdir(workdir, limits["workdir_bytes"], NOBODY if drop else None)
+        _confine.read_only_except([workdir])
+        isolation["filesystem"] = "; ".join(
+            [f"read-only except its working folder (a private tmpfs of "
+             f"{limits['workdir_bytes'] >> 20} MiB)"] + hidden)
+        if drop:
+            isolation["user"] = "nobody (dropped from root)" + "".join(
+                f"; {folder} opened to it, showing only what Python needs" for folder in opened)
+        else:
+            isolation["user"] = (f"root without capabilities ({still_private} is not readable "
+                                 "by an unprivileged user)")
+        isolation["_drop"] = drop
+    except OSError as exc:
+        isolation["filesystem"] = f"shared (could not set up the mounts: {exc.strerror})"
+        isolation["user"] = "root without capabilities (the mounts failed)"
+        isolation["_drop"] = False
+    return isolation
+
+
+def _die_with_parent(parent: Optional[int]) -> None:
+    """SIGKILL this process when its parent dies (and now, if that already happened)."""
+    _confine.die_with_parent()
+    # (PID 1 of a new namespace sees its parent as 0: nothing to compare)
+    if parent is not None and os.getppid() not in (parent, 0):
+        os._exit(KEEPER_FAILED)
+
+
+def _init(status_w: int, child: int) -> None:
+    """In PID 1 of the namespace: reap until the submission is gone, then tell the worker how."""
+    while True:
         try:
-            soft, hard = resource.getrlimit(which)
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else value + 1))
-            applied.append(name)
-        except (ValueError, OSError):
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os.write(status_w, STATUS.pack(status))
+            os._exit(0)
+
+
+def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
+                isolation: dict[str, Any]) -> None:
+    """In the submission's process: drop privileges, limit, filter, then run ``_child``."""
+    limits = request["limits"]
+    workdir = request["workdir"]
+    os.dup2(result_fd, RESULT_FD)
+    os.set_inheritable(RESULT_FD, False)
+    os.closerange(3, RESULT_FD)
+    os.closerange(RESULT_FD + 1, 1 << 16)
+    drop = isolation.pop("_drop", False)
+    if isolation.pop("pid_namespace", False):
+        isolation["process"] = ("own PID namespace (it is PID 2 and sees no other process), "
+                                "session and process group")
+        try:
+            _confine.mount_proc()
+        except OSError:
             pass
-    return applied
+    if PLAN.root and drop:
+        _confine.drop_capabilities(keep_for_now=True)
+        _confine.become(NOBODY, NOBODY)
+    elif PLAN.root:
+        _confine.drop_capabilities()
+    isolation["limits"] = _confine.apply_limits(limits, bind_processes=os.geteuid() != 0)
+    try:
+        why_not = _confine.filter_syscalls()
+    except OSError as exc:
+        why_not = f"no filter ({exc.strerror})"
+    isolation["syscalls"] = why_not or _confine.SYSCALL_FILTER
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the limit is an error, not a kill
+    os.chdir(workdir)
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+            if k in os.environ}
+    os.environ.clear()
+    os.environ.update(keep, HOME=workdir, TMPDIR=workdir, OMP_NUM_THREADS="1",
+                      MKL_NUM_THREADS="1")
+    import torch
+
+    torch.set_num_threads(1)
+    from gradkit import _child
+
+    sender = _child.Sender(RESULT_FD)
+    sender.send({"type": "isolation", **isolation})
+    _child.main(request, payload, sender)
 
 
-def _become_child(request: dict[str, Any], payload: bytes, fds: list[int],
-                  sock: socket.socket) -> None:
-    """In the forked child: isolate, limit, then hand over to ``gradkit._child``."""
-    code = 70
+def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.socket,
+         status_w: int) -> None:
+    """The keeper's whole life, from the worker's fork to its exit."""
+    code = KEEPER_FAILED
     try:
         result_fd, out_fd, err_fd = fds
-        os.setsid()
         sock.close()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -122,52 +238,80 @@ def _become_child(request: dict[str, Any], payload: bytes, fds: list[int],
         os.dup2(err_fd, 2)
         for fd in (devnull, out_fd, err_fd):
             os.close(fd)
-        limits = request["limits"]
-        isolation: dict[str, Any] = {"process": "own session and process group"}
-        os.chdir(request["workdir"])
-        if os.geteuid() == 0:
-            isolation["network"] = _drop_network() if limits["no_network"] else "shared"
-        if os.geteuid() == 0 and PRIVATE_INSTALL:
-            isolation["user"] = (f"root (kept: {PRIVATE_INSTALL} is not readable by an "
-                                 "unprivileged user)")
-        elif os.geteuid() == 0:
-            os.chown(request["workdir"], NOBODY, NOBODY)
-            for root, dirs, files in os.walk(request["workdir"]):
-                for name in dirs + files:
-                    os.chown(os.path.join(root, name), NOBODY, NOBODY)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            isolation["user"] = "nobody (dropped from root)"
-        else:
-            isolation["network"] = "shared (not root: cannot unshare)"
-            isolation["user"] = f"uid {os.getuid()} (not root: nothing to drop)"
-        isolation["limits"] = _apply_limits(limits)
-        os.environ["HOME"] = request["workdir"]
-        os.environ["OMP_NUM_THREADS"] = "1"
-        import torch
-
-        torch.set_num_threads(1)
-        os.write(result_fd, wire.pack({"type": "isolation", **isolation}))
-        from gradkit import _child
-
-        _child.main(request, payload, result_fd)
+        _die_with_parent(PLAN.worker)
+        isolation = _keeper(request)
+        keeper = os.getpid()
+        init = os.fork()
+        if init == 0:
+            code = CHILD_FAILED
+            _die_with_parent(keeper)
+            child = os.fork()
+            if child == 0:
+                _die_with_parent(None)
+                os.close(status_w)
+                _submission(request, payload, result_fd, isolation)
+            os.close(result_fd)
+            _init(status_w, child)
+        os.close(result_fd)
+        os.close(status_w)
+        _, status = os.waitpid(init, 0)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
     except BaseException:
-        code = 71
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        except BaseException:
+            pass
     finally:
         os._exit(code)
 
 
-PRIVATE_INSTALL: str | None = None
+def _children() -> list[int]:
+    """This process's children, from /proc (the kernel keeps no cheaper list everywhere)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and int(fields[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+def _sweep(deadline: float) -> None:
+    """Kill and reap every child left: orphans of the run re-parented to this subreaper.
+
+    They are our children and not yet reaped, so their pids cannot have been reused.
+    """
+    while time.monotonic() < deadline:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return
+        for pid in _children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
 
 
 def serve(sock: socket.socket) -> None:
-    global PRIVATE_INSTALL
+    global PLAN
     import numpy  # noqa: F401  (preloaded so every child starts with it)
     import torch  # noqa: F401
 
-    PRIVATE_INSTALL = _private_install() if os.geteuid() == 0 else None
+    # preloaded too: the submission's process must not need the (hidden) reference package
+    import reference.toy_data  # noqa: F401
+    from gradkit import _child  # noqa: F401
 
+    PLAN = _Plan()
+    _confine.become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
@@ -180,14 +324,53 @@ def serve(sock: socket.socket) -> None:
         except (EOFError, ConnectionError, OSError):
             return
         request, payload = frames[0].header, frames[0].payload
+        status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _become_child(request, payload, fds, sock)
-        for fd in fds:
+            os.close(status_r)
+            _run(request, payload, fds, sock, status_w)
+        for fd in fds + [status_w]:
             os.close(fd)
         sock.sendall(wire.pack({"pid": pid}))
-        _, status = os.waitpid(pid, 0)
+        try:
+            status = _wait_for(pid, sock)
+        except (EOFError, OSError):
+            return
+        os.set_blocking(status_r, False)
+        try:
+            reported = os.read(status_r, STATUS.size)
+        except BlockingIOError:
+            reported = b""
+        os.close(status_r)
+        _sweep(time.monotonic() + 5)
+        if len(reported) == STATUS.size and not (os.WIFSIGNALED(status)
+                                                 and os.WTERMSIG(status) == signal.SIGKILL):
+            status = STATUS.unpack(reported)[0]
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            status = 9  # the keeper's init ended without the submission's status: it was killed
         sock.sendall(wire.pack({"exit": _describe_status(status)}))
+
+
+def _wait_for(pid: int, sock: socket.socket) -> int:
+    """Reap children (orphans included) until ``pid`` is reaped; return its wait status.
+
+    If the grader goes away meanwhile (its end of the socket closes), kill the run and leave.
+    """
+    while True:
+        reaped, status = os.waitpid(-1, os.WNOHANG)
+        if reaped == pid:
+            return status
+        if not reaped:
+            ready, _, _ = select.select([sock], [], [], 0.02)
+            if ready and not sock.recv(1, socket.MSG_PEEK):
+                for target in (lambda: os.killpg(pid, signal.SIGKILL),
+                               lambda: os.kill(pid, signal.SIGKILL)):
+                    try:
+                        target()
+                    except OSError:
+                        pass
+                _sweep(time.monotonic() + 5)
+                raise EOFError("the grader closed the socket")
 
 
 def main(fd: int) -> None:

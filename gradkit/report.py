@@ -135,12 +135,14 @@ class SubmissionInfo(_Model):
 
 
 class Isolation(_Model):
-    """What the sandbox achieved on this machine."""
+    """What the sandbox achieved on this machine (see the README, "Isolation and limits")."""
 
-    process: str = "not started"
-    user: str = ""
+    process: str = Field("not started", description="Process, session and PID namespace.")
+    user: str = Field("", description="Who the submission ran as.")
     network: str = ""
-    limits: list[str] = Field(default_factory=list)
+    filesystem: str = Field("", description="What the submission could write, and what was hidden.")
+    syscalls: str = Field("", description="The system-call filter, if one was installed.")
+    limits: list[str] = Field(default_factory=list, description="The rlimits that were set.")
 
 
 class Output(_Model):

@@ -1,12 +1,17 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
 ``Sandbox`` owns one pre-loaded worker process (``gradkit._zygote``) and runs one submission at a
-time in a child the worker forks. The grader keeps the read ends of three pipes (results, stdout,
-stderr), enforces the wall-clock limits itself and kills the child's whole process group with
-SIGKILL when one runs out. It stops waiting as soon as the worker reports the child gone, so a
-grandchild that escaped the group and holds a pipe open cannot keep it waiting.
+time in processes the worker forks (see there for what confines them). The grader keeps the read
+ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
+run's whole process group with SIGKILL when one runs out. It stops waiting as soon as the worker
+reports the run over, so a process that escaped the group and holds a pipe cannot keep it waiting;
+every wait has a deadline, and a worker that died is started again.
 
-This module never imports torch and never unpickles: results are ``wire`` frames of plain data.
+Results are trusted only as far as they are checked: every frame must have the shape
+``wire.check_frame`` describes and come in the order the child writes them (isolation, load, one
+frame per planned call in plan order, done). A frame out of that order means the submission wrote
+to the result pipe itself; the run is then stopped and none of its frames count. stdout and stderr
+are logs, capped, never parsed. This module never imports torch and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -44,12 +49,14 @@ class Limits:
     processes: int = 64  # only where RLIMIT_NPROC binds (not root)
     result_bytes: int = 64 << 20  # cap on everything sent back on the result pipe
     log_bytes: int = 64 << 10  # stdout and stderr kept, each
+    workdir_bytes: int = 64 << 20  # size of the private working folder (where mounts allow)
     no_network: bool = True
 
     def for_child(self) -> dict[str, Any]:
         return {"cpu_seconds": int(self.total_seconds) + 5, "address_space": self.address_space,
                 "file_size": self.file_size, "open_files": self.open_files,
-                "processes": self.processes, "no_network": self.no_network}
+                "processes": self.processes, "no_network": self.no_network,
+                "workdir_bytes": self.workdir_bytes}
 
 
 @dataclass
@@ -68,6 +75,8 @@ class RunOutcome:
     fault: Optional[str] = None
     seconds: float = 0.0
     isolation: dict[str, Any] = field(default_factory=dict)
+    #: the child sent its closing frame: every planned call was made
+    finished: bool = False
 
     @property
     def exit_words(self) -> str:
@@ -76,6 +85,18 @@ class RunOutcome:
         if "code" in self.exit:
             return f"exited with code {self.exit['code']}"
         return "did not report how it ended"
+
+    @property
+    def stopped(self) -> Optional[str]:
+        """Why the run ended before making every planned call, in words; None if it did not."""
+        if self.killed or self.fault:
+            return self.killed or self.fault
+        if self.exit.get("code") == 0 and self.finished:
+            return None
+        if self.exit.get("code") == 0:
+            return ("the submission's process exited before it finished (does the file call "
+                    "sys.exit or os._exit?)")
+        return f"the submission's process {self.exit_words}"
 
 
 class _Log:
@@ -108,8 +129,36 @@ def prepare_workdir(submission: Path, siblings: bool, max_bytes: int = 32 << 20)
     return workdir
 
 
+class _Protocol:
+    """The order a child writes its frames in; anything else was written by the submission."""
+
+    def __init__(self, call_ids: list[str]) -> None:
+        self.order = {call_id: index for index, call_id in enumerate(call_ids)}
+        self.state = "start"  # start, isolation, load, call <index>, done
+        self.last_call = -1
+
+    def accept(self, frame: wire.Frame) -> str:
+        """The frame's type if it comes where it should; raises ``wire.WireError`` if not."""
+        kind = wire.check_frame(frame)
+        expected = {"start": ("isolation",), "isolation": ("load",),
+                    "load": ("call", "done"), "call": ("call", "done"), "done": ()}[self.state]
+        if kind not in expected:
+            raise wire.WireError(f"a {kind} frame came after the {self.state} frame")
+        if kind == "call":
+            index = self.order.get(frame.header["id"], -1)
+            if index <= self.last_call:
+                raise wire.WireError(f"call frame {frame.header['id'][:40]!r} is not the next "
+                                     "planned call")
+            self.last_call = index
+        self.state = kind
+        return kind
+
+
 class Sandbox:
-    """One pre-loaded worker; ``run`` grades one submission at a time in a fresh child."""
+    """One pre-loaded worker; ``run`` grades one submission at a time in fresh processes."""
+
+    #: how long the grader waits for the worker to take a request or to confirm a kill
+    WORKER_SECONDS = 10.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -127,15 +176,27 @@ class Sandbox:
         theirs.close()
         self._sock = ours
 
-    def close(self) -> None:
-        """Stop the worker. It holds no state, so SIGKILL it rather than wait ~0.5 s for an
-        interpreter with torch loaded to shut down."""
+    def _stop_worker(self) -> None:
         try:
             self._sock.close()
-        finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
+        except OSError:
+            pass
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.wait(timeout=self.WORKER_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass  # unkillable (stuck in the kernel): leave it, a new worker takes over
+
+    @property
+    def worker_pid(self) -> int:
+        """The worker's process id (tests use it to look for leftover processes)."""
+        return self._proc.pid
+
+    def close(self) -> None:
+        """Stop the worker. It holds no state, so SIGKILL it rather than wait ~0.5 s for an
+        interpreter with torch loaded to shut down (a run still going dies with it)."""
+        self._stop_worker()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -145,13 +206,15 @@ class Sandbox:
 
     def run(self, request: dict[str, Any], payload: bytes, limits: Limits,
             call_ids: list[str]) -> RunOutcome:
+        """Run one request in a fresh child; always returns, within the limits plus seconds."""
         with self._lock:
             if self._proc.poll() is not None:
                 self._start()
             outcome = self._run(request, payload, limits, call_ids)
-            if outcome.fault and self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
+            if outcome.fault:
+                # the worker cannot be trusted to be in step: start a new one next time
+                self._stop_worker()
+                self._proc.poll()
             return outcome
 
     def _run(self, request: dict[str, Any], payload: bytes, limits: Limits,
@@ -162,8 +225,10 @@ class Sandbox:
         message = wire.pack(request, payload)
         pipes = [os.pipe() for _ in range(3)]
         try:
+            self._sock.settimeout(self.WORKER_SECONDS)
             socket.send_fds(self._sock, [LENGTH.pack(len(message))], [w for _, w in pipes])
             self._sock.sendall(message)
+            self._sock.setblocking(False)
         except OSError as exc:
             for r, w in pipes:
                 os.close(r)
@@ -184,9 +249,11 @@ class Sandbox:
     def _collect(self, outcome: RunOutcome, readers: dict[int, str], limits: Limits,
                  call_ids: list[str], started: float) -> None:
         logs = {"stdout": _Log(limits.log_bytes), "stderr": _Log(limits.log_bytes)}
-        buffer, received = b"", 0
+        results = wire.FrameReader()
+        protocol = _Protocol(call_ids)
+        received = 0
         pid: Optional[int] = None
-        worker = b""
+        worker = wire.FrameReader()
         selector = selectors.DefaultSelector()
         for fd, name in readers.items():
             os.set_blocking(fd, False)
@@ -196,12 +263,15 @@ class Sandbox:
         waiting_for = "load"
         frame_deadline = started + limits.load_seconds
         total_deadline = started + limits.total_seconds
+        killed_at: Optional[float] = None
         exited_at: Optional[float] = None
         open_pipes = set(readers)
 
         def kill(reason: str) -> None:
+            nonlocal killed_at
             if outcome.killed is None:
                 outcome.killed = reason
+                killed_at = time.monotonic()
             if pid is not None:
                 for target in (lambda: os.killpg(pid, signal.SIGKILL),
                                lambda: os.kill(pid, signal.SIGKILL)):
@@ -210,91 +280,101 @@ class Sandbox:
                     except (ProcessLookupError, PermissionError):
                         pass
 
-        while True:
-            now = time.monotonic()
-            if exited_at is not None and (not open_pipes or now > exited_at + 0.2):
-                break
-            if exited_at is None:
-                if now > total_deadline:
-                    kill(f"the whole run took longer than {limits.total_seconds:g} s")
-                elif now > frame_deadline:
-                    what = ("loading the file" if waiting_for == "load"
-                            else f"call '{waiting_for}'")
-                    limit = limits.load_seconds if waiting_for == "load" else limits.call_seconds
-                    kill(f"{what} ran past its {limit:g} s limit")
-                if outcome.killed and now > max(frame_deadline, started) + 10:
-                    outcome.fault = "the submission's process could not be stopped"
-                    return
-            timeout = 0.05 if exited_at is not None or outcome.killed else \
-                max(0.0, min(frame_deadline, total_deadline) - now) + 0.01
-            for key, _ in selector.select(timeout):
-                name = key.data
-                if name == "worker":
+        def stop_reading(fd: int) -> None:
+            selector.unregister(fd)
+            open_pipes.discard(fd)
+
+        try:
+            while True:
+                now = time.monotonic()
+                if exited_at is not None and (not open_pipes or now > exited_at + 0.2):
+                    break
+                if exited_at is None:
+                    if now > total_deadline:
+                        kill(f"the whole run took longer than {limits.total_seconds:g} s")
+                    elif now > frame_deadline:
+                        what = ("loading the file" if waiting_for == "load"
+                                else f"call '{waiting_for}'")
+                        limit = (limits.load_seconds if waiting_for == "load"
+                                 else limits.call_seconds)
+                        kill(f"{what} ran past its {limit:g} s limit")
+                    if killed_at is not None and now > killed_at + self.WORKER_SECONDS:
+                        outcome.fault = "the submission's process could not be stopped"
+                        return
+                timeout = 0.05 if exited_at is not None or outcome.killed else \
+                    max(0.0, min(frame_deadline, total_deadline) - now) + 0.01
+                for key, _ in selector.select(timeout):
+                    name = key.data
+                    if name == "worker":
+                        try:
+                            chunk = self._sock.recv(65536)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            chunk = b""
+                        if not chunk:
+                            outcome.fault = "the grader's worker stopped (was it killed?)"
+                            kill("the grader's worker stopped")
+                            selector.unregister(self._sock)
+                            exited_at = exited_at or time.monotonic()
+                            continue
+                        try:
+                            frames = worker.feed(chunk)
+                        except wire.WireError as exc:
+                            outcome.fault = f"the grader's worker sent a bad frame ({exc})"
+                            kill("the grader's worker failed")
+                            return
+                        for frame in frames:
+                            if type(frame.header.get("pid")) is int:
+                                pid = frame.header["pid"]
+                                if outcome.killed:
+                                    kill(outcome.killed)
+                            if isinstance(frame.header.get("exit"), dict):
+                                outcome.exit = frame.header["exit"]
+                                exited_at = time.monotonic()
+                        continue
+                    fd = key.fd
                     try:
-                        chunk = self._sock.recv(65536)
-                    except OSError:
-                        chunk = b""
+                        chunk = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
                     if not chunk:
-                        outcome.fault = "the grader's worker stopped (was it killed?)"
-                        kill("the grader's worker stopped")
-                        selector.unregister(self._sock)
-                        exited_at = exited_at or time.monotonic()
+                        stop_reading(fd)
                         continue
-                    worker += chunk
-                    frames, worker = wire.unpack_stream(worker)
-                    for frame in frames:
-                        if "pid" in frame.header:
-                            pid = frame.header["pid"]
-                        if "exit" in frame.header:
-                            outcome.exit = frame.header["exit"]
-                            exited_at = time.monotonic()
-                    continue
-                fd = key.fd
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    selector.unregister(fd)
-                    open_pipes.discard(fd)
-                    continue
-                if name != "result":
-                    logs[name].feed(chunk)
-                    continue
-                received += len(chunk)
-                if received > limits.result_bytes:
-                    kill(f"it sent back more than {limits.result_bytes >> 20} MiB of results")
-                    selector.unregister(fd)
-                    open_pipes.discard(fd)
-                    continue
-                buffer += chunk
-                try:
-                    frames, buffer = wire.unpack_stream(buffer)
-                except wire.WireError as exc:
-                    kill(f"it sent a malformed result frame ({exc})")
-                    selector.unregister(fd)
-                    open_pipes.discard(fd)
-                    continue
-                for frame in frames:
-                    kind = frame.header.get("type")
-                    if kind == "isolation":
-                        outcome.isolation = {k: v for k, v in frame.header.items()
-                                             if k not in ("type", "payload")}
+                    if name != "result":
+                        logs[name].feed(chunk)
                         continue
-                    outcome.frames.append(frame)
-                    if kind == "load" or kind == "call":
+                    received += len(chunk)
+                    if received > limits.result_bytes:
+                        kill(f"it sent back more than {limits.result_bytes >> 20} MiB of results")
+                        stop_reading(fd)
+                        continue
+                    try:
+                        frames = results.feed(chunk)
+                        kinds = [protocol.accept(frame) for frame in frames]
+                    except wire.WireError as exc:
+                        kill(f"something other than gradkit wrote to its result channel, so no "
+                             f"result of this run counts ({exc})")
+                        outcome.frames.clear()
+                        outcome.finished = False
+                        stop_reading(fd)
+                        continue
+                    for frame, kind in zip(frames, kinds):
+                        if kind == "isolation":
+                            outcome.isolation = {k: v for k, v in frame.header.items()
+                                                 if k not in ("type", "payload")}
+                            continue
+                        if kind == "done":
+                            outcome.finished = True
+                            continue
+                        outcome.frames.append(frame)
                         done = [f.header.get("id") for f in outcome.frames
                                 if f.header.get("type") == "call"]
                         remaining = [c for c in call_ids if c not in done]
                         waiting_for = remaining[0] if remaining else "done"
                         frame_deadline = time.monotonic() + (
                             limits.call_seconds * (3 if waiting_for == "training_loop" else 1))
-        selector.close()
-        if pid is not None and exited_at is not None:
-            # a grandchild that escaped waiting: stop the group all the same
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        outcome.stdout, outcome.stdout_dropped = logs["stdout"].text(), logs["stdout"].dropped
-        outcome.stderr, outcome.stderr_dropped = logs["stderr"].text(), logs["stderr"].dropped
+        finally:
+            selector.close()
+            outcome.stdout, outcome.stdout_dropped = logs["stdout"].text(), logs["stdout"].dropped
+            outcome.stderr, outcome.stderr_dropped = logs["stderr"].text(), logs["stderr"].dropped

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 HEADER = struct.Struct(">I")
 #: Dtypes a tensor may cross in, by their torch names; nothing else is rebuilt.
@@ -42,6 +42,58 @@ def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return HEADER.pack(len(head)) + head + payload
 
 
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise WireError(f"frame header is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(header, dict) or type(header.get("payload")) is not int:
+        raise WireError("frame header is not an object with a payload length")
+    if header["payload"] < 0:
+        raise WireError("negative payload length")
+    return header
+
+
+class FrameReader:
+    """Splits a byte stream into frames as it arrives, reading each header once.
+
+    Linear in the bytes fed, however they are chunked; raises ``WireError`` on a header over
+    ``max_header`` bytes or one that is not a JSON object with a payload length.
+    """
+
+    def __init__(self, max_header: int = 1 << 20) -> None:
+        self.max_header = max_header
+        self._buffer = bytearray()
+        self._pending: Optional[dict[str, Any]] = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        self._buffer += chunk
+        frames: list[Frame] = []
+        while True:
+            if self._pending is None:
+                if len(self._buffer) < HEADER.size:
+                    break
+                (size,) = HEADER.unpack_from(self._buffer)
+                if size > self.max_header:
+                    raise WireError(f"frame header of {size} bytes is over the {self.max_header}"
+                                    " allowed")
+                if len(self._buffer) < HEADER.size + size:
+                    break
+                self._pending = _parse_header(bytes(self._buffer[HEADER.size:HEADER.size + size]))
+                del self._buffer[:HEADER.size + size]
+            need = self._pending["payload"]
+            if len(self._buffer) < need:
+                break
+            frames.append(Frame(self._pending, bytes(self._buffer[:need])))
+            del self._buffer[:need]
+            self._pending = None
+        return frames
+
+
 def unpack_stream(buffer: bytes, max_header: int = 1 << 20) -> tuple[list[Frame], bytes]:
     """Split a byte buffer into complete frames; return them and the unconsumed tail."""
     frames: list[Frame] = []
@@ -52,15 +104,8 @@ def unpack_stream(buffer: bytes, max_header: int = 1 << 20) -> tuple[list[Frame]
             raise WireError(f"frame header of {size} bytes is over the {max_header} allowed")
         if len(view) < HEADER.size + size:
             break
-        try:
-            header = json.loads(bytes(view[HEADER.size : HEADER.size + size]))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise WireError(f"frame header is not JSON: {exc}") from None
-        if not isinstance(header, dict) or not isinstance(header.get("payload"), int):
-            raise WireError("frame header is not an object with a payload length")
+        header = _parse_header(bytes(view[HEADER.size : HEADER.size + size]))
         end = HEADER.size + size + header["payload"]
-        if header["payload"] < 0:
-            raise WireError("negative payload length")
         if len(view) < end:
             break
         frames.append(Frame(header, bytes(view[HEADER.size + size : end])))
@@ -111,3 +156,112 @@ def check_array(desc: Any, payload: bytes) -> tuple[str, tuple[int, ...], bytes]
     if offset + nbytes > len(payload):
         raise WireError("array runs past the end of its frame")
     return dtype, tuple(shape), payload[offset : offset + nbytes]
+
+
+# --- what a child's frames must look like ----------------------------------------------------
+#
+# The grader checks every result frame against these shapes before anything reads it, so the code
+# that grades can trust the types it gets. A frame that fails comes from a broken or hostile child.
+
+MAX_DEPTH = 8
+FRAME_TYPES = ("isolation", "load", "call", "done")
+
+
+def _need(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise WireError(f"{where}: {what}")
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _strings(value: Any, where: str, limit: int = 10_000) -> None:
+    _need(type(value) is list and len(value) <= limit
+          and all(type(v) is str for v in value), where, "not a list of strings")
+
+
+def _str_dict(value: Any, where: str) -> dict[str, Any]:
+    _need(type(value) is dict and all(type(k) is str for k in value), where,
+          "not an object")
+    return value
+
+
+def check_value(value: Any, payload: bytes, where: str = "value", depth: int = 0) -> None:
+    """Raise ``WireError`` unless ``value`` is a well-formed description of a returned value."""
+    _need(depth <= MAX_DEPTH, where, "nested too deeply")
+    _need(type(value) is dict, where, "not a value description")
+    kind = value.get("kind")
+    if kind == "array":
+        check_array(value, payload)
+        _need(type(value.get("source", "")) is str, where, "array source is not a string")
+        return
+    _need(type(value.get("type", "")) is str, where, "type is not a string")
+    if kind == "dict":
+        for key, item in _str_dict(value.get("items"), where).items():
+            check_value(item, payload, f"{where}[{key[:40]!r}]", depth + 1)
+    elif kind == "list":
+        items = value.get("items")
+        _need(type(items) is list, where, "list items are not a list")
+        for index, item in enumerate(items):
+            check_value(item, payload, f"{where}[{index}]", depth + 1)
+    elif kind == "scalar":
+        _need(type(value.get("value")) in (type(None), bool, int, float, str), where,
+              "scalar is not a number, string or null")
+    elif kind == "object":
+        _need(type(value.get("repr", "")) is str, where, "object repr is not a string")
+    else:
+        raise WireError(f"{where}: unknown kind {str(kind)[:40]!r}")
+
+
+def _check_error(error: Any, where: str) -> None:
+    error = _str_dict(error, where)
+    _need(type(error.get("type")) is str and type(error.get("message")) is str, where,
+          "error type and message must be strings")
+    _strings(error.get("traceback", []), f"{where}.traceback")
+    _need(type(error.get("line")) in (type(None), int), where, "error line is not a number")
+
+
+def _check_common(header: dict[str, Any], where: str) -> None:
+    _need(type(header.get("ok")) is bool, where, "ok is not true or false")
+    _need(_is_number(header.get("seconds", 0)), where, "seconds is not a number")
+    calls = _str_dict(header.get("autograd_calls", {}), f"{where}.autograd_calls")
+    _need(all(type(v) is int for v in calls.values()), where, "autograd_calls are not counts")
+    if "error" in header:
+        _check_error(header["error"], f"{where}.error")
+
+
+def check_frame(frame: Frame) -> str:
+    """Raise ``WireError`` unless ``frame`` is a well-formed result frame; return its type."""
+    header, payload = frame.header, frame.payload
+    kind = header.get("type")
+    _need(kind in FRAME_TYPES, "frame", f"unknown frame type {str(kind)[:40]!r}")
+    where = f"{kind} frame"
+    if kind == "isolation":
+        for key, value in header.items():
+            _need(type(value) in (str, int, bool) or (type(value) is list and all(
+                type(v) is str for v in value)), f"{where}.{key[:40]}", "not plain text")
+    elif kind == "load":
+        _check_common(header, where)
+        functions = _str_dict(header.get("functions", {}), f"{where}.functions")
+        _need(all(type(v) is str for v in functions.values()), where, "function states are "
+              "not strings")
+        _strings(header.get("new_modules", []), f"{where}.new_modules")
+        for name, value in _str_dict(header.get("globals", {}), f"{where}.globals").items():
+            check_value(value, payload, f"{where}.globals[{name[:40]!r}]")
+    elif kind == "call":
+        _check_common(header, where)
+        _need(type(header.get("id")) is str, where, "call id is not a string")
+        steps = header.get("steps", [])
+        _need(type(steps) is list, where, "steps are not a list")
+        for index, step in enumerate(steps):
+            at = f"{where} {header['id'][:40]!r} step {index}"
+            step = _str_dict(step, at)
+            check_value(step.get("returned"), payload, f"{at}.returned")
+            for fn, names in _str_dict(step.get("captured", {}), f"{at}.captured").items():
+                for name, value in _str_dict(names, f"{at}.captured").items():
+                    check_value(value, payload, f"{at}.captured[{name[:40]!r}]")
+            for name, value in _str_dict(step.get("after", {}), f"{at}.after").items():
+                check_value(value, payload, f"{at}.after[{name[:40]!r}]")
+            _need(type(step.get("step")) in (type(None), int), at, "step is not a number")
+    return kind

@@ -1,0 +1,390 @@
+"""Confining a submission's process on Linux: namespaces, a read-only view of the files, no
+privileges, a system-call filter and resource limits.
+
+Every step is best effort and returns what it achieved, so the report can say which isolation this
+machine allowed. Everything goes through ``ctypes`` to libc; nothing here imports torch. The
+functions are called by ``gradkit._zygote`` in the processes it forks, never in the grader.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import resource
+import stat
+import struct
+from typing import Any, Iterable, Optional
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_THREAD = 0x00010000
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+# the new mount API's system calls have one number on every architecture
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+
+PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+SECCOMP_MODE_FILTER = 2
+
+_libc: Optional[ctypes.CDLL] = None
+
+
+def libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _ok(result: int, what: str) -> None:
+    if result != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def prctl(option: int, arg: int = 0) -> None:
+    _ok(libc().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                     ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl({option})")
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to this process (so it can stop them), not to init."""
+    try:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent() -> None:
+    try:
+        prctl(PR_SET_PDEATHSIG, 9)
+    except (OSError, AttributeError):
+        pass
+
+
+def unshare(flags: int) -> bool:
+    try:
+        return libc().unshare(ctypes.c_int(flags)) == 0
+    except AttributeError:
+        return False
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def _mount(source: Optional[str], target: str, fstype: Optional[str], flags: int,
+           data: Optional[str] = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    _ok(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _set_read_only(path: str, read_only: bool, recursive: bool) -> None:
+    attr = _MountAttr(MOUNT_ATTR_RDONLY if read_only else 0, 0 if read_only else MOUNT_ATTR_RDONLY,
+                      0, 0)
+    result = libc().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD),
+                            path.encode(), ctypes.c_uint(AT_RECURSIVE if recursive else 0),
+                            ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _ok(result, f"mount_setattr {path}")
+
+
+def private_mounts() -> None:
+    """Mount changes from here on stay in this process's own mount namespace."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def others_can_read(path: str) -> bool:
+    """Whether an unprivileged user can reach ``path`` (every parent searchable, it readable)."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & stat.S_IROTH:
+            return False
+        while path != os.path.dirname(path):
+            path = os.path.dirname(path)
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _blocking_folder(path: str) -> Optional[str]:
+    """The outermost folder above ``path`` that others cannot search, if any."""
+    parts = os.path.realpath(path).split(os.sep)
+    for depth in range(2, len(parts)):
+        folder = os.sep.join(parts[:depth]) or os.sep
+        try:
+            if not os.stat(folder).st_mode & stat.S_IXOTH:
+                return folder
+        except OSError:
+            return None
+    return None
+
+
+def open_up(needed: Iterable[str]) -> list[str]:
+    """Make ``needed`` folders reachable by others, in this mount namespace only.
+
+    A folder such as ``/root`` (mode 700) that stands between an unprivileged user and the Python
+    install is covered by an empty, read-only tmpfs showing only the entries on the way to the
+    needed folders, each bind-mounted from the real one. Returns the folders covered.
+    """
+    covered: list[str] = []
+    for _ in range(8):  # nested private folders are opened one level per round
+        wanted: dict[str, set[str]] = {}
+        for path in needed:
+            folder = _blocking_folder(path)
+            if folder is not None:
+                rest = os.path.relpath(os.path.realpath(path), folder).split(os.sep)
+                wanted.setdefault(folder, set()).add(rest[0])
+        if not wanted:
+            return covered
+        for folder, entries in sorted(wanted.items()):
+            trees = {}
+            for entry in sorted(entries):
+                fd = libc().syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD),
+                                    os.path.join(folder, entry).encode(),
+                                    ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+                                                  | AT_RECURSIVE))
+                if fd < 0:
+                    _ok(-1, f"open_tree {folder}/{entry}")
+                trees[entry] = fd
+            _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+            for entry, fd in trees.items():
+                full = os.path.join(folder, entry)
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(full)
+                else:
+                    os.close(os.open(full, os.O_CREAT | os.O_WRONLY, 0o644))
+                result = libc().syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), b"",
+                                        ctypes.c_int(AT_FDCWD), full.encode(),
+                                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+                os.close(fd)
+                _ok(result, f"move_mount {full}")
+            _set_read_only(folder, True, recursive=False)
+            covered.append(folder)
+    return covered
+
+
+def hide(folder: str) -> None:
+    """Cover ``folder`` with an empty read-only tmpfs."""
+    _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+           "size=4k,mode=555")
+
+
+def private_workdir(workdir: str, max_bytes: int, owner: Optional[int]) -> None:
+    """Replace ``workdir`` by a tmpfs of at most ``max_bytes`` holding a copy of its files."""
+    source = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        options = f"size={max_bytes},nr_inodes=4096,mode=700"
+        if owner is not None:
+            options += f",uid={owner},gid={owner}"
+        _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for name in os.listdir(source):
+            try:
+                if not stat.S_ISREG(os.stat(name, dir_fd=source, follow_symlinks=False).st_mode):
+                    continue
+                src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=source)
+            except OSError:
+                continue
+            try:
+                dst = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              0o644)
+                try:
+                    while chunk := os.read(src, 1 << 20):
+                        os.write(dst, chunk)
+                finally:
+                    os.close(dst)
+                if owner is not None:
+                    os.chown(os.path.join(workdir, name), owner, owner)
+            finally:
+                os.close(src)
+    finally:
+        os.close(source)
+
+
+def read_only_except(writable: Iterable[str]) -> None:
+    """Every mount read-only (recursively), except the ``writable`` mounts."""
+    _set_read_only("/", True, recursive=True)
+    for path in writable:
+        _set_read_only(path, False, recursive=False)
+
+
+def mount_proc() -> None:
+    """A /proc of this PID namespace: the submission sees only its own processes."""
+    _mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+# --- privileges ----------------------------------------------------------------------------
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(keep_for_now: bool = False) -> None:
+    """No capabilities after any exec and, unless ``keep_for_now``, none now either.
+
+    ``keep_for_now`` leaves the current ones (to change user next, which clears them).
+    """
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        try:
+            prctl(PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    try:
+        _ok(libc().prctl(ctypes.c_int(PR_CAP_AMBIENT), ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL),
+                         ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "ambient")
+    except OSError:
+        pass
+    if keep_for_now:
+        return
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _ok(libc().capset(ctypes.byref(header), data), "capset")
+
+
+def become(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+# --- system calls --------------------------------------------------------------------------
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SYSCALLS = {
+    "x86_64": {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "ptrace": 101,
+               "rt_sigqueueinfo": 129, "tkill": 200, "tgkill": 234, "rt_tgsigqueueinfo": 297,
+               "process_vm_readv": 310, "process_vm_writev": 311, "execveat": 322,
+               "pidfd_send_signal": 424, "clone3": 435, "pidfd_getfd": 438},
+    "aarch64": {"clone": 220, "execve": 221, "kill": 129, "ptrace": 117, "rt_sigqueueinfo": 138,
+                "tkill": 130, "tgkill": 131, "rt_tgsigqueueinfo": 240, "process_vm_readv": 270,
+                "process_vm_writev": 271, "execveat": 281, "pidfd_send_signal": 424,
+                "clone3": 435, "pidfd_getfd": 438},
+}
+#: system calls that act on the process named by their first argument: allowed on itself only
+_SELF_ONLY = ("kill", "rt_sigqueueinfo", "tkill", "tgkill", "rt_tgsigqueueinfo")
+_DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv",
+           "process_vm_writev", "pidfd_send_signal", "pidfd_getfd")
+SYSCALL_FILTER = ("no new processes or programs (fork, exec), signals to itself only, "
+                  "no ptrace (seccomp)")
+
+_RET_ALLOW, _RET_KILL = 0x7FFF0000, 0x80000000
+_RET_ERRNO = 0x00050000
+_LD_ABS, _JEQ, _JSET, _JGE, _RET = 0x20, 0x15, 0x45, 0x35, 0x06
+
+
+def _filter_program(arch: str, self_pid: int) -> bytes:
+    """A classic-BPF seccomp program (see seccomp(2)); jumps are resolved from labels."""
+    numbers = _SYSCALLS[arch]
+    code: list[tuple] = []  # (op, k, jump-if-true label, jump-if-false label) or a label
+    code += [(_LD_ABS, 4, None, None),
+             (_JEQ, _AUDIT_ARCH[arch], None, "kill"),
+             (_LD_ABS, 0, None, None)]
+    if arch == "x86_64":
+        code.append((_JGE, 0x40000000, "eperm", None))  # the x32 ABI
+    code.append((_JEQ, numbers["clone"], "clone", None))
+    code.append((_JEQ, numbers["clone3"], "enosys", None))
+    for name in _SELF_ONLY:
+        code.append((_JEQ, numbers[name], "self", None))
+    for name in _DENIED:
+        if name in numbers:
+            code.append((_JEQ, numbers[name], "eperm", None))
+    code += [(_RET, _RET_ALLOW, None, None),
+             "clone", (_LD_ABS, 16, None, None), (_JSET, CLONE_THREAD, "allow", "eperm"),
+             "self", (_LD_ABS, 16, None, None), (_JEQ, self_pid, "allow", "eperm"),
+             "allow", (_RET, _RET_ALLOW, None, None),
+             "eperm", (_RET, _RET_ERRNO | errno.EPERM, None, None),
+             # clone3 says "not implemented", so the C library falls back to clone for threads
+             "enosys", (_RET, _RET_ERRNO | errno.ENOSYS, None, None),
+             "kill", (_RET, _RET_KILL, None, None)]
+    labels, index = {}, 0
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = index
+        else:
+            index += 1
+    out, index = [], 0
+    for item in code:
+        if isinstance(item, str):
+            continue
+        op, k, yes, no = item
+        jt = labels[yes] - index - 1 if yes else 0
+        jf = labels[no] - index - 1 if no else 0
+        out.append(struct.pack("=HBBI", op, jt, jf, k))
+        index += 1
+    return b"".join(out)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def filter_syscalls() -> Optional[str]:
+    """Install the seccomp filter in this thread (and every thread it starts); why not, if not."""
+    arch = platform.machine()
+    if arch not in _SYSCALLS:
+        return f"no filter (gradkit has no system-call table for {arch})"
+    program = _filter_program(arch, os.getpid())
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _ok(libc().prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                     ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)), "seccomp")
+    return None
+
+
+# --- resource limits -----------------------------------------------------------------------
+
+def apply_limits(limits: dict[str, Any], bind_processes: bool) -> list[str]:
+    """Set the rlimits ``limits`` asks for; return the names of those set."""
+    applied = []
+    wanted = {
+        "cpu_seconds": (resource.RLIMIT_CPU, limits["cpu_seconds"]),
+        "address_space": (resource.RLIMIT_AS, limits["address_space"]),
+        "file_size": (resource.RLIMIT_FSIZE, limits["file_size"]),
+        "open_files": (resource.RLIMIT_NOFILE, limits["open_files"]),
+        "core_dumps": (resource.RLIMIT_CORE, 0),
+    }
+    if bind_processes:  # RLIMIT_NPROC does not bind root
+        wanted["processes"] = (resource.RLIMIT_NPROC, limits["processes"])
+    for name, (which, value) in wanted.items():
+        try:
+            soft, hard = resource.getrlimit(which)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else value + 1))
+            applied.append(name)
+        except (ValueError, OSError):
+            pass
+    return applied
