@@ -64,12 +64,14 @@ def check(
     sandbox: Optional[Sandbox] = None,
     siblings: bool = True,
     accept_conventions: tuple[str, ...] = (),
+    allow_autograd: bool = False,
 ) -> Report:
     """Run a submission (.py or .ipynb) on every case and return its report.
 
     Never raises for anything the submission does: a missing file, a syntax error, an exception,
     a crash or a timeout all come back as failed checks in a valid report. ``report.error`` is set
-    only when gradkit itself failed.
+    only when gradkit itself failed. ``allow_autograd`` keeps autograd use (reported in the
+    ``policy`` check) from failing the submission.
     """
     started = time.monotonic()
     path = Path(path)
@@ -78,7 +80,7 @@ def check(
         sandbox = sandbox or Sandbox()
         try:
             report = _check(path, tolerances, points, limits, sandbox, siblings,
-                            accept_conventions)
+                            accept_conventions, allow_autograd)
         finally:
             if own:
                 sandbox.close()
@@ -93,7 +95,7 @@ def check(
 
 
 def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, siblings: bool,
-           accept_conventions: tuple[str, ...]) -> Report:
+           accept_conventions: tuple[str, ...], allow_autograd: bool = False) -> Report:
     from gradkit.cases import build_cases
     from gradkit.grading import DEFAULT_POINTS
     from gradkit.tolerances import Tolerances
@@ -121,6 +123,10 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
         return report
     outcome = _run(submission, cases, limits, sandbox, siblings)
     _finish(report, submission, cases, outcome, tolerances, points, accept_conventions)
+    from gradkit import policy
+
+    report.checks.append(policy.evaluate(submission, [f.header for f in outcome.frames],
+                                         allow_autograd))
     return report
 
 
@@ -194,8 +200,7 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
             result = CallResult(case_id=str(frame.header.get("id")),
                                 missing=f"its result could not be read back ({exc})")
         calls.setdefault(result.case_id, result)  # the first frame for a call counts
-    ended = outcome.killed or outcome.fault or (
-        None if outcome.exit.get("code") == 0 else f"the submission's process {outcome.exit_words}")
+    ended = outcome.stopped
     if load is None:
         reason = ended or "it sent nothing back"
         report.checks = [_load_check("error", f"loading the file failed: {reason}")]

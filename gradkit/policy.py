@@ -1,0 +1,185 @@
+"""Policy: what a submission may not use, found in its source and in what its process did.
+
+The assignment asks for gradients written by hand, so computing them with autograd
+(``.backward()``, ``torch.autograd``, ``requires_grad``, ``torch.func``) is a violation, unless the
+caller allows it (an instructor's own tests may). Importing gradkit or the reference solution is
+always one. Evidence comes from two places: the source's syntax tree, and what the child reported
+at run time (autograd entry points it saw called, returned tensors that carry autograd history,
+modules the file loaded). Run-time evidence is written by the child, so a determined submission
+could suppress it; the source scan is done here, in the grader.
+
+The result is the report's ``policy`` check, worth no points: it passes, or fails with every
+violation's code, line and words.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Optional
+
+from gradkit.loader import Submission
+from gradkit.report import Check, SourceLocation
+
+TITLE = "uses no autograd, and imports neither gradkit nor the reference solution"
+HINT = ("Write every gradient by hand, as the notebook does (dL/dP = P - Y, then the chain rule "
+        "through each sigmoid and matrix product); remove imports of gradkit and of the "
+        "reference. An instructor can allow autograd with --allow-autograd.")
+
+#: code -> (what it is about, words for the student)
+CODES: dict[str, tuple[str, str]] = {
+    "GKP101": ("autograd", "calls .backward() (autograd computes the gradients)"),
+    "GKP102": ("autograd", "uses torch.autograd"),
+    "GKP103": ("autograd", "asks autograd to track a tensor (requires_grad)"),
+    "GKP104": ("autograd", "uses torch.func or functorch transforms (grad, vjp, jacrev ...)"),
+    "GKP110": ("autograd", "ran autograd while it was graded"),
+    "GKP111": ("autograd", "returned tensors that carry autograd history (requires_grad or "
+                           "grad_fn)"),
+    "GKP201": ("import", "imports gradkit"),
+    "GKP202": ("import", "imports the reference solution"),
+}
+#: modules the child loads for a submission on purpose (the nn_helper shim's data)
+_ALLOWED_MODULES = ("reference.toy_data",)
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    found: Literal["source", "run time"]
+    line: Optional[int] = None
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        return CODES[self.code][0]
+
+    def words(self, submission: Submission) -> str:
+        where = f" at {submission.where(self.line)}" if self.line else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.code}{where}: {CODES[self.code][1]}{detail}"
+
+
+def _module_code(name: str) -> Optional[str]:
+    top = name.split(".")[0]
+    if name == "torch.autograd" or name.startswith("torch.autograd."):
+        return "GKP102"
+    if name == "torch.func" or name.startswith("torch.func.") or top == "functorch":
+        return "GKP104"
+    if top == "gradkit":
+        return "GKP201"
+    if top == "reference" and name not in _ALLOWED_MODULES:
+        return "GKP202"
+    return None
+
+
+def _is_false(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value in (False, None, 0)
+
+
+def scan_source(tree: ast.AST) -> list[Violation]:
+    """Violations visible in the source's syntax tree, in line order."""
+    found: dict[tuple[str, Optional[int]], Violation] = {}
+    # a file that defines its own backward() (a layer class, say) may call it
+    own_backward = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and node.name == "backward" for node in ast.walk(tree))
+
+    def add(code: Optional[str], node: ast.AST, detail: str = "") -> None:
+        if code is not None:
+            line = getattr(node, "lineno", None)
+            found.setdefault((code, line), Violation(code, "source", line, detail))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(_module_code(alias.name), node, f"import {alias.name}")
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            add(_module_code(node.module), node, f"from {node.module} import ...")
+            for alias in node.names:
+                add(_module_code(f"{node.module}.{alias.name}"), node,
+                    f"from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Attribute):
+            if node.attr == "backward" and not own_backward:
+                add("GKP101", node)
+            elif node.attr == "autograd":
+                add("GKP102", node)
+            elif node.attr == "func" and isinstance(node.value, ast.Name) \
+                    and node.value.id == "torch":
+                add("GKP104", node)
+            elif node.attr == "requires_grad_":
+                add("GKP103", node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute) and target.attr == "requires_grad" \
+                        and not _is_false(node.value):
+                    add("GKP103", node)
+        elif isinstance(node, ast.keyword) and node.arg == "requires_grad" \
+                and not _is_false(node.value):
+            add("GKP103", node.value)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                node.func.id if isinstance(node.func, ast.Name) else ""
+            if called in ("__import__", "import_module"):
+                add(_module_code(node.args[0].value), node, f"{called}({node.args[0].value!r})")
+    return sorted(found.values(), key=lambda v: (v.line or 0, v.code))
+
+
+def _arrays_with_history(value: Any) -> Iterable[bool]:
+    if isinstance(value, dict):
+        if value.get("kind") == "array":
+            yield value.get("autograd") is True
+        for item in (value.get("items") or {}).values() if isinstance(value.get("items"), dict) \
+                else value.get("items") or []:
+            yield from _arrays_with_history(item)
+
+
+def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
+    """Violations in what the child reported: its load frame and its call frames."""
+    found: list[Violation] = []
+    calls: dict[str, int] = {}
+    modules: set[str] = set()
+    history = 0
+    for header in headers:
+        for name, count in (header.get("autograd_calls") or {}).items():
+            calls[name] = max(calls.get(name, 0), count)
+        if header.get("type") == "load":
+            modules.update(header.get("new_modules") or [])
+        for step in header.get("steps") or []:
+            history += sum(_arrays_with_history(step.get("returned")))
+    ran = {name: count for name, count in calls.items() if count}
+    if ran:
+        found.append(Violation("GKP110", "run time", detail=", ".join(
+            f"{name} {count} time{'s' if count > 1 else ''}"
+            for name, count in sorted(ran.items()))))
+    if history:
+        found.append(Violation("GKP111", "run time", detail=f"{history} returned tensor"
+                                                            f"{'s' if history > 1 else ''}"))
+    for code in sorted({c for c in map(_module_code, modules) if c}):
+        names = sorted(m for m in modules if _module_code(m) == code)
+        found.append(Violation(code, "run time", detail="loaded " + ", ".join(names[:5])))
+    return found
+
+
+def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
+             allow_autograd: bool = False) -> Check:
+    """The ``policy`` check: the violations found, and whether they fail the submission."""
+    violations = scan_source(submission.tree) if submission.tree is not None else []
+    seen = {v.code for v in violations}
+    violations += [v for v in scan_run(headers) if v.code not in seen]
+    failing = [v for v in violations if not (allow_autograd and v.kind == "autograd")]
+    allowed = [v for v in violations if v not in failing]
+    first = next((v for v in failing if v.line), None)
+    location = None
+    if first is not None:
+        origin = submission.origins.get(first.line)
+        location = SourceLocation(file=str(submission.path), line=first.line,
+                                  cell=origin.cell if origin else None,
+                                  cell_line=origin.line if origin else None,
+                                  code=submission.source_line(first.line))
+    message = "; ".join(v.words(submission) for v in failing)
+    if allowed:
+        message += ("; " if message else "") + "allowed (autograd is allowed): " + \
+            "; ".join(v.words(submission) for v in allowed)
+    return Check(id="policy", group="policy", title=TITLE,
+                 status="fail" if failing else "pass", points=0.0, max_points=0.0,
+                 message=message, hint=HINT if failing else "", location=location)
