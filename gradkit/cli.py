@@ -99,6 +99,10 @@ def main() -> None:
 @click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
               help="Wall-clock seconds for the whole submission.")
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
+@click.option("--allow-autograd", is_flag=True, expose_value=False,
+              callback=lambda ctx, _, value: ctx.meta.update({"gradkit.allow_autograd": value}),
+              help="Report autograd use (.backward(), torch.autograd, torch.func) in the policy "
+                   "check without failing the submission.")
 def check(path: Path, fmt: str, output: Optional[Path], rtol: Optional[float],
           atol: Optional[float], points: tuple[str, ...], accept: tuple[str, ...],
           timeout: float, color: Optional[bool]) -> None:
@@ -114,7 +118,8 @@ def check(path: Path, fmt: str, output: Optional[Path], rtol: Optional[float],
     try:
         report = run_check(path, tolerances=Tolerances(rtol=rtol, atol=atol),
                            points=_points(points), limits=Limits(total_seconds=timeout),
-                           sandbox=sandbox, accept_conventions=accept)
+                           sandbox=sandbox, accept_conventions=accept, allow_autograd=(
+                               click.get_current_context().meta["gradkit.allow_autograd"]))
     finally:
         sandbox.close()
     if fmt == "terminal":
