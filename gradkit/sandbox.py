@@ -193,6 +193,10 @@ class Sandbox:
         """The worker's process id (tests use it to look for leftover processes)."""
         return self._proc.pid
 
+    @property
+    def worker_alive(self) -> bool:
+        return self._proc.poll() is None
+
     def close(self) -> None:
         """Stop the worker. It holds no state, so SIGKILL it rather than wait ~0.5 s for an
         interpreter with torch loaded to shut down (a run still going dies with it)."""

@@ -1,0 +1,262 @@
+"""Hostile and broken submissions through the real grader: verdict, message, time, survival.
+
+Each file in tests/data/hostile/ is one attack on an otherwise ordinary submission (its docstring
+says which, and what gradkit must do). Every test grades it with short limits through one worker
+shared by this module, then asserts the verdict, the words a student reads, that the run ended
+within its limit, that the worker survived, and that no process of the run is left.
+
+The attacks are bounded so that the tests are safe on a machine without the isolation they check:
+the fork bomb forks at most 50 times, memory is taken under the child's address-space limit, and
+the kill attempts name only the grader of their own test, never -1 or 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from click.testing import CliRunner
+
+from gradkit import check
+from gradkit.report import Report
+from gradkit.sandbox import Limits, Sandbox
+
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+EXAMPLES = Path(__file__).parent.parent / "submissions_example"
+LIMITS = Limits(load_seconds=4, call_seconds=2, total_seconds=15, address_space=2 << 30)
+SECRET = "gradkit-test-secret-7c1e"
+#: what the wrong solution under the "fake a pass" attacks fails (its dL/dP has the wrong sign)
+WRONG_SOLUTION_FAILS = {"gradient.V", "gradient.I", "gradient.W", "gradient.J", "update",
+                        "training"}
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (orphans of a run are re-parented to the worker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    """This module's own worker, started with a secret in its environment."""
+    with mock.patch.dict(os.environ, {"GRADKIT_TEST_SECRET": SECRET}):
+        shared = Sandbox()
+    with shared:
+        yield shared
+
+
+class _Shared:
+    """The module's sandbox handed to the CLI, whose close() must leave it running."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def run(self, *args, **kwargs):
+        return self.sandbox.run(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def _after_run(sandbox: Sandbox, report_error, seconds: float, allowed: float) -> None:
+    assert report_error is None, f"gradkit itself failed: {report_error}"
+    assert seconds < allowed, f"the run took {seconds:.1f} s, over the {allowed} s it may take"
+    assert sandbox.worker_alive, "the grader's worker died"
+    assert children_of(sandbox.worker_pid) == [], "a process of the run is still there"
+
+
+def grade(sandbox: Sandbox, path: Path, allowed: float, **options) -> Report:
+    started = time.monotonic()
+    report = check(path, sandbox=sandbox, limits=LIMITS, **options)
+    _after_run(sandbox, report.error, time.monotonic() - started, allowed)
+    return report
+
+
+def cli(sandbox: Sandbox, monkeypatch, *args: str) -> tuple[dict, int]:
+    """The real ``gradkit check ... --format json`` on the module's worker."""
+    import gradkit.sandbox
+    from gradkit.cli import main
+
+    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda: _Shared(sandbox))
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["check", *args, "--format", "json", "--timeout", "15"],
+                                catch_exceptions=False)
+    report = json.loads(result.stdout)
+    _after_run(sandbox, report["error"], time.monotonic() - started, 15)
+    return report, result.exit_code
+
+
+def failing(report: Report) -> set[str]:
+    return {c.id for c in report.checks if c.status in ("fail", "error")}
+
+
+# attack, the check that must say so, its status, words of its message, seconds the run may take
+STOPPED = [
+    ("syntax_error", "load", "error", "syntax error at", 3),
+    ("import_error", "load", "error", "loading the file raised RuntimeError: this file refuses "
+                                      "to load", 3),
+    ("exit_at_import", "load", "error", "loading the file raised SystemExit: 0", 3),
+    ("loop_at_import", "load", "error", "loading the file ran past its 4 s limit", 7),
+    ("loop_in_call", "gradient.V", "error", "call 'notebook_row' ran past its 2 s limit", 7),
+    ("escape_group", "gradient.V", "error", "call 'notebook_row' ran past its 2 s limit", 7),
+    ("memory_exhaustion", "gradient.V", "error", "DefaultCPUAllocator: can't allocate memory", 5),
+    ("deep_recursion", "gradient.V", "error", "the submission's process killed by SIGSEGV", 5),
+    ("os_exit_in_call", "gradient.V", "error", "the submission's process exited before it "
+                                               "finished (does the file call sys.exit", 4),
+    ("self_kill", "gradient.V", "error", "the submission's process killed by SIGKILL", 4),
+    ("huge_file", "gradient.V", "error", "raised OSError: [Errno 27] File too large", 4),
+    ("nan_weights", "gradient.V", "fail", "non-finite value(s) (NaN or inf)", 4),
+    ("unsendable_return", "gradient.V", "error", "train_neural_net returned a generator, not a "
+                                                 "dict of weights", 4),
+    ("forged_frames", "load", "error", "something other than gradkit wrote to its result "
+                                       "channel, so no result of this run counts", 4),
+]
+
+
+@pytest.mark.parametrize("attack, check_id, status, words, seconds", STOPPED,
+                         ids=[row[0] for row in STOPPED])
+def test_attack_fails_the_submission_with_a_clear_message(sandbox, attack, check_id, status,
+                                                          words, seconds):
+    report = grade(sandbox, HOSTILE / f"{attack}.py", seconds)
+    assert not report.passed and report.return_code == 1
+    verdict = report.check(check_id)
+    assert verdict.status == status
+    assert words in verdict.message
+    # nothing passes on the strength of a run that was stopped or produced nothing usable
+    assert report.check("gradient.W").status != "pass"
+
+
+def test_objects_that_cannot_be_sent_back_fail_predict_too(sandbox):
+    report = grade(sandbox, HOSTILE / "unsendable_return.py", 4)
+    assert report.check("predict").status == "fail"
+    assert "Agreeable, not a tensor" in report.check("predict").message
+
+
+@pytest.mark.parametrize("attack", ["lying_tensor", "patch_torch"])
+def test_faking_equality_in_the_child_changes_nothing(sandbox, attack):
+    """A Tensor subclass that says "equal" to anything, or torch/numpy/pytest patched to: the
+    wrong solution underneath fails exactly the checks it fails without the attack."""
+    report = grade(sandbox, HOSTILE / f"{attack}.py", 5)
+    plain = grade(sandbox, EXAMPLES / "buggy" / "sign_error_dLdP.py", 5)
+    assert failing(plain) == WRONG_SOLUTION_FAILS
+    assert failing(report) == WRONG_SOLUTION_FAILS
+    assert report.check("gradient.V").message == plain.check("gradient.V").message
+
+
+def test_fake_printed_json_is_only_a_log(sandbox, monkeypatch):
+    report, code = cli(sandbox, monkeypatch, str(HOSTILE / "fake_printed_json.py"))
+    assert code == 1 and report["passed"] is False
+    assert {c["id"] for c in report["checks"] if c["status"] != "pass"} == WRONG_SOLUTION_FAILS
+    # the fake report is in the log it was printed to, as text, and nowhere else
+    assert '"passed": true' in report["output"]["stdout"]
+    assert '"passed": true' in report["output"]["stderr"]
+
+
+def test_fake_result_files_are_not_the_report(sandbox, monkeypatch, tmp_path):
+    submission = tmp_path / "fake_result_files.py"
+    shutil.copy(HOSTILE / "fake_result_files.py", submission)
+    in_tmp = Path("/tmp/gradkit-hostile-fake-report.json")
+    in_tmp.unlink(missing_ok=True)
+    gradescope_existed = Path("/autograder").exists()
+    written = tmp_path / "report.json"
+    report, code = cli(sandbox, monkeypatch, str(submission), "--output", str(written))
+    assert code == 1 and report["passed"] is False
+    on_disk = json.loads(written.read_text())
+    assert on_disk["passed"] is False and on_disk["score"] == report["score"]
+    log = report["output"]["stdout"]
+    assert "'results.json': 'written'" in log  # its own working folder is writable
+    if report["isolation"]["filesystem"].startswith("read-only"):
+        assert "Read-only file system" in log
+        assert not (tmp_path / "fake_report.json").exists()
+        assert not in_tmp.exists()
+        if not gradescope_existed:
+            assert not Path("/autograder").exists()
+    in_tmp.unlink(missing_ok=True)
+
+
+def test_fork_attempts_are_bounded_and_leave_nothing(sandbox):
+    report = grade(sandbox, HOSTILE / "fork_bomb.py", 6)
+    if "seccomp" in report.isolation.syscalls:
+        assert report.check("gradient.V").status == "error"
+        assert "raised PermissionError: [Errno 1] Operation not permitted" in \
+            report.check("gradient.V").message
+    # (grade() asserted that no forked process outlived the run)
+
+
+def test_megabytes_of_output_are_capped_and_change_nothing(sandbox):
+    report = grade(sandbox, HOSTILE / "huge_output.py", 10)
+    assert report.passed
+    assert len(report.output.stdout) <= LIMITS.log_bytes
+    assert len(report.output.stderr) <= LIMITS.log_bytes
+    assert report.output.truncated_bytes > 16 << 20
+
+
+def test_the_environment_holds_no_secrets(sandbox):
+    assert os.environ.get("GRADKIT_TEST_SECRET") is None  # only the worker was given it
+    report = grade(sandbox, HOSTILE / "env_secrets.py", 4)
+    assert report.passed
+    assert "environment:" in report.output.stdout
+    assert SECRET not in report.output.stdout
+
+
+def test_autograd_fails_the_policy_check_unless_allowed(sandbox):
+    report = grade(sandbox, HOSTILE / "autograd.py", 5)
+    assert failing(report) == {"policy"}
+    policy = report.check("policy")
+    for code in ("GKP101", "GKP103", "GKP110"):
+        assert code in policy.message
+    assert "calls .backward()" in policy.message and policy.location.line is not None
+    allowed = grade(sandbox, HOSTILE / "autograd.py", 5, allow_autograd=True)
+    assert allowed.passed
+    assert "allowed" in allowed.check("policy").message
+
+
+def test_importing_gradkit_or_the_reference_fails_the_policy_check(sandbox):
+    report = grade(sandbox, HOSTILE / "imports_reference.py", 5, allow_autograd=True)
+    assert failing(report) == {"policy"}
+    message = report.check("policy").message
+    assert "GKP201" in message and "imports gradkit" in message
+    assert "GKP202" in message and "imports the reference solution" in message
+
+
+def test_an_attempt_to_kill_the_grader_leaves_it_alive(tmp_path):
+    """The real command in its own process: the submission tries to SIGKILL it (its pid is in
+    grader_pid.txt beside the file), its worker and its own ancestors."""
+    submission = tmp_path / "kill_grader.py"
+    shutil.copy(HOSTILE / "kill_grader.py", submission)
+    started = time.monotonic()
+    grader = subprocess.Popen([sys.executable, "-m", "gradkit", "check", str(submission),
+                               "--format", "json", "--timeout", "20"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp_path / "grader_pid.txt").write_text(str(grader.pid))  # before it copies the folder
+    try:
+        out, err = grader.communicate(timeout=60)
+    finally:
+        grader.kill()
+    assert grader.returncode == 0, f"the grader ended with {grader.returncode}: {err[-2000:]}"
+    assert time.monotonic() - started < 60
+    report = json.loads(out)
+    assert report["passed"] is True
+    attempts = report["output"]["stdout"]
+    assert f"{grader.pid}: '" in attempts, attempts  # it did try, and failed
+    assert "'killed'" not in attempts
+
+
+def test_the_worker_still_grades_after_every_attack(sandbox):
+    report = grade(sandbox, EXAMPLES / "correct.py", 10)
+    assert report.passed
