@@ -155,7 +155,7 @@ def pick_file(folder: Path) -> Optional[Path]:
 
 
 def _name(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
+    return path.name if path.is_dir() else path.stem
 
 
 def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
@@ -174,8 +174,10 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> lis
             problem = "" if picked else (f"no .py or .ipynb file in {entry} defines "
                                          "train_neural_net")
             found.append((entry, Submission("", picked or entry, entry, problem)))
-        else:
+        elif entry.is_file():
             found.append((entry, Submission("", entry)))
+        else:  # a device, a pipe or a dangling link: nothing gradkit should read
+            found.append((entry, Submission("", entry, problem=f"{entry} is not a regular file")))
     names = _unique_names([entry for entry, _ in found])
     return sorted((Submission(name, s.path, s.folder, s.problem)
                    for name, (_, s) in zip(names, found)), key=lambda s: s.student)
@@ -208,12 +210,22 @@ def fingerprint(submission: Submission) -> str:
         files += [p for p in sorted(submission.path.parent.iterdir())
                   if p != submission.path and p.is_file() and not p.is_symlink()]
     for path in files:
-        try:
-            data = path.read_bytes() if path.is_file() else b""
-        except OSError:
-            data = b""
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+        digest.update(path.name.encode() + b"\0" + _file_digest(path))
     return digest.hexdigest()
+
+
+def _file_digest(path: Path, limit: int = 64 << 20) -> bytes:
+    """sha256 of a regular file's first ``limit`` bytes; of nothing for anything else."""
+    one = hashlib.sha256()
+    try:
+        if path.is_file():
+            with open(path, "rb") as f:
+                while limit > 0 and (chunk := f.read(min(1 << 20, limit))):
+                    one.update(chunk)
+                    limit -= len(chunk)
+    except OSError:
+        pass
+    return one.digest()
 
 
 # -- grading -----------------------------------------------------------------------------------
@@ -349,6 +361,10 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 except queue.Empty:
                     return
                 on_start(submission)
+                if submission.problem and not submission.path.is_dir():
+                    finish(Row(student=submission.student, score=0.0, max=0.0, passed=False,
+                               error=submission.problem, submission=str(submission.path)))
+                    continue
                 try:
                     sandbox = sandbox or make_sandbox()
                     report = check(submission.path, sandbox=sandbox,

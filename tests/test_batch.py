@@ -248,6 +248,20 @@ def test_a_folder_without_a_solution_is_a_row_that_says_so(gradkit_cli, tmp_path
     assert row["score"] == "0" and "defines train_neural_net" in row["error"]
 
 
+def test_a_file_that_is_not_a_file_is_never_read(gradkit_cli, tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "correct.py", folder / "alice.py")
+    (folder / "endless.py").symlink_to("/dev/zero")
+    (folder / "dangling.py").symlink_to(tmp_path / "nowhere.py")
+    result = gradkit_cli("grade", folder, "--out", tmp_path / "out")
+    assert result.exit_code == 0
+    rows = gradebook(tmp_path / "out" / "gradebook.csv")
+    assert rows["alice"]["passed"] == "yes"
+    for student in ("endless", "dangling"):
+        assert rows[student]["error"].endswith("is not a regular file")
+
+
 def test_summary_counts_mistakes_across_the_class():
     rows = [batch.Row("a", 100, 100, True),
             batch.Row("b", 75, 100, False, diagnoses=["GK1", "GK2"], failing=["gradient.I"],
