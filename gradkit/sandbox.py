@@ -213,6 +213,7 @@ class Sandbox:
         """Run one request in a fresh child; always returns, within the limits plus seconds."""
         with self._lock:
             if self._proc.poll() is not None:
+                self._sock.close()
                 self._start()
             outcome = self._run(request, payload, limits, call_ids)
             if outcome.fault:

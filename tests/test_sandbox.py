@@ -1,0 +1,208 @@
+"""The sandbox: what it achieves on this machine, the order of frames, and a worker that dies.
+
+The isolation test states what this project's machines (root, Python under /root) achieve; on a
+machine where gradkit does not run as root it checks only what always holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gradkit import _confine, check, wire
+from gradkit.sandbox import Limits, Sandbox, _Protocol
+
+EXAMPLES = Path(__file__).parent.parent / "submissions_example"
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+ROOT = os.geteuid() == 0
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox() as shared:
+        yield shared
+
+
+def test_the_report_says_what_isolation_was_achieved(sandbox):
+    report = check(EXAMPLES / "correct.py", sandbox=sandbox)
+    assert report.passed
+    isolation = report.isolation
+    assert "session and process group" in isolation.process
+    assert {"cpu_seconds", "address_space", "file_size", "open_files", "core_dumps"} <= \
+        set(isolation.limits)
+    if not ROOT:
+        pytest.skip("not root: no namespaces, and nobody to drop to")
+    # what root achieves on this project's machines (and in CI, which runs the same way)
+    assert isolation.process.startswith("own PID namespace")
+    assert isolation.user.startswith("nobody (dropped from root)")
+    assert isolation.network == "none (own network namespace)"
+    assert isolation.filesystem.startswith("read-only except its working folder")
+    assert "the reference package hidden" in isolation.filesystem
+    assert isolation.syscalls == _confine.SYSCALL_FILTER
+    assert "processes" in isolation.limits  # it binds nobody
+
+
+def _write(tmp_path: Path, name: str, code: str) -> Path:
+    """The correct solution with ``code`` run while it loads."""
+    source = (EXAMPLES / "correct.py").read_text()
+    source = source.replace("from helper import sigmoid\n",
+                            "from helper import sigmoid\n" + textwrap.dedent(code), 1)
+    path = tmp_path / name
+    path.write_text(source)
+    return path
+
+
+def test_the_submission_sees_only_its_result_pipe_at_a_high_number(sandbox, tmp_path):
+    path = _write(tmp_path, "fds.py", """
+        import os
+        print("fds", sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+        print("uid", os.getuid(), "pid", os.getpid(), "cwd", os.getcwd())
+    """)
+    report = check(path, sandbox=sandbox)
+    assert report.passed
+    line = next(l for l in report.output.stdout.splitlines() if l.startswith("fds"))
+    fds = set(eval(line[4:]))
+    assert {0, 1, 2, 1000} <= fds and len(fds - {0, 1, 2, 1000}) <= 1  # (listdir's own fd)
+    if ROOT:
+        assert "uid 65534 pid 2 " in report.output.stdout
+
+
+@pytest.mark.skipif(not ROOT, reason="the mounts need root")
+def test_only_the_working_folder_is_writable_and_the_reference_is_hidden(sandbox, tmp_path):
+    path = _write(tmp_path, "files.py", """
+        import os
+        for target in ("here.txt", "/tmp/gradkit-sandbox-test.txt",
+                       os.path.join(os.path.dirname(os.path.abspath(__file__)), "there.txt")):
+            try:
+                open(target, "w").close()
+                print("wrote", target)
+            except OSError as exc:
+                print("refused", target, exc.strerror)
+        import sys
+        print("reference holds", os.listdir(os.path.dirname(sys.modules["reference"].__file__)))
+        print("root holds", sorted(os.listdir("/root")))
+    """)
+    report = check(path, sandbox=sandbox)
+    out = report.output.stdout
+    assert report.passed, out
+    assert "wrote here.txt" in out
+    assert "refused /tmp/gradkit-sandbox-test.txt Read-only file system" in out
+    there = next(line for line in out.splitlines() if "there.txt" in line)
+    assert there.startswith("refused")  # read-only (and not nobody's folder either)
+    assert not (tmp_path / "there.txt").exists()
+    assert "reference holds []" in out
+    if "/root" in report.isolation.user:
+        assert "root holds ['.pyenv']" in out
+
+
+def test_frames_must_come_in_the_order_the_child_writes_them():
+    def frame(kind: str, **header) -> wire.Frame:
+        return wire.Frame({"type": kind, "ok": True, **header}, b"")
+
+    protocol = _Protocol(["a", "b", "c"])
+    for good in (frame("isolation"), frame("load"), frame("call", id="a"),
+                 frame("call", id="c"), frame("done")):
+        protocol.accept(good)
+    for sequence in ([frame("load")],
+                     [frame("isolation"), frame("call", id="a")],
+                     [frame("isolation"), frame("load"), frame("load")],
+                     [frame("isolation"), frame("load"), frame("call", id="b"),
+                      frame("call", id="a")],
+                     [frame("isolation"), frame("load"), frame("call", id="a"),
+                      frame("call", id="a")],
+                     [frame("isolation"), frame("load"), frame("call", id="zzz")],
+                     [frame("isolation"), frame("load"), frame("done"), frame("done")]):
+        protocol = _Protocol(["a", "b", "c"])
+        with pytest.raises(wire.WireError):
+            for item in sequence:
+                protocol.accept(item)
+
+
+def test_a_worker_killed_between_runs_is_started_again():
+    with Sandbox() as sandbox:
+        first = sandbox.worker_pid
+        os.kill(first, signal.SIGKILL)
+        report = check(EXAMPLES / "correct.py", sandbox=sandbox)
+        assert report.passed and report.error is None
+        assert sandbox.worker_pid != first and sandbox.worker_alive
+
+
+def test_a_worker_killed_during_a_run_gives_a_report_and_a_new_worker():
+    with Sandbox() as sandbox:
+        first = sandbox.worker_pid
+        # wait until the run's processes exist, then kill the worker under them
+        killer = threading.Thread(target=lambda: (
+            _wait_for(lambda: children_of(first)), os.kill(first, signal.SIGKILL)))
+        killer.start()
+        started = time.monotonic()
+        report = check(HOSTILE / "loop_in_call.py", sandbox=sandbox,
+                       limits=Limits(call_seconds=20, total_seconds=30))
+        killer.join()
+        assert time.monotonic() - started < 15
+        assert report.error is None and not report.passed
+        assert "the grader's worker stopped" in report.check("load").message + \
+            report.check("gradient.V").message
+        assert check(EXAMPLES / "correct.py", sandbox=sandbox).passed
+        assert sandbox.worker_pid != first
+
+
+def _wait_for(condition, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+GRADER = """
+import sys
+from gradkit import check
+from gradkit.sandbox import Limits, Sandbox
+sandbox = Sandbox()
+print(sandbox.worker_pid, flush=True)
+check(sys.argv[1], sandbox=sandbox, limits=Limits(call_seconds=60, total_seconds=60))
+"""
+
+
+def test_when_the_grader_dies_its_worker_and_the_run_go_too():
+    with subprocess.Popen([sys.executable, "-c", GRADER, str(HOSTILE / "loop_in_call.py")],
+                          stdout=subprocess.PIPE, text=True) as grader:
+        try:
+            worker = int(grader.stdout.readline())
+            keeper = _wait_for(lambda: children_of(worker))[0]
+            run = _wait_for(lambda: children_of(keeper))
+            time.sleep(0.5)  # well into the endless loop
+        finally:
+            grader.kill()
+    _wait_for(lambda: not any(running(pid) for pid in [worker, keeper, *run]), seconds=10)
