@@ -184,11 +184,21 @@ def _replace(tree: ast.Module, index: int, function: ast.FunctionDef, node: ast.
 # --- an independent judge: the reference on many random inputs --------------------------------
 
 def load_functions(source: str) -> tuple[Callable, Callable]:
-    """``train_neural_net`` and ``neural_net_predict`` of ``source``, run in this process."""
-    if str(SHIMS) not in sys.path:
-        sys.path.append(str(SHIMS))
-    module = types.ModuleType("gradkit_mutant")
-    exec(compile(source, "<mutant>", "exec"), module.__dict__)
+    """``train_neural_net`` and ``neural_net_predict`` of ``source``, run in this process.
+
+    The course's helper modules are importable while it loads; sys.path is left as it was, and
+    sys.modules without them.
+    """
+    path, modules = list(sys.path), set(sys.modules)
+    sys.path.append(str(SHIMS))
+    try:
+        module = types.ModuleType("gradkit_mutant")
+        exec(compile(source, "<mutant>", "exec"), module.__dict__)
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:  # the helper modules found through SHIMS
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(str(SHIMS)):
+                del sys.modules[name]
     return module.train_neural_net, module.neural_net_predict
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,9 @@ def test_mutants_are_single_changes_of_both_functions_by_every_operator():
 
 
 def test_the_independent_judge_tells_equivalent_from_different():
+    path, modules = list(sys.path), set(sys.modules)
     assert difference(SOURCE) is None
+    assert sys.path == path and set(sys.modules) - modules <= {"reference.network"}
     same = SOURCE.replace("dLdW = torch.mm(B.transpose(0, 1), dLdC)",
                           "dLdW = torch.mm(B.transpose(1, 0), dLdC)")
     assert same != SOURCE and difference(same) is None
