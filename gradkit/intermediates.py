@@ -1,0 +1,919 @@
+"""The notebook's intermediates inside a student's ``train_neural_net``: found, compared, followed.
+
+Everything here reads the tensors each function of the student's file held when it returned
+(``StepResult.captured``), rebuilt as plain tensors:
+
+- ``find``: which of the student's variables holds which of the notebook's quantities (the forward
+  pass A, B, C, P and the gradients dLdP ... dLdI): by the notebook's names or common variants of
+  them (``dL_dW``, ``dl_dw``, ``grad_W``, ``dW``), else by value on a multi-row case, where shapes
+  tell the quantities apart.
+- ``compare_intermediates``: each found gradient against the reference on every step case, for
+  ``Report.intermediates``. A quantity that cannot be found is "not_found", never a failure.
+- ``localise``: the backward pass as a chain of steps, each recomputed from the student's *own*
+  upstream values (is their dLdW equal to Bᵀ·dLdC for *their* dLdC?), so the step that is wrong
+  is told apart from the cascade of right steps below it.
+- ``SourceIndex``: where things are in the student's source (the line that assigns a variable,
+  updates a weight, reads a global, changes an argument in place).
+
+Comparison here is data (``StepCheck``, ``Fit``); ``gradkit.diagnose`` turns it into words.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from gradkit.cases import Case
+from gradkit.compare import compare
+from gradkit.expected import StepExpectation
+from gradkit.loader import Submission, assignment_lines
+from gradkit.plan import StepResult, Value
+from gradkit.report import Comparison, IntermediateResult, SourceLocation, Tolerance
+from gradkit.tolerances import Tolerances
+from reference.network import GRADIENT_NAMES, sigmoid
+
+F64 = torch.float64
+TRAIN = "train_neural_net"
+PREDICT = "neural_net_predict"
+PARAMETERS = ("V", "I", "W", "J")
+FORWARD = ("A", "B", "C", "P")
+#: Every quantity diagnosis looks for, in the order the notebook computes them.
+QUANTITIES = FORWARD + GRADIENT_NAMES
+#: Which intermediate is the gradient of which parameter.
+GRADIENT_OF = {"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}
+#: Quantities that scale with the loss (a convention's factor multiplies them); the local
+#: derivatives dPdC and dBdA and the forward pass do not.
+LOSS_LINEAR = frozenset(GRADIENT_NAMES) - {"dPdC", "dBdA"}
+#: The expression each step should be, in the notebook's names (for messages).
+EXPRESSIONS = {
+    "A": "X @ V + I", "B": "sigmoid(A)", "C": "B @ W + J", "P": "sigmoid(C)",
+    "dLdP": "P - Y", "dPdC": "sigmoid(C, deriv=True)", "dLdC": "dLdP * dPdC",
+    "dLdW": "B.T @ dLdC", "dLdJ": "dLdC.sum(dim=0, keepdim=True)", "dLdB": "dLdC @ W.T",
+    "dBdA": "sigmoid(A, deriv=True)", "dLdA": "dLdB * dBdA", "dLdV": "X.T @ dLdA",
+    "dLdI": "dLdA.sum(dim=0, keepdim=True)",
+    "update.V": "V - learning_rate * dLdV", "update.I": "I - learning_rate * dLdI",
+    "update.W": "W - learning_rate * dLdW", "update.J": "J - learning_rate * dLdJ",
+}
+
+
+def _sum_rows(t: Tensor) -> Tensor:
+    return t.sum(dim=0, keepdim=True)
+
+
+def _ones_like(t: Tensor) -> Tensor:
+    return torch.ones_like(t)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the network: its inputs, how it is computed, and the scale of its rounding.
+
+    ``magnitude`` is the same computation on the inputs' absolute values (sums instead of
+    differences): a float32 matrix product's rounding is bounded by eps times it, which a plain
+    relative tolerance on a result that cancels is not.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    compute: Callable[..., Tensor]
+    magnitude: Callable[..., Tensor]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("A", ("X", "V", "I"), lambda X, V, I: X @ V + I, lambda X, V, I: X @ V + I),
+    Step("B", ("A",), sigmoid, _ones_like),
+    Step("C", ("B", "W", "J"), lambda B, W, J: B @ W + J, lambda B, W, J: B @ W + J),
+    Step("P", ("C",), sigmoid, _ones_like),
+    Step("dLdP", ("P", "Y"), lambda P, Y: P - Y, lambda P, Y: P + Y),
+    Step("dPdC", ("C",), lambda C: sigmoid(C, deriv=True), _ones_like),
+    Step("dLdC", ("dLdP", "dPdC"), lambda a, b: a * b, lambda a, b: a * b),
+    Step("dLdW", ("B", "dLdC"), lambda B, g: B.T @ g, lambda B, g: B.T @ g),
+    Step("dLdJ", ("dLdC",), _sum_rows, _sum_rows),
+    Step("dLdB", ("dLdC", "W"), lambda g, W: g @ W.T, lambda g, W: g @ W.T),
+    Step("dBdA", ("A",), lambda A: sigmoid(A, deriv=True), _ones_like),
+    Step("dLdA", ("dLdB", "dBdA"), lambda a, b: a * b, lambda a, b: a * b),
+    Step("dLdV", ("X", "dLdA"), lambda X, g: X.T @ g, lambda X, g: X.T @ g),
+    Step("dLdI", ("dLdA",), _sum_rows, _sum_rows),
+)
+STEP_NAMES = tuple(s.name for s in STEPS) + tuple(f"update.{p}" for p in PARAMETERS)
+
+#: The parameters whose gradient a wrong step makes wrong (everything downstream of it).
+DOWNSTREAM: dict[str, tuple[str, ...]] = {
+    **{name: PARAMETERS for name in ("A", "B", "C", "P", "dLdP", "dPdC", "dLdC")},
+    "dLdW": ("W",), "dLdJ": ("J",), "dLdB": ("V", "I"), "dBdA": ("V", "I"), "dLdA": ("V", "I"),
+    "dLdV": ("V",), "dLdI": ("I",), **{f"update.{p}": (p,) for p in PARAMETERS},
+}
+#: "Partial credit follows the steps": the steps whose mistakes each check is charged with. A
+#: mistake in the output layer costs gradient.W and gradient.J, one in the hidden layer costs
+#: gradient.V and gradient.I, and the forward pass costs all four; a gradient computed correctly
+#: from an upstream value that was already charged keeps its credit.
+CHARGED: dict[str, tuple[str, ...]] = {
+    "gradient.W": FORWARD + ("dLdP", "dPdC", "dLdC", "dLdW"),
+    "gradient.J": FORWARD + ("dLdP", "dPdC", "dLdC", "dLdJ"),
+    "gradient.V": FORWARD + ("dLdB", "dBdA", "dLdA", "dLdV"),
+    "gradient.I": FORWARD + ("dLdB", "dBdA", "dLdA", "dLdI"),
+    "update": tuple(f"update.{p}" for p in PARAMETERS),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers: closeness and the fit of a constant factor
+# --------------------------------------------------------------------------------------------
+
+def allowance(expected: Tensor, tolerance: Tolerance, magnitude: Optional[Tensor] = None
+              ) -> Tensor:
+    """Elementwise |actual - expected| allowed: atol + rtol * |expected| (or * magnitude)."""
+    scale = expected.abs() if magnitude is None else torch.maximum(magnitude.abs(),
+                                                                   expected.abs())
+    return tolerance.atol + tolerance.rtol * scale
+
+
+def within(actual: Tensor, expected: Tensor, allowed: Tensor) -> bool:
+    """Same shape and every element within its allowance; equal non-finite values agree."""
+    if actual.shape != expected.shape:
+        return False
+    a, e = actual.to(F64), expected.to(F64)
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    close = (a - e).abs() <= allowed
+    return bool((same | close).all())
+
+
+def close(actual: Optional[Tensor], expected: Tensor, tolerance: Tolerance) -> bool:
+    """``actual`` matches ``expected`` within ``tolerance`` (False when missing or misshapen)."""
+    if actual is None:
+        return False
+    return within(actual, expected, allowance(expected.to(F64), tolerance))
+
+
+def distinct(one: Tensor, other: Tensor, tolerance: Tolerance, margin: float = 4.0) -> bool:
+    """The two differ by clearly more than the tolerance somewhere, so a student's numbers can
+    match at most one of them."""
+    if one.shape != other.shape:
+        return True
+    a, b = one.to(F64), other.to(F64)
+    if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return not bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+    return bool(((a - b).abs() > margin * allowance(b, tolerance)).any())
+
+
+@dataclass(frozen=True)
+class Fit:
+    """``actual ≈ factor * expected`` by least squares, and whether it holds within tolerance."""
+
+    factor: float
+    residual: float  # ||actual - factor * expected|| / ||actual||
+    exact: bool
+
+
+def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fit]:
+    """The one c that best makes every ``actual`` equal ``c * expected``.
+
+    ``pairs`` are (actual, expected, tolerance) of the same shape. Least squares weighted by each
+    element's tolerance, so float64 calls pin c down and float32 ones do not pull it off.
+    ``exact`` says whether c * expected matches every actual within its tolerance (rtol applies
+    to |c * expected|). None when there is nothing to fit (no pairs, a shape mismatch,
+    non-finite values, or an expected value of zero).
+    """
+    pairs = list(pairs)
+    if not pairs or any(a.shape != e.shape for a, e, _ in pairs):
+        return None
+    actual = torch.cat([a.to(F64).reshape(-1) for a, _, _ in pairs])
+    expected = torch.cat([e.to(F64).reshape(-1) for _, e, _ in pairs])
+    if not bool(torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+        return None
+    weight = torch.cat([1.0 / allowance(e.to(F64), t).reshape(-1) ** 2 for _, e, t in pairs])
+    denominator = float((weight * expected) @ expected)
+    if denominator == 0.0:
+        return None
+    c = float((weight * actual) @ expected) / denominator
+    norm = float(actual.norm())
+    residual = float((actual - c * expected).norm()) / norm if norm else 0.0
+    return Fit(factor=c, residual=residual, exact=holds(pairs, c))
+
+
+def holds(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]], factor: float) -> bool:
+    """Every ``actual`` equals ``factor * expected`` within its tolerance."""
+    return all(a.shape == e.shape and within(a.to(F64), factor * e.to(F64),
+                                             allowance(factor * e.to(F64), t))
+               for a, e, t in pairs)
+
+
+def snap(value: float, holds: Callable[[float], bool]) -> float:
+    """The shortest decimal (1 to 6 significant digits) near ``value`` for which ``holds`` is
+    still true: a fitted 0.0100000860 becomes 0.01 when 0.01 fits within tolerance too."""
+    for digits in range(1, 7):
+        candidate = float(f"{value:.{digits}g}")
+        if candidate != 0.0 and holds(candidate):
+            return candidate
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Observations: one call of train_neural_net, as diagnosis reads it
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class StepObservation:
+    """One call of ``train_neural_net`` that returned a dict of weights, with its expectation."""
+
+    case: Case
+    index: int  # the step within a chain (0 otherwise)
+    X: Tensor  # float64 copies of what the call was given
+    Y: Tensor
+    given: dict[str, Tensor]
+    learning_rate: float
+    expectation: StepExpectation  # the reference's, float64, documented convention
+    returned: dict[str, Tensor]  # the student's tensors as returned (any shape or dtype)
+    #: (given - returned) / learning_rate in float64, None where the shape or dtype is wrong
+    implied: dict[str, Optional[Tensor]]
+    dtype: torch.dtype  # what the student computed in
+    result: StepResult
+    tolerances: Tolerances
+    #: the loss convention's factor the grader judged this call under (1 unless accepted)
+    scale: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.case.id} step {self.index + 1}" if self.case.kind == "chain" \
+            else self.case.id
+
+    @property
+    def step(self) -> Optional[int]:
+        return self.index + 1 if self.case.kind == "chain" else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.X.shape[0]
+
+    def gradient_tolerance(self, name: str) -> Tolerance:
+        """The tolerance of an implied gradient of weight ``name`` (as the grader uses it)."""
+        before = self.given[name]
+        scale = float(before.abs().max()) if before.numel() else 1.0
+        return self.tolerances.implied_gradient(self.dtype, scale, self.learning_rate)
+
+    def value_tolerance(self, dtype: Optional[torch.dtype] = None) -> Tolerance:
+        dtype = dtype or self.dtype
+        return self.tolerances.values(dtype if dtype.is_floating_point else torch.float64)
+
+    def gradient(self, name: str, scale: Optional[float] = None) -> Tensor:
+        """The reference gradient of weight ``name`` (float64) under the call's convention."""
+        return self.expectation.gradients[name] * (self.scale if scale is None else scale)
+
+    def reference(self, quantity: str) -> Tensor:
+        """The reference's value of a notebook quantity (A ... P, dLdP ... dLdI), float64."""
+        if quantity in FORWARD:
+            return getattr(self.expectation.forward, quantity)
+        value = getattr(self.expectation.backward, quantity)
+        return value * self.scale if quantity in LOSS_LINEAR else value
+
+    def captured(self, function: str, variable: str) -> Optional[Tensor]:
+        value = self.result.captured.get(function, {}).get(variable)
+        if value is None or value.kind != "array" or value.tensor is None:
+            return None
+        return value.tensor
+
+    def after(self, name: str) -> Optional[Value]:
+        return self.result.after.get(name)
+
+
+def _computed_dtype(returned: dict[str, Tensor], X: Tensor) -> torch.dtype:
+    for t in returned.values():
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return X.dtype if X.dtype.is_floating_point else torch.float32
+
+
+def observe(case: Case, index: int, expectation: StepExpectation, result: StepResult,
+            given: dict[str, Tensor], returned: dict[str, Tensor], tolerances: Tolerances,
+            scale: float = 1.0) -> StepObservation:
+    """A ``StepObservation`` of one call (the grader's ``SeenStep`` carries these parts)."""
+    X, Y = (case.batches[index] if case.kind == "chain" else (case.X, case.Y))
+    lr = case.learning_rate
+    implied: dict[str, Optional[Tensor]] = {}
+    for name, before in given.items():
+        after = returned.get(name)
+        ok = after is not None and tuple(after.shape) == tuple(before.shape) and \
+            after.dtype.is_floating_point
+        implied[name] = (before.to(F64) - after.to(F64)) / lr if ok else None
+    return StepObservation(
+        case=case, index=index, X=X.to(F64), Y=Y.to(F64),
+        given={n: w.to(F64) for n, w in given.items()}, learning_rate=lr,
+        expectation=expectation, returned=returned, implied=implied,
+        dtype=_computed_dtype(returned, X), result=result, tolerances=tolerances, scale=scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the intermediates: by name, else by value
+# --------------------------------------------------------------------------------------------
+
+def normalise(name: str) -> str:
+    """``dL_dW`` -> ``dldw``: the form names are compared in."""
+    return name.replace("_", "").lower()
+
+
+def aliases(quantity: str) -> frozenset[str]:
+    """Normalised names a student may give a quantity (dLdW: dL_dW, dl_dw, grad_W, dW...)."""
+    if quantity in FORWARD:
+        return frozenset({quantity.lower()})
+    if quantity in ("dPdC", "dBdA"):
+        return frozenset({quantity.lower()})
+    x = quantity[-1].lower()
+    return frozenset({f"dld{x}", f"dlossd{x}", f"d{x}", f"grad{x}", f"{x}grad", f"dl{x}"})
+
+
+@dataclass(frozen=True)
+class Found:
+    """The student's variable that holds one of the notebook's quantities."""
+
+    quantity: str
+    function: str
+    variable: str
+    by: Literal["name", "value"]
+
+    @property
+    def label(self) -> str:
+        return self.variable if self.function == TRAIN else f"{self.variable} (in {self.function})"
+
+
+def _fits_shape(actual: Tensor, expected: Tensor) -> bool:
+    """Same shape, or the same elements in a shape that broadcasts to it ((4,) for (1, 4))."""
+    if tuple(actual.shape) == tuple(expected.shape):
+        return True
+    try:
+        return actual.numel() == expected.numel() and \
+            torch.broadcast_shapes(actual.shape, expected.shape) == expected.shape
+    except RuntimeError:
+        return False
+
+
+def as_expected_shape(actual: Tensor, expected: Tensor) -> Tensor:
+    """``actual`` reshaped to ``expected``'s shape when it only lacks unit dimensions."""
+    if tuple(actual.shape) != tuple(expected.shape) and _fits_shape(actual, expected):
+        return actual.reshape(expected.shape)
+    return actual
+
+
+def _functions(observations: list[StepObservation]) -> list[str]:
+    """The student's functions that held tensors, train_neural_net first."""
+    names: dict[str, None] = {}
+    for obs in observations:
+        for function in obs.result.captured:
+            names[function] = None
+    return sorted(names, key=lambda f: (f != TRAIN, f))
+
+
+def reference_observation(observations: list[StepObservation]) -> Optional[StepObservation]:
+    """The call names are matched on: batch5 (five rows tell every shape apart) if it ran."""
+    with_captures = [o for o in observations if o.result.captured and o.case.capture]
+    preferred = [o for o in with_captures if o.case.id == "batch5"]
+    multi_row = [o for o in with_captures if o.batch_size not in (1, 3, 4)]
+    for group in (preferred, multi_row, with_captures):
+        if group:
+            return group[0]
+    return None
+
+
+def find(observations: list[StepObservation]) -> dict[str, Found]:
+    """Which student variable holds each notebook quantity (A ... P, dLdP ... dLdI).
+
+    A variable named after the quantity (or a common variant of the name) counts if its shape
+    fits; any other quantity is looked for by value on the reference call (``batch5``): a
+    variable of the same shape whose values match the reference's. Each variable is used once.
+    """
+    base = reference_observation(observations)
+    if base is None:
+        return {}
+    found: dict[str, Found] = {}
+    used: set[tuple[str, str]] = set()
+    functions = _functions([base])
+    for quantity in QUANTITIES:
+        names = aliases(quantity)
+        expected = base.reference(quantity)
+        candidates = []
+        for function in functions:
+            for variable, value in base.result.captured[function].items():
+                # the notebook's own name always counts (a per-row dLdI is still the student's
+                # dLdI, and wrong); a variant of it if it has as many elements as the quantity
+                exact = variable == quantity
+                if value.tensor is not None and (exact or (
+                        normalise(variable) in names and
+                        value.tensor.numel() == expected.numel())):
+                    candidates.append((function != TRAIN, not exact, function, variable))
+        if candidates:
+            _, _, function, variable = min(candidates)
+            found[quantity] = Found(quantity, function, variable, "name")
+            used.add((function, variable))
+    for quantity in QUANTITIES:
+        if quantity in found:
+            continue
+        expected = base.reference(quantity)
+        for function in functions:
+            match = next((variable for variable, value in base.result.captured[function].items()
+                          if (function, variable) not in used and value.tensor is not None
+                          and value.tensor.dtype.is_floating_point
+                          and _fits_shape(value.tensor, expected)
+                          and close(as_expected_shape(value.tensor, expected).to(F64), expected,
+                                    base.value_tolerance(value.tensor.dtype))), None)
+            if match is not None:
+                found[quantity] = Found(quantity, function, match, "value")
+                used.add((function, match))
+                break
+    return found
+
+
+def student_value(obs: StepObservation, found: Optional[Found]) -> Optional[Tensor]:
+    if found is None:
+        return None
+    return obs.captured(found.function, found.variable)
+
+
+def location(submission: Submission, line: Optional[int]) -> Optional[SourceLocation]:
+    """A line of the student's source, with its notebook cell when it came from one."""
+    if line is None:
+        return None
+    origin = submission.origins.get(line)
+    return SourceLocation(file=str(submission.path), line=line,
+                          cell=origin.cell if origin else None,
+                          cell_line=origin.line if origin else None,
+                          code=submission.source_line(line))
+
+
+def compare_intermediates(observations: list[StepObservation], found: dict[str, Found],
+                          submission: Submission, source: "SourceIndex"
+                          ) -> list[IntermediateResult]:
+    """Each of dLdP ... dLdI: found (and how), and compared with the reference on every call."""
+    results = []
+    for quantity in GRADIENT_NAMES:
+        where = found.get(quantity)
+        if where is None:
+            results.append(IntermediateResult(name=quantity, status="not_found"))
+            continue
+        comparisons: list[Comparison] = []
+        for obs in observations:
+            actual = student_value(obs, where)
+            if actual is None:
+                continue
+            expected = obs.reference(quantity)
+            actual = as_expected_shape(actual, expected)
+            comparisons.append(compare(f"{quantity} ({where.label})", obs.case.id, actual,
+                                       expected, obs.value_tolerance(actual.dtype),
+                                       step=obs.step))
+        if not comparisons:
+            results.append(IntermediateResult(name=quantity, status="not_found"))
+            continue
+        failed = [c for c in comparisons if not c.passed]
+        line = source.assignment_line(where.function, where.variable)
+        results.append(IntermediateResult(
+            name=quantity, status="mismatch" if failed else "match", found_as=where.label,
+            matched_by=where.by, location=location(submission, line),
+            comparison=failed[0] if failed else comparisons[0]))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Localisation: every step against the student's own upstream values
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class StepCheck:
+    """One step of one call, recomputed from the student's own inputs to it."""
+
+    step: str
+    observation: StepObservation
+    status: Literal["right", "wrong", "unknown"]
+    #: the value the step should have, computed from the student's own upstream values
+    expected: Optional[Tensor]
+    actual: Optional[Tensor] = None  # the student's value (float64), None if not captured
+    allowed: Optional[Tensor] = None  # elementwise allowance used
+    tolerance: Optional[Tolerance] = None
+    #: steps the student's function did not hold, folded into this one (the mistake may be there)
+    span: tuple[str, ...] = ()
+    problem: Optional[Literal["shape", "values", "nonfinite"]] = None
+
+
+@dataclass
+class Localisation:
+    """Every step of every call, judged from the student's own upstream values."""
+
+    checks: list[dict[str, StepCheck]] = field(default_factory=list)
+
+    def of(self, step: str) -> list[StepCheck]:
+        return [c[step] for c in self.checks if step in c]
+
+    def wrong(self, step: str) -> list[StepCheck]:
+        return [c for c in self.of(step) if c.status == "wrong"]
+
+    def wrong_steps(self) -> list[str]:
+        """Steps wrong in at least one call, in the order the network computes them."""
+        return [step for step in STEP_NAMES if self.wrong(step)]
+
+    def captured_any(self) -> bool:
+        return any(c.actual is not None for checks in self.checks for n, c in checks.items()
+                   if not n.startswith("update."))
+
+
+def _judge(step: str, obs: StepObservation, actual: Optional[Tensor], expected: Optional[Tensor],
+           magnitude: Optional[Tensor], tolerance: Tolerance, span: tuple[str, ...]) -> StepCheck:
+    if expected is None:
+        return StepCheck(step, obs, "unknown", None, actual, span=span)
+    if actual is None:
+        return StepCheck(step, obs, "unknown", expected, span=span)
+    actual = as_expected_shape(actual.to(F64), expected)
+    allowed = allowance(expected, tolerance, magnitude)
+    if actual.shape != expected.shape:
+        return StepCheck(step, obs, "wrong", expected, actual, allowed, tolerance, span, "shape")
+    if within(actual, expected, allowed):
+        return StepCheck(step, obs, "right", expected, actual, allowed, tolerance, span)
+    finite = bool(torch.isfinite(actual).all())
+    return StepCheck(step, obs, "wrong", expected, actual, allowed, tolerance, span,
+                     "values" if finite else "nonfinite")
+
+
+def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, StepCheck]:
+    """Every step of one call, each recomputed from the student's own values of its inputs.
+
+    Where the student's function did not hold a quantity, its value is filled in from the
+    student's own inputs to it (as if that step were right), and the next step that was held
+    carries it in its ``span``.
+    """
+    values: dict[str, Optional[Tensor]] = {"X": obs.X, "Y": obs.Y, **obs.given}
+    spans: dict[str, tuple[str, ...]] = {}
+    filled: set[str] = set()
+    checks: dict[str, StepCheck] = {}
+    for step in STEPS:
+        inputs = [values.get(name) for name in step.inputs]
+        span = tuple(dict.fromkeys(s for name in step.inputs if name in filled
+                                   for s in (*spans.get(name, ()), name)))
+        expected = magnitude = None
+        if all(i is not None for i in inputs):
+            try:
+                expected = step.compute(*inputs)
+                magnitude = step.magnitude(*(i.abs() for i in inputs))
+            except RuntimeError:  # the student's upstream value has a shape that cannot combine
+                expected = None
+            if expected is not None and step.name == "dLdP":
+                expected, magnitude = expected * obs.scale, magnitude * abs(obs.scale)
+        actual = student_value(obs, found.get(step.name))
+        tolerance = obs.value_tolerance(actual.dtype if actual is not None else None)
+        check = _judge(step.name, obs, actual, expected, magnitude, tolerance, span)
+        checks[step.name] = check
+        if actual is not None:
+            values[step.name] = check.actual
+        else:
+            values[step.name] = expected
+            filled.add(step.name)
+            spans[step.name] = span
+    for name in PARAMETERS:
+        gradient = values.get(GRADIENT_OF[name])
+        grad_step = GRADIENT_OF[name]
+        span = (*spans.get(grad_step, ()), grad_step) if grad_step in filled else ()
+        key = f"update.{name}"
+        if gradient is None:
+            checks[key] = StepCheck(key, obs, "unknown", None, span=span)
+            continue
+        implied = obs.implied.get(name)
+        if implied is not None:
+            checks[key] = _judge(key, obs, implied, as_expected_shape(gradient, implied)
+                                 if _fits_shape(gradient, implied) else gradient, None,
+                                 obs.gradient_tolerance(name), span)
+            continue
+        # the returned weight has another shape: compare it with the update the student's own
+        # gradient implies (broadcasting as torch would)
+        returned = obs.returned.get(name)
+        try:
+            expected = obs.given[name] - obs.learning_rate * gradient
+        except RuntimeError:
+            expected = None
+        if returned is None or not returned.dtype.is_floating_point:
+            checks[key] = StepCheck(key, obs, "wrong", expected, None, span=span, problem="shape")
+            continue
+        checks[key] = _judge(key, obs, returned.to(F64), expected, None,
+                             obs.value_tolerance(returned.dtype), span)
+    return checks
+
+
+def localise(observations: list[StepObservation], found: dict[str, Found]) -> Localisation:
+    """``localise_call`` on every call."""
+    return Localisation([localise_call(obs, found) for obs in observations])
+
+
+def credit(checks: dict[str, StepCheck], check_id: str) -> Optional[tuple[str, ...]]:
+    """Partial credit following the steps, for one call and one check.
+
+    Returns the steps charged to *other* checks whose mistake alone made this check's numbers
+    wrong, when every step this check is charged with (``CHARGED``) was right from the
+    student's own inputs, and the student's own value of the check's quantity was held so it
+    could be seen (for the update: every gradient it used); otherwise None.
+    """
+    charged = CHARGED[check_id]
+    if check_id == "update":
+        if any(checks[step].status != "right" or checks[step].span for step in charged):
+            return None
+    else:
+        held = checks[GRADIENT_OF[check_id.split(".")[1]]]
+        if held.actual is None or held.status != "right":
+            return None
+        if any(checks[step].status == "wrong" for step in charged):
+            return None
+    affects = PARAMETERS if check_id == "update" else (check_id.split(".")[1],)
+    others = tuple(step for step in STEP_NAMES
+                   if step not in charged and checks[step].status == "wrong"
+                   and set(DOWNSTREAM[step]) & set(affects))
+    return others or None
+
+
+# --------------------------------------------------------------------------------------------
+# The student's source: where a variable is assigned, a weight updated, a global read
+# --------------------------------------------------------------------------------------------
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _bound(target: ast.AST) -> set[str]:
+    """The names an assignment target binds: ``a``, ``a, b``, ``*a``; not ``a[k]`` or ``a.x``."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return {n for element in target.elts for n in _bound(element)}
+    if isinstance(target, ast.Starred):
+        return _bound(target.value)
+    return set()
+
+
+def _subscript_key(node: ast.AST) -> Optional[str]:
+    """'V' for ``weights['V']``."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+            isinstance(node.slice.value, str):
+        return node.slice.value
+    return None
+
+
+class SourceIndex:
+    """Lines of the student's source, found from its syntax tree (nothing is run)."""
+
+    def __init__(self, submission: Submission) -> None:
+        self.submission = submission
+        self.tree = submission.tree
+        self.functions: dict[str, ast.FunctionDef] = {}
+        self._assigned: dict[str, dict[str, list[int]]] = {}
+        if self.tree is not None:
+            # the last definition at module level is the one that runs (notebooks redefine)
+            for node in self.tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.functions[node.name] = node  # type: ignore[assignment]
+
+    def function(self, name: str) -> Optional[ast.FunctionDef]:
+        return self.functions.get(name)
+
+    def parameters(self, function: str) -> list[str]:
+        node = self.function(function)
+        if node is None:
+            return []
+        return [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+
+    def parameter(self, function: str, index: int, default: str) -> str:
+        names = self.parameters(function)
+        return names[index] if len(names) > index else default
+
+    def _assignment_map(self, function: str) -> dict[str, list[int]]:
+        if function not in self._assigned:
+            node = self.function(function)
+            self._assigned[function] = {} if node is None else \
+                assignment_lines(ast.Module(body=[node], type_ignores=[]))
+        return self._assigned[function]
+
+    def assignments(self, function: str, variable: str) -> list[int]:
+        return sorted(self._assignment_map(function).get(variable, []))
+
+    def assigned_names(self, function: str) -> list[str]:
+        """Every simple name ``function`` assigns, in order of first assignment."""
+        lines = self._assignment_map(function)
+        return sorted(lines, key=lambda name: min(lines[name]))
+
+    def assignment_line(self, function: str, variable: str) -> Optional[int]:
+        """The last line of ``function`` that assigns ``variable`` (the value it returned with)."""
+        lines = self.assignments(function, variable)
+        return lines[-1] if lines else None
+
+    def _locals(self, node: ast.FunctionDef) -> set[str]:
+        """Names bound in ``node`` (so not read from the module): parameters, assignment
+        targets (``x = ...``, not ``x[k] = ...``), loop variables, imports, ``with ... as``."""
+        names = {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+        declared_global: set[str] = set()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Assign):
+                for target in sub.targets:
+                    names |= _bound(target)
+            elif isinstance(sub, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)):
+                names |= _bound(sub.target)
+            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+                    sub is not node:
+                names.add(sub.name)
+            elif isinstance(sub, ast.ExceptHandler) and sub.name:
+                names.add(sub.name)
+            elif isinstance(sub, (ast.For, ast.comprehension)):
+                names |= _bound(sub.target)
+            elif isinstance(sub, ast.withitem) and sub.optional_vars is not None:
+                names |= _bound(sub.optional_vars)
+            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names |= {a.asname or a.name.split(".")[0] for a in sub.names}
+            elif isinstance(sub, ast.Global):
+                declared_global |= set(sub.names)
+        return names - declared_global
+
+    def global_reads(self, function: str, name: str) -> list[int]:
+        """Lines of ``function`` that read ``name`` from the module (a global, not a local)."""
+        node = self.function(function)
+        if node is None or name in self._locals(node):
+            return []
+        return sorted({n.lineno for n in ast.walk(node)
+                       if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)})
+
+    def module_assignment(self, name: str) -> Optional[int]:
+        """The last top-level line that assigns ``name`` (the value a function reads)."""
+        if self.tree is None:
+            return None
+        lines = []
+        for node in self.tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            lines += assignment_lines(ast.Module(body=[node], type_ignores=[])).get(name, [])
+        return max(lines) if lines else None
+
+    def update_line(self, parameter: str, gradient: Optional[str]) -> Optional[int]:
+        """The line of ``train_neural_net`` that computes the new value of weight ``parameter``."""
+        node = self.function(TRAIN)
+        if node is None:
+            return None
+        lr = self.parameter(TRAIN, 3, "learning_rate")
+        wanted = {lr} | ({gradient} if gradient else set())
+        statements = []
+        for sub in ast.walk(node):
+            targets: list[ast.AST] = []
+            if isinstance(sub, ast.Assign):
+                targets = list(sub.targets)
+            elif isinstance(sub, ast.AugAssign):
+                targets = [sub.target]
+            elif isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call) and \
+                    isinstance(sub.value.func, ast.Attribute):
+                targets = [sub.value.func.value]  # weights['V'].sub_(...)
+            if any(_subscript_key(t) == parameter for t in targets) and _names_in(sub) & wanted:
+                statements.append(sub.lineno)
+        if statements:
+            return min(statements)
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Dict):
+                for key, value in zip(sub.keys, sub.values):
+                    if isinstance(key, ast.Constant) and key.value == parameter:
+                        return value.lineno
+        if gradient:
+            uses = [n.lineno for n in ast.walk(node) if isinstance(n, ast.BinOp)
+                    and {gradient, lr} <= _names_in(n)]
+            if uses:
+                return min(uses)
+        return None
+
+    def in_place_lines(self, function: str, name: str) -> list[int]:
+        """Lines of ``function`` that change the tensor bound to ``name`` in place."""
+        node = self.function(function)
+        if node is None:
+            return []
+        lines = set()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.AugAssign):
+                target = sub.target.value if isinstance(sub.target, ast.Subscript) else sub.target
+                if isinstance(target, ast.Name) and target.id == name:
+                    lines.add(sub.lineno)
+            elif isinstance(sub, ast.Assign):
+                for target in sub.targets:
+                    if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) \
+                            and target.value.id == name:
+                        lines.add(sub.lineno)
+            elif isinstance(sub, ast.Call):
+                func = sub.func
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and \
+                        func.value.id == name and func.attr.endswith("_") and \
+                        not func.attr.startswith("_"):
+                    lines.add(sub.lineno)
+                if any(k.arg == "out" and isinstance(k.value, ast.Name) and k.value.id == name
+                       for k in sub.keywords):
+                    lines.add(sub.lineno)
+        return sorted(lines)
+
+    def state_write_line(self, function: str) -> Optional[int]:
+        """The first line of ``function`` that writes state kept between calls (a global, a
+        module-level container, an attribute of a module-level object)."""
+        node = self.function(function)
+        if node is None:
+            return None
+        local = self._locals(node)
+        declared = {n for sub in ast.walk(node) if isinstance(sub, ast.Global) for n in sub.names}
+        lines = []
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                for target in targets:
+                    root = target
+                    while isinstance(root, (ast.Subscript, ast.Attribute)):
+                        root = root.value
+                    if isinstance(root, ast.Name) and (
+                            root.id in declared or (root is not target and root.id not in local)):
+                        lines.append(sub.lineno)
+            elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
+                root = sub.func.value
+                while isinstance(root, (ast.Subscript, ast.Attribute)):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id not in local and root.id in \
+                        self._module_names() and sub.func.attr in _MUTATORS | {"__setitem__"}:
+                    lines.append(sub.lineno)
+        if lines:
+            return min(lines)
+        globals_ = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Global)]
+        return min(globals_) if globals_ else None
+
+    def _module_names(self) -> set[str]:
+        if self.tree is None:
+            return set()
+        names = set()
+        for node in self.tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            names |= set(assignment_lines(ast.Module(body=[node], type_ignores=[])))
+        return names
+
+    def return_line(self, function: str) -> Optional[int]:
+        node = self.function(function)
+        if node is None:
+            return None
+        lines = [n.lineno for n in ast.walk(node) if isinstance(n, ast.Return)]
+        return max(lines) if lines else None
+
+    def assigned_expression(self, function: str, variable: str) -> Optional[ast.expr]:
+        """The expression of the last plain assignment ``variable = ...`` in ``function``."""
+        node = self.function(function)
+        if node is None:
+            return None
+        last = None
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == variable for t in sub.targets):
+                if last is None or sub.lineno >= last.lineno:
+                    last = sub
+        return last.value if last is not None else None
+
+    def shape_of(self, expression: ast.expr, shapes: dict[str, tuple[int, ...]]
+                 ) -> Optional[tuple[int, ...]]:
+        """The shape of a product expression, from the shapes of the names in it.
+
+        Knows transposes (``.T``, ``.t()``, ``.transpose(0, 1)``, ``torch.t``) and matrix
+        products (``@``, ``torch.mm``/``matmul``, ``.mm``/``.matmul``/``.dot``); None otherwise.
+        """
+        return _shape(expression, shapes)
+
+
+_MUTATORS = frozenset({"append", "extend", "update", "setdefault", "pop", "insert", "clear",
+                       "add", "add_", "sub_", "mul_", "div_", "copy_", "zero_", "fill_"})
+_TRANSPOSE_CALLS = frozenset({"t", "transpose", "permute"})
+_PRODUCT_CALLS = frozenset({"mm", "matmul", "dot"})
+
+
+def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]]) -> Optional[tuple[int, ...]]:
+    if isinstance(node, ast.Name):
+        return shapes.get(node.id)
+    key = _subscript_key(node)
+    if key is not None:
+        return shapes.get(f"weights[{key!r}]")
+    if isinstance(node, ast.Attribute) and node.attr in ("T", "mT"):
+        inner = _shape(node.value, shapes)
+        return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+        return _product(_shape(node.left, shapes), _shape(node.right, shapes))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        method, owner = node.func.attr, node.func.value
+        owner_is_module = isinstance(owner, ast.Name) and owner.id in ("torch", "np", "numpy")
+        args = node.args
+        if method in _TRANSPOSE_CALLS:
+            inner = _shape(args[0], shapes) if owner_is_module and args else \
+                _shape(owner, shapes)
+            return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
+        if method in _PRODUCT_CALLS:
+            if owner_is_module and len(args) == 2:
+                return _product(_shape(args[0], shapes), _shape(args[1], shapes))
+            if not owner_is_module and len(args) == 1:
+                return _product(_shape(owner, shapes), _shape(args[0], shapes))
+        if method in ("to", "clone", "detach", "float", "double", "contiguous") and \
+                not owner_is_module:
+            return _shape(owner, shapes)
+    return None
+
+
+def _product(left: Optional[tuple[int, ...]], right: Optional[tuple[int, ...]]
+             ) -> Optional[tuple[int, ...]]:
+    if left is None or right is None or len(left) != 2 or len(right) != 2:
+        return None
+    return (left[0], right[1])
