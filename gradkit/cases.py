@@ -164,9 +164,44 @@ def build_cases(assignment: Assignment = NOTEBOOK) -> tuple[Case, ...]:
              1, toy_X, None, toy_weights),
         _predict("predict_batch32", 50, 32, f64, assignment),
         _predict("predict_batch1", 51, 1, f32, assignment),
-        _training(assignment),
     ]
+    cases += _probes(cases, assignment)
+    cases.append(_training(assignment))
     return tuple(cases)
+
+
+#: How far a probe moves every entry of one weight: enough to change any forward pass that uses it.
+PROBE_SHIFT = 0.5
+#: The cases probes repeat with one weight moved: a step case and a predict case.
+PROBE_BASES = ("batch5", "predict_batch32")
+
+
+def _probes(cases: list[Case], assignment: Assignment) -> list[Case]:
+    """Each base case again with one weight moved, tagged ("probe",): not graded, read by diagnosis.
+
+    If moving ``weights['I']`` leaves the student's prediction (or the gradients of one step)
+    exactly as they were, the forward pass does not read ``weights['I']``; it may read a global.
+    """
+    by_id = {case.id: case for case in cases}
+    probes = []
+    for base_id in PROBE_BASES:
+        base = by_id[base_id]
+        function = "neural_net_predict" if base.kind == "predict" else "train_neural_net"
+        for name in assignment.parameter_names:
+            weights = {**base.weights, name: base.weights[name] + PROBE_SHIFT}
+            kind = "predict" if base.kind == "predict" else "step"
+            probes.append(Case(
+                f"probe_{kind}_{name}", base.kind,
+                f"probe: {base_id} with every entry of weights[{name!r}] moved by "
+                f"{PROBE_SHIFT:g}, to see whether {function} reads it (not graded)",
+                base.seed, base.X, base.Y, weights, base.learning_rate, capture=False,
+                tags=("probe",)))
+    return probes
+
+
+def is_probe(case: Case) -> bool:
+    """Probe cases feed diagnosis only; no check counts them."""
+    return "probe" in case.tags
 
 
 def _predict(case_id: str, seed: int, n: int, dtype: torch.dtype, assignment: Assignment

@@ -14,13 +14,13 @@ import torch
 from torch import Tensor
 
 from gradkit import expected as oracle
-from gradkit.cases import TRAINING_CHECKPOINTS, Case
+from gradkit.cases import TRAINING_CHECKPOINTS, Case, is_probe
 from gradkit.compare import compare
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
 from gradkit.report import Check, CheckGroup, Comparison, SourceLocation, Tolerance
 from gradkit.tolerances import Tolerances, dtype_name
-from reference.assignment import NOTEBOOK, Assignment
+from reference.assignment import NOTEBOOK, Assignment, LossConvention, convention_scale
 
 F64 = torch.float64
 
@@ -66,10 +66,28 @@ class CaseVerdict:
     comparisons: list[Comparison] = field(default_factory=list)
     error: Optional[str] = None
     line: Optional[int] = None
+    #: with credit_upstream: the upstream steps whose mistake alone made this case's numbers wrong
+    credited: Optional[tuple[str, ...]] = None
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(c.passed for c in self.comparisons)
+        return self.error is None and (self.credited is not None or
+                                       all(c.passed for c in self.comparisons))
+
+
+@dataclass(frozen=True)
+class SeenStep:
+    """One call of train_neural_net that returned a dict of weights, kept for diagnosis."""
+
+    case: Case
+    index: int  # the step within a chain (0 otherwise)
+    expectation: oracle.StepExpectation
+    result: StepResult
+    given: dict[str, Tensor]
+    returned: dict[str, Tensor]
+    #: the loss convention its gradients were judged under (the documented one unless accepted)
+    convention: LossConvention
+    scale: float  # that convention's factor on the documented gradients
 
 
 @dataclass
@@ -78,8 +96,10 @@ class Grading:
 
     checks: list[Check]
     verdicts: dict[str, list[CaseVerdict]]
-    #: per step case: the expectation and the student's step, for diagnosis
-    steps: list[tuple[Case, int, oracle.StepExpectation, StepResult, dict[str, Tensor]]]
+    #: every call of train_neural_net that returned weights, probes included, for diagnosis
+    steps: list[SeenStep]
+    #: the conventions accepted as correct besides the documented one
+    accepted_conventions: tuple[LossConvention, ...] = ()
     notes: list[str] = field(default_factory=list)
 
 
@@ -131,6 +151,8 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
     run = len(verdicts)
     passed = sum(v.passed for v in verdicts)
     comparisons = [c for v in verdicts for c in v.comparisons]
+    credited = [v for v in verdicts if v.credited is not None and
+                not all(c.passed for c in v.comparisons)]
     if run == 0:
         return Check(id=check_id, group=group, title=TITLES[check_id], status="skipped",
                      points=0.0, max_points=max_points, message="no case could be run")
@@ -138,6 +160,8 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
     failing = [v for v in verdicts if not v.passed]
     if not failing:
         status, message = "pass", ""
+        if credited:
+            message = _credit_words(credited)
     else:
         status = "error" if len(errors) == run else "fail"
         first = failing[0]
@@ -145,12 +169,21 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
         detail = first.error or (worst.message if worst else "")
         names = ", ".join(v.case for v in failing[:6]) + (" ..." if len(failing) > 6 else "")
         message = f"wrong in {len(failing)} of {run} case(s) ({names}); in {first.case}: {detail}"
+    if failing and credited:
+        message += "; " + _credit_words(credited)
     line = next((v.line for v in errors if v.line), None)
     return Check(id=check_id, group=group, title=TITLES[check_id], status=status,
                  points=round(max_points * passed / run, 4), max_points=max_points,
                  message=message, hint=HINTS.get(check_id, "") if failing else "",
                  location=_location(submission, line), cases_passed=passed, cases_run=run,
                  comparisons=comparisons)
+
+
+def _credit_words(credited: list[CaseVerdict]) -> str:
+    steps = sorted({s for v in credited for s in v.credited or ()})
+    names = ", ".join(v.case for v in credited[:6]) + (" ..." if len(credited) > 6 else "")
+    return (f"credited in {len(credited)} case(s) ({names}): computed correctly, and wrong "
+            f"there only because of the mistake in {', '.join(steps)}, charged to another check")
 
 
 def _step_inputs(case: Case, results: list[StepResult], assignment: Assignment
@@ -177,11 +210,29 @@ def _usable(weights: Optional[dict[str, Tensor]], assignment: Assignment) -> boo
 
 def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, CallResult],
           tolerances: Tolerances, points: dict[str, float],
-          assignment: Assignment = NOTEBOOK) -> Grading:
-    """Every check of a submission that loaded, from its calls' results."""
+          assignment: Assignment = NOTEBOOK, *, accept_conventions: tuple[str, ...] = (),
+          credit_upstream: bool = False) -> Grading:
+    """Every check of a submission that loaded, from its calls' results.
+
+    ``accept_conventions`` (with the assignment's own ``accepted_conventions``) are loss
+    conventions whose gradients (and updates) count as correct besides the documented one.
+    ``credit_upstream``: partial credit follows the steps; a case in which a gradient is wrong
+    only because it was computed, correctly, from an earlier wrong step that another check is
+    charged with passes (see ``gradkit.intermediates.CHARGED``). Probe cases are not graded.
+    """
     verdicts: dict[str, list[CaseVerdict]] = {k: [] for k in DEFAULT_POINTS if k != "load"}
-    steps_seen: list = []
+    accepted = tuple(dict.fromkeys(
+        c for c in (*assignment.accepted_conventions, *accept_conventions)
+        if c != assignment.loss_convention))
+    steps_seen: list[SeenStep] = []
     for case in cases:
+        if is_probe(case):
+            # probes feed diagnosis only: their steps are kept, their verdicts thrown away
+            call = calls.get(case.id)
+            if case.kind == "step" and call is not None and call.steps and call.error is None:
+                _steps(case, call, tolerances, assignment, _empty_verdicts(), steps_seen,
+                       accepted)
+            continue
         call = calls.get(case.id)
         function = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
         # a chain that raised part-way is graded on the steps it finished
@@ -201,16 +252,84 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
         elif case.kind == "training":
             verdicts["training"].append(_training(case, call, tolerances, assignment))
         else:
-            _steps(case, call, tolerances, assignment, verdicts, steps_seen)
+            _steps(case, call, tolerances, assignment, verdicts, steps_seen, accepted)
         if case.kind in ("step", "chain", "predict"):
             verdicts["side_effects"].append(_side_effects(case, call, tolerances, assignment))
+    if credit_upstream:
+        _credit_upstream(verdicts, steps_seen, tolerances, assignment)
     checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission)
               for check_id in verdicts]
-    return Grading(checks=checks, verdicts=verdicts, steps=steps_seen)
+    return Grading(checks=checks, verdicts=verdicts, steps=steps_seen,
+                   accepted_conventions=accepted)
+
+
+def _empty_verdicts() -> dict[str, list[CaseVerdict]]:
+    return {k: [] for k in DEFAULT_POINTS if k != "load"}
+
+
+def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool = False):
+    """The graded calls (or, with ``probes``, every call) as ``intermediates.StepObservation``."""
+    from gradkit.intermediates import observe
+
+    return [observe(s.case, s.index, s.expectation, s.result, s.given, s.returned, tolerances,
+                    s.scale) for s in steps if probes or not is_probe(s.case)]
+
+
+def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenStep],
+                     tolerances: Tolerances, assignment: Assignment) -> None:
+    """Pass a case's failing gradient (or update) verdict when, in every call of it that is
+    wrong, the check's own steps were right from the student's own upstream values."""
+    from gradkit import intermediates
+
+    seen = observations(steps, tolerances)
+    found = intermediates.find(seen)
+    by_case: dict[str, list[dict]] = {}
+    for obs in seen:
+        by_case.setdefault(obs.case.id, []).append(intermediates.localise_call(obs, found))
+    for check_id in [f"gradient.{n}" for n in assignment.parameter_names] + ["update"]:
+        for verdict in verdicts[check_id]:
+            if verdict.error is not None or verdict.passed or verdict.case not in by_case:
+                continue
+            reasons: set[str] = set()
+            for checks in by_case[verdict.case]:
+                upstream = intermediates.credit(checks, check_id)
+                if upstream is None:
+                    # a call whose own numbers for this check are right needs no credit
+                    if not _check_right(checks, check_id):
+                        break
+                else:
+                    reasons.update(upstream)
+            else:
+                if reasons:
+                    verdict.credited = tuple(sorted(reasons, key=intermediates.STEP_NAMES.index))
+
+
+def _check_right(checks: dict, check_id: str) -> bool:
+    """This call's numbers for the check are right against the reference itself."""
+    obs = next(iter(checks.values())).observation
+    names = obs.given if check_id == "update" else [check_id.split(".")[1]]
+    from gradkit.intermediates import close
+
+    return all(close(obs.implied.get(n), obs.gradient(n), obs.gradient_tolerance(n))
+               for n in names)
+
+
+def _convention(implied: dict[str, Optional[Tensor]], exp: oracle.StepExpectation,
+                tolerances: dict[str, Tolerance], batch_size: int, documented: LossConvention,
+                accepted: tuple[LossConvention, ...]) -> tuple[LossConvention, float]:
+    """The convention a call's gradients are judged under: an accepted one they all match, or
+    the documented one."""
+    for convention in accepted:
+        scale = convention_scale(convention, batch_size)
+        if all(g is not None and compare("", "", g, scale * exp.gradients[n], tolerances[n]).passed
+               for n, g in implied.items()):
+            return convention, scale
+    return documented, convention_scale(documented, batch_size)
 
 
 def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment,
-           verdicts: dict[str, list[CaseVerdict]], steps_seen: list) -> None:
+           verdicts: dict[str, list[CaseVerdict]], steps_seen: list[SeenStep],
+           accepted: tuple[LossConvention, ...] = ()) -> None:
     names = assignment.parameter_names
     results = call.steps[:1] if case.repeat else call.steps
     inputs = _step_inputs(case, results, assignment)
@@ -232,27 +351,42 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
             for verdict in per_check.values():
                 verdict.error = f"train_neural_net {problem}"
             continue
-        steps_seen.append((case, index, exp, result, given))
         lr = case.learning_rate
+        implied: dict[str, Optional[Tensor]] = {}
+        gradient_tolerance: dict[str, Tolerance] = {}
+        for name in names:
+            after, before = returned[name], given[name].to(F64)
+            if tuple(after.shape) != tuple(before.shape) or not after.dtype.is_floating_point:
+                implied[name] = None
+                continue
+            implied[name] = (before - after.to(F64)) / lr
+            weight_scale = float(before.abs().max()) if before.numel() else 1.0
+            gradient_tolerance[name] = tolerances.implied_gradient(after.dtype, weight_scale, lr)
+        documented = assignment.loss_convention
+        convention, scale = _convention(implied, exp, gradient_tolerance, X.shape[0], documented,
+                                        accepted) if accepted else \
+            (documented, convention_scale(documented, X.shape[0]))
+        steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale))
+        under = "" if convention == documented else \
+            f", under the accepted {convention!r} convention"
         for name in names:
             after, before = returned[name], given[name].to(F64)
             quantity = GRADIENT_QUANTITY[name]
-            if tuple(after.shape) != tuple(before.shape) or not after.dtype.is_floating_point:
-                bad = compare(f"weights[{name!r}]", case.id, after, exp.updated[name],
+            updated = before - lr * scale * exp.gradients[name]
+            if implied[name] is None:
+                bad = compare(f"weights[{name!r}]", case.id, after, updated,
                               tolerances.values(after.dtype), step=step)
                 per_check[f"gradient.{name}"].comparisons.append(bad)
                 per_check["update"].comparisons.append(bad)
                 continue
-            implied = (before - after.to(F64)) / lr
-            scale = float(before.abs().max()) if before.numel() else 1.0
-            tol = tolerances.implied_gradient(after.dtype, scale, lr)
             for against, truth in (("reference", exp.gradients[name]),
                                    ("autograd", exp.autograd[name])):
                 per_check[f"gradient.{name}"].comparisons.append(compare(
-                    f"{quantity} (implied by the update)", case.id, implied, truth, tol,
-                    against=against, step=step, computed_in=after.dtype))
+                    f"{quantity} (implied by the update{under})", case.id, implied[name],
+                    scale * truth, gradient_tolerance[name], against=against, step=step,
+                    computed_in=after.dtype))
             per_check["update"].comparisons.append(compare(
-                f"weights[{name!r}] after the step", case.id, after, exp.updated[name],
+                f"weights[{name!r}] after the step{under}", case.id, after, updated,
                 tolerances.values(after.dtype), step=step))
     for key, verdict in per_check.items():
         verdicts[key].append(verdict)
