@@ -65,6 +65,7 @@ def check(
     siblings: bool = True,
     accept_conventions: tuple[str, ...] = (),
     allow_autograd: bool = False,
+    credit_upstream: bool = False,
 ) -> Report:
     """Run a submission (.py or .ipynb) on every case and return its report.
 
@@ -72,6 +73,9 @@ def check(
     a crash or a timeout all come back as failed checks in a valid report. ``report.error`` is set
     only when gradkit itself failed. ``allow_autograd`` keeps autograd use (reported in the
     ``policy`` check) from failing the submission.
+    ``accept_conventions``: loss conventions ('sum', 'half_mean', 'mean') whose gradients also
+    count as correct. ``credit_upstream``: partial credit follows the steps (a gradient wrong only
+    because of an earlier wrong step, charged to another check, keeps its credit).
     """
     started = time.monotonic()
     path = Path(path)
@@ -80,7 +84,7 @@ def check(
         sandbox = sandbox or Sandbox()
         try:
             report = _check(path, tolerances, points, limits, sandbox, siblings,
-                            accept_conventions, allow_autograd)
+                            accept_conventions, allow_autograd, credit_upstream)
         finally:
             if own:
                 sandbox.close()
@@ -95,7 +99,8 @@ def check(
 
 
 def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, siblings: bool,
-           accept_conventions: tuple[str, ...], allow_autograd: bool = False) -> Report:
+           accept_conventions: tuple[str, ...], allow_autograd: bool = False,
+           credit_upstream: bool = False) -> Report:
     from gradkit.cases import build_cases
     from gradkit.grading import DEFAULT_POINTS
     from gradkit.tolerances import Tolerances
@@ -122,7 +127,8 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
         report.checks += _not_run("the file has a syntax error", points)
         return report
     outcome = _run(submission, cases, limits, sandbox, siblings)
-    _finish(report, submission, cases, outcome, tolerances, points, accept_conventions)
+    _finish(report, submission, cases, outcome, tolerances, points, accept_conventions,
+            credit_upstream)
     from gradkit import policy
 
     report.checks.append(policy.evaluate(submission, [f.header for f in outcome.frames],
@@ -181,7 +187,8 @@ def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblin
 
 
 def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, tolerances,
-            points: dict[str, float], accept_conventions: tuple[str, ...]) -> None:
+            points: dict[str, float], accept_conventions: tuple[str, ...],
+            credit_upstream: bool = False) -> None:
     from gradkit.grading import grade
     from gradkit.plan import CallResult, read_call
 
@@ -235,11 +242,12 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
         else:
             calls[case.id] = CallResult(case.id, missing="not run: an earlier case stopped the "
                                         "submission's process")
-    grading = grade(submission, cases, calls, tolerances, points)
+    grading = grade(submission, cases, calls, tolerances, points,
+                    accept_conventions=accept_conventions, credit_upstream=credit_upstream)
     report.checks += grading.checks
-    try:
-        from gradkit.diagnose import diagnose
-    except ImportError:
-        return
-    report.intermediates, report.diagnoses = diagnose(submission, cases, calls, grading, load,
-                                                      accept_conventions)
+    from gradkit.diagnose import diagnose, module_globals
+
+    load_frame = next((f for f in outcome.frames if f.header.get("type") == "load"), None)
+    report.intermediates, report.diagnoses = diagnose(
+        submission, cases, calls, grading, tolerances=tolerances,
+        module_tensors=module_globals(load_frame))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from gradkit.report import Check, Report, SourceLocation
+from gradkit.report import Check, Diagnosis, Report, SourceLocation
 
 MARK = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red"),
         "skipped": ("SKIP", "yellow")}
@@ -55,6 +55,16 @@ def headline(report: Report) -> tuple[str, str]:
         "green" if report.passed else "red"
 
 
+def _evidence(d: Diagnosis) -> str:
+    """The numbers behind a diagnosis, in a few words ("" when there are none)."""
+    parts = []
+    if d.evidence.factor is not None:
+        parts.append(f"factor {d.evidence.factor:.6g}")
+    if d.evidence.cases:
+        parts.append(f"seen in {len(d.evidence.cases)} case(s)")
+    return " · ".join(parts) + " · " if parts else ""
+
+
 def render(report: Report, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -74,7 +84,7 @@ def render(report: Report, console=None) -> None:
         if d.location is not None:
             console.print(f"  at {escape(where(d.location))}"
                           + (f": [cyan]{escape(d.location.code)}[/]" if d.location.code else ""))
-        console.print(f"  [dim]more: gradkit explain {d.code}[/]")
+        console.print(f"  [dim]{escape(_evidence(d))}more: gradkit explain {d.code}[/]")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for name in ("check", "", "points", "what to look at"):
         table.add_column(name, overflow="fold")

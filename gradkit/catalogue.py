@@ -1,0 +1,1202 @@
+"""A catalogue of known mistakes: each a stable code, words for a student, and a matcher.
+
+An entry's matcher is an alternative computation: the gradients (or predictions) a student with
+that one mistake would produce, built from the reference's float64 intermediates for each call's
+own inputs, or read from a probe. The student's numbers are matched against it within the
+tolerance the grader used for that call. An entry is reported only when it matches on every call
+where it can be told apart from the reference (and the reference itself does not match there):
+an unknown mistake never gets a confident wrong label (``gradkit.diagnose`` gives it the
+localisation and the fitted factor instead).
+
+``ENTRIES`` maps each code to its ``Entry``; ``explain(entry)`` is what ``gradkit explain CODE``
+prints. Codes are stable: GK0xx unknown mistakes (localised and fitted), GK1xx the backward pass,
+GK2xx the update, GK3xx loss conventions, GK4xx the forward pass and prediction, GK5xx behaviour.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from gradkit.cases import Case
+from gradkit.grading import weights_of
+from gradkit.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
+                                   Found, Localisation, SourceIndex, StepObservation, aliases,
+                                   allowance, close, distinct, fit_factor, holds, normalise,
+                                   snap, within)
+from gradkit.loader import Submission
+from gradkit.plan import CallResult
+from gradkit.report import Tolerance
+from gradkit.tolerances import Tolerances
+from reference import network
+from reference.assignment import convention_scale
+from reference.network import sigmoid
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One known mistake."""
+
+    code: str  # stable, e.g. "GK101"
+    slug: str  # stable, e.g. "no_output_sigmoid_derivative"
+    title: str
+    message: str  # a template for the student, filled from the match's words
+    quantities: tuple[str, ...]  # what it can explain
+    explanation: str  # the long form, for `gradkit explain CODE`
+
+
+def _entry(code: str, slug: str, title: str, message: str, quantities: tuple[str, ...],
+           explanation: str) -> Entry:
+    return Entry(code, slug, title, message, quantities, textwrap.dedent(explanation).strip())
+
+
+_GRADIENTS = ("dL/dV", "dL/dI", "dL/dW", "dL/dJ")
+
+ENTRIES: dict[str, Entry] = {e.code: e for e in (
+    _entry("GK001", "wrong_step", "A wrong step in the backward pass",
+           "{variable} does not follow from your own {inputs}: it should be {expression}"
+           "{factor_words}. The mistake is in this step{span_words}; the wrong {params} "
+           "follow{s} from it.",
+           ("dLdP", "dPdC", "dLdC", "dLdW", "dLdJ", "dLdB", "dBdA", "dLdA", "dLdV", "dLdI",
+            "update"),
+           """
+           gradkit followed the backward pass step by step, recomputing each step from YOUR OWN
+           values of its inputs (is your dLdW equal to B.T @ dLdC for your dLdC?). The step named
+           here is the first whose value does not follow from its inputs; the steps after it may
+           be right, and are wrong only because they start from this one. No known mistake
+           matched it exactly, so gradkit does not guess a name for it; when the wrong value is a
+           constant multiple of the right one, the factor is given (-1 is a sign, 2 or 1/n a
+           scale, 1/learning_rate a step that ignores the learning rate).
+
+           If the step lists other steps it "may include", your function did not keep those
+           values in variables gradkit could recognise, so the mistake may be in any of them.
+           """),
+    _entry("GK002", "wrong_gradient", "A wrong gradient (seen from the parameter gradients)",
+           "The gradient{s} of {params} {is_are} wrong{factor_words}. {suspects}",
+           _GRADIENTS,
+           """
+           gradkit could not follow your backward pass step by step (it found none of the
+           notebook's intermediates dLdP ... dLdI among your variables, or those it found are
+           right), so it localises the mistake from which parameter gradients are wrong:
+
+           - all four wrong: the output layer (dLdP, dPdC, dLdC) or the forward pass;
+           - V and I wrong, W and J right: the hidden layer (dLdB, dBdA, dLdA);
+           - one parameter wrong: that parameter's own last step (dLdV = X.T @ dLdA,
+             dLdI = dLdA summed over rows, dLdW = B.T @ dLdC, dLdJ = dLdC summed over rows).
+
+           Naming your variables as the notebook does (dLdP, dPdC, dLdC, ...) lets gradkit point
+           at the exact line.
+           """),
+    _entry("GK003", "wrong_prediction", "neural_net_predict returns something else",
+           "neural_net_predict does not return P = sigmoid(sigmoid(X @ V + I) @ W + J)"
+           "{factor_words}.",
+           ("P",),
+           """
+           neural_net_predict must run the same forward pass as train_neural_net, on the weights
+           it is given: A = X @ weights['V'] + weights['I'], B = sigmoid(A),
+           C = B @ weights['W'] + weights['J'], and return P = sigmoid(C), one row per row of X.
+           No known mistake matched the numbers it returned.
+           """),
+    _entry("GK101", "no_output_sigmoid_derivative", "The output sigmoid's derivative is missing",
+           "dL/dC is dL/dP alone: it should be dL/dP * dP/dC, with dP/dC = sigmoid'(C) "
+           "(sigmoid(C, deriv=True)). Every gradient misses this factor.",
+           _GRADIENTS,
+           """
+           The chain rule through the output sigmoid P = sigmoid(C) multiplies by its derivative:
+           dL/dC = dL/dP * dP/dC, where dP/dC = sigmoid(C) * (1 - sigmoid(C)) =
+           sigmoid(C, deriv=True) with the notebook's helper. Leaving it out (dLdC = dLdP) makes
+           dL/dW, dL/dJ and, through dL/dB, dL/dV and dL/dI all too large by that factor, which
+           is at most 1/4 and near 0 where the output saturates.
+
+           gradkit recognised it because your gradients equal, on every case, the ones computed
+           with dLdC = dLdP.
+           """),
+    _entry("GK102", "no_hidden_sigmoid_derivative", "The hidden sigmoid's derivative is missing",
+           "dL/dA is dL/dB alone: it should be dL/dB * dB/dA, with dB/dA = sigmoid'(A) "
+           "(sigmoid(A, deriv=True)). The gradients of V and I miss this factor.",
+           ("dL/dV", "dL/dI"),
+           """
+           The hidden layer is B = sigmoid(A), so going back through it multiplies by its
+           derivative: dL/dA = dL/dB * dB/dA with dB/dA = sigmoid(A, deriv=True). Without it
+           (dLdA = dLdB), dL/dV = X.T @ dL/dA and dL/dI are wrong; dL/dW and dL/dJ, which come
+           before the hidden layer in the backward pass, are unaffected.
+
+           gradkit recognised it because your gradients of V and I equal, on every case, the ones
+           computed with dLdA = dLdB.
+           """),
+    _entry("GK103", "sigmoid_derivative_of_activation",
+           "A sigmoid's derivative is taken at its output (the sigmoid applied twice)",
+           "{derivative} {is_are} computed at the sigmoid's output instead of its input: "
+           "{wrong} instead of {right}. The output is already the sigmoid of the input, so this "
+           "applies the sigmoid twice. Use {fix}.",
+           _GRADIENTS,
+           """
+           The notebook's helper sigmoid(x, deriv=True) returns sigmoid(x) * (1 - sigmoid(x)):
+           it takes the pre-activation x. dB/dA is sigmoid(A, deriv=True) (or B * (1 - B), since
+           B = sigmoid(A)), and dP/dC is sigmoid(C, deriv=True) (or P * (1 - P)). Passing the
+           activation, sigmoid(B, deriv=True), computes sigmoid(sigmoid(A)) * (1 - ...): the
+           sigmoid applied twice, a number between 0.19 and 0.25 that is not the derivative.
+
+           gradkit recognised it because your gradients equal, on every case, the ones computed
+           with the derivative taken at the activation.
+           """),
+    _entry("GK104", "sign_error_dLdP", "The loss derivative has the wrong sign",
+           "{variable} has the wrong sign: it is -({expression}) where it should be "
+           "{expression}. The derivative of 1/2 (P - Y)² is P - Y, not Y - P; with the sign "
+           "flipped every gradient points uphill.",
+           _GRADIENTS,
+           """
+           For L = 1/2 · Σ (p - y)², dL/dP = P - Y (the notebook writes -1.0 * (Y - P)). Writing
+           Y - P flips the sign of every gradient after it, so the update w - learning_rate *
+           dL/dw moves each weight uphill and training diverges from the labels.
+
+           gradkit tells this apart from gradient ascent (GK201), which gives the same updates,
+           by following your intermediates: here the first step with the flipped sign is in the
+           backward pass, and your update subtracts your gradients as it should.
+           """),
+    _entry("GK105", "bias_not_summed", "A bias gradient is not summed over the batch",
+           "{quantities} {is_are} not summed over the rows of the batch, so with n rows the "
+           "update makes {biases} n rows tall (shape {shapes}). Sum over the rows: {fix}.",
+           ("dL/dI", "dL/dJ"),
+           """
+           A bias is added to every row of the batch, so its gradient collects every row's
+           contribution: dL/dJ = dLdC.sum(dim=0, keepdim=True) (shape (1, 1)) and
+           dL/dI = dLdA.sum(dim=0, keepdim=True) (shape (1, 4)). Using the per-row dLdC or dLdA
+           is right for a single row, but for n rows torch broadcasts the update
+           J - learning_rate * dLdC to shape (n, 1), and the returned bias has the wrong shape.
+           """),
+    _entry("GK106", "bias_mean_not_sum", "A bias gradient is averaged instead of summed",
+           "{quantities} {is_are} averaged over the rows of the batch instead of summed, so "
+           "{it_they} {is_are} n times too small for n rows (right only for a single row). "
+           "Use {fix}.",
+           ("dL/dI", "dL/dJ"),
+           """
+           The notebook's loss is a sum over the batch, so every gradient, the biases' included,
+           is a sum over the rows: dLdC.sum(dim=0) and dLdA.sum(dim=0). A mean divides the bias
+           gradients (only them) by the batch size, which is invisible on one row. If you meant
+           a batch-mean loss, every gradient would need the 1/n (see GK302), not just the
+           biases'.
+           """),
+    _entry("GK107", "bias_from_dLdB", "The hidden bias gradient is taken from dL/dB",
+           "{variable} is summed from dL/dB instead of dL/dA, so it misses the hidden sigmoid's "
+           "derivative dB/dA. Use dLdA.sum(dim=0, keepdim=True).",
+           ("dL/dI",),
+           """
+           I is added before the hidden sigmoid (A = X @ V + I, B = sigmoid(A)), so its gradient
+           is the gradient with respect to A, summed over the rows: dL/dI = dLdA.sum(dim=0).
+           dL/dB is one step too early: it is the gradient with respect to the sigmoid's output
+           and lacks the factor dB/dA = sigmoid'(A).
+           """),
+    _entry("GK108", "transposed_product", "A matrix product with its operands transposed",
+           "{quantity} has shape {shape}, the transpose of {weight}'s {weight_shape}: the "
+           "product's operands are in the wrong order. Compute it as {expression}.",
+           ("dL/dV", "dL/dW"),
+           """
+           A weight's gradient has the weight's shape. With X of shape (n, 3) and dLdA of shape
+           (n, 4), dL/dV = X.T @ dLdA is (3, 4) like V; dLdA.T @ X is (4, 3), its transpose.
+           Likewise dL/dW = B.T @ dLdC is (4, 1) like W, while dLdC.T @ B is (1, 4). torch then
+           either refuses the update (shapes (3, 4) and (4, 3) do not broadcast) or, for W,
+           silently broadcasts W - learning_rate * dLdW to a (4, 4) matrix.
+           """),
+    _entry("GK201", "gradient_ascent", "The update adds the gradient (gradient ascent)",
+           "The update adds learning_rate times the gradient: it should be "
+           "w - learning_rate * dL/dw. Your gradients are right, but each step climbs the loss.",
+           (*_GRADIENTS, "update"),
+           """
+           Gradient descent moves each weight against its gradient: w <- w - learning_rate *
+           dL/dw. With + the loss grows at every step. gradkit checked that the gradients you
+           computed (your dLdV, dLdI, dLdW, dLdJ) are right, and that your update moved the
+           weights by exactly the opposite of what it should: the sign is in the update, not in
+           the backward pass (compare GK104).
+           """),
+    _entry("GK202", "learning_rate_ignored", "The update ignores the learning_rate argument",
+           "The update moves the weights by {lr0} × the gradient whatever learning_rate is "
+           "passed{hardcoded}, so the step is right only when learning_rate is {lr0}. Use the "
+           "argument: w - learning_rate * dL/dw.",
+           (*_GRADIENTS, "update"),
+           """
+           gradkit calls train_neural_net with learning rates 0.01, 1 and 4 on the same batch.
+           Your updates moved the weights by the same multiple of the right gradient each time,
+           so the gradient they imply, (w_before - w_after) / learning_rate, changes with the
+           learning rate (by a factor of 1/learning_rate). Usually the learning rate is
+           overwritten inside the function (learning_rate = 0.01, copied from the notebook) or
+           left out of the update.
+           """),
+    _entry("GK203", "weight_updated_before_use", "W is updated before the backward pass uses it",
+           "W is updated before dL/dB is computed, so dL/dB = dL/dC @ W.T uses the new W and the "
+           "gradients of V and I are wrong. Compute every gradient first, then update the "
+           "weights.",
+           ("dL/dV", "dL/dI"),
+           """
+           Every gradient of one step is taken at the weights the forward pass used. dL/dB =
+           dL/dC @ W.T needs the W of the forward pass; updating W first (W = W - learning_rate *
+           dLdW, or in place with -= or sub_) makes dL/dB, dL/dA, dL/dV and dL/dI those of a
+           network that does not exist. The error grows with the learning rate. Compute all four
+           gradients, then update all four weights.
+           """),
+    _entry("GK301", "sum_convention",
+           "Every gradient is twice the documented one (the (p - y)² loss without the 1/2)",
+           "Every gradient is 2 × the documented one: you differentiated the notebook's mse_loss "
+           "(p - y)² without the 1/2. The course's gradients are those of 1/2 · Σ(p - y)² "
+           "(dL/dP = P - Y). This is a convention, not a bug in one place: drop the factor 2"
+           "{accept}.",
+           _GRADIENTS,
+           """
+           The notebook's mse_loss returns (p - y)², but its hand-written gradients start from
+           dL/dP = P - Y, the derivative of 1/2 · (p - y)². Differentiating (p - y)² itself gives
+           2 · (P - Y), and every gradient after it is twice as large: mathematically right for
+           that loss, but not the documented answer, and it doubles the effective learning rate.
+
+           A factor shared by every parameter is a convention, not a mistake in one place. An
+           instructor can accept it: `gradkit check --accept-convention sum`, or
+           accepted_conventions=("sum",) in the assignment description.
+           """),
+    _entry("GK302", "batch_mean_convention", "Every gradient is divided by the batch size",
+           "Every gradient is {factor_words} the documented one: {what}. The course sums the "
+           "loss over the batch (1/2 · Σ(p - y)², dL/dP = P - Y). This is a convention, not a "
+           "bug in one place: do not divide by the batch size{accept}.",
+           _GRADIENTS,
+           """
+           The documented loss is a sum over the rows of the batch, so gradients grow with the
+           batch size. Dividing dL/dP by n (a batch-mean loss, 1/2 · mean (p - y)²; or
+           mean (p - y)², which also drops the 1/2 and gives 2/n) scales every gradient by the
+           same factor. It is right on a single row and n times too small on n rows.
+
+           A factor shared by every parameter is a convention, not a mistake in one place. An
+           instructor can accept it: `gradkit check --accept-convention half_mean` (or mean), or
+           accepted_conventions in the assignment description.
+           """),
+    _entry("GK401", "weight_ignored_by_forward", "The forward pass does not use a weight",
+           "{functions} {does_do} not use weights['{param}']: moving it changes nothing. {cause}",
+           (*_GRADIENTS, "P"),
+           """
+           gradkit moves one weight at a time (every entry of weights['I'], say, by 0.5) and
+           calls your functions again: if neither the prediction nor the gradients change, the
+           forward pass does not read that weight. The usual cause is the course notebook's own
+           bug: train_neural_net and neural_net_predict add the notebook-level globals I and J,
+           left over from earlier cells, instead of weights['I'] and weights['J'], so the
+           learned biases are updated but never used. Loaded alone, without those globals, such
+           a file raises NameError. gradkit names the global when your results equal the
+           reference's computed with it.
+           """),
+    _entry("GK402", "predict_returns_C", "neural_net_predict returns the pre-activation C",
+           "neural_net_predict returns the pre-activation C = B @ W + J instead of "
+           "P = sigmoid(C). Return sigmoid(C).",
+           ("P",),
+           """
+           The network's prediction is the output sigmoid's value P = sigmoid(C), a probability
+           between 0 and 1. Returning C, the number that goes into the sigmoid, gives values of
+           any sign, which neither the loss nor the training loop's cross-entropy expects.
+           """),
+    _entry("GK501", "inputs_mutated", "An argument is changed in place",
+           "{function} changes {names} in place, so the caller's tensors are different after the "
+           "call{consequence}. Work on a copy ({copy}).",
+           ("X", "Y", "weights", *_GRADIENTS),
+           """
+           A function should not change the tensors it is given unless that is its job: the
+           caller (gradkit, or the notebook's training loop) uses X and Y again. X /= ...,
+           X.div_(...), X[...] = ... and X.clamp_(...) all write into the caller's tensor, and so
+           does an operation on a tensor that .to(dtype) returned unchanged (it returns the
+           same tensor when the dtype already matches). Clone first: X = X.clone().
+
+           Updating the caller's weight tensors in place (weights['V'] -= ...) is allowed, as
+           long as they end up holding the weights you return; changing them into anything
+           else is reported here.
+           """),
+    _entry("GK502", "hidden_state", "Results depend on earlier calls (hidden state)",
+           "The same call, made twice on fresh copies of the same inputs, returned different "
+           "results: train_neural_net keeps state between calls. Compute everything from the "
+           "arguments alone.",
+           (*_GRADIENTS, "update"),
+           """
+           gradkit calls train_neural_net twice with identical, freshly copied inputs; a
+           function of its arguments returns the same weights both times. Different results
+           mean something survives between calls: a global counter or cache, a module-level
+           tensor updated in place, a default argument that is mutated, or a weight kept from
+           the previous call. Since every later call then depends on the calls before it,
+           gradkit cannot say more about which gradient is wrong.
+           """),
+    _entry("GK503", "non_finite", "NaN or infinite values",
+           "{what} {has_have} NaN or infinite values where the reference's are finite{where}.",
+           (*_GRADIENTS, "P"),
+           """
+           A NaN or an infinity usually comes from a division by something that can be zero
+           (a sum of labels, a batch statistic, 1 - P when P rounds to 1), a log of 0, or
+           exp of a large number. Once one appears it spreads to every value computed from it.
+           gradkit names the first step of your backward pass whose value is not finite while
+           its inputs are.
+           """),
+)}
+
+
+def explain(entry: Entry) -> str:
+    """The long explanation of an entry, as `gradkit explain CODE` prints it."""
+    quantities = ", ".join(entry.quantities)
+    return (f"{entry.code} {entry.slug}: {entry.title}\n\n{entry.explanation}\n\n"
+            f"Explains: {quantities}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# What a matcher reads
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PredictObservation:
+    """One call of ``neural_net_predict``."""
+
+    case: Case
+    P: Optional[Tensor]  # float64, None when it did not return a tensor
+    dtype: torch.dtype
+    forward: network.Forward  # the reference's, float64
+    tolerance: Tolerance
+    X_after: Optional[Tensor]  # the caller's X after the call
+
+
+@dataclass
+class Facts:
+    """Everything a matcher may read about one submission, all of it numbers or source lines."""
+
+    submission: Submission
+    source: SourceIndex
+    cases: tuple[Case, ...]
+    calls: dict[str, CallResult]
+    steps: list[StepObservation]  # graded calls of train_neural_net
+    probe_steps: dict[str, StepObservation]  # weight name -> its probe
+    predicts: list[PredictObservation]  # graded calls of neural_net_predict
+    probe_predicts: dict[str, PredictObservation]
+    found: dict[str, Found]
+    localisation: Localisation
+    module_globals: dict[str, Tensor]
+    tolerances: Tolerances
+    accepted: tuple[str, ...] = ()
+    _wrong: Optional[frozenset[str]] = field(default=None, repr=False)
+
+    @property
+    def wrong_parameters(self) -> frozenset[str]:
+        """Weights whose implied gradient is wrong in some graded call (under every scale)."""
+        if self._wrong is None:
+            self._wrong = frozenset(
+                name for name in PARAMETERS for obs in self.steps
+                if not any(close(obs.implied.get(name), s * obs.expectation.gradients[name],
+                                 obs.gradient_tolerance(name)) for s in self.scales(obs)))
+        return self._wrong
+
+    def step_base(self) -> Optional[StepObservation]:
+        return next((o for o in self.steps if o.case.id == "batch5" and o.index == 0), None)
+
+    def predict_base(self) -> Optional[PredictObservation]:
+        return next((o for o in self.predicts if o.case.id == "predict_batch32"), None)
+
+    def scales(self, obs: StepObservation) -> tuple[float, ...]:
+        """The loss scales a call's numbers may be judged under: 1 and the accepted ones."""
+        return tuple(dict.fromkeys((1.0, *(convention_scale(c, obs.batch_size)  # type: ignore
+                                           for c in self.accepted))))
+
+    def variable(self, quantity: str) -> str:
+        found = self.found.get(quantity)
+        return found.label if found else quantity
+
+    def line_of(self, step: str) -> Optional[int]:
+        """The line of the student's source where a step is computed, if known."""
+        if step.startswith("update."):
+            name = step.split(".")[1]
+            gradient = self.found.get(GRADIENT_OF[name])
+            return self.source.update_line(name, gradient.variable if gradient else None)
+        found = self.found.get(step)
+        if found is not None:
+            return self.source.assignment_line(found.function, found.variable)
+        # not held when the function returned (or not recognised by value): its name may still
+        # be in the source
+        named = [v for v in self.source.assigned_names(TRAIN)
+                 if v == step or normalise(v) in aliases(step)]
+        return self.source.assignment_line(TRAIN, named[0]) if named else None
+
+    def first_line(self, steps: tuple[str, ...]) -> Optional[int]:
+        """The line of the first of ``steps`` found wrong, else of the first with a known line."""
+        for step in steps:
+            if self.localisation.wrong(step) and self.line_of(step) is not None:
+                return self.line_of(step)
+        return next((self.line_of(s) for s in steps if self.line_of(s) is not None), None)
+
+    def update_line(self) -> Optional[int]:
+        lines = [self.line_of(f"update.{p}") for p in PARAMETERS]
+        return min((line for line in lines if line is not None), default=None)
+
+
+@dataclass
+class Match:
+    """A catalogue entry that matched: what it explains, and the numbers that show it."""
+
+    code: str
+    quantities: tuple[str, ...]  # "V", "I", "W", "J", "P", "X", "Y", "weights", "update"
+    words: dict[str, str] = field(default_factory=dict)
+    line: Optional[int] = None
+    cases: tuple[str, ...] = ()
+    factor: Optional[float] = None
+    residual: Optional[float] = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """How one quantity of the student's fared against an alternative, call by call."""
+
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    residual: float = 0.0
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.hits) and not self.misses
+
+
+Alternative = Callable[[StepObservation], Optional[dict[str, Tensor]]]
+
+
+def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str, ...],
+                        scales: Optional[tuple[float, ...]] = None,
+                        observations: Optional[list[StepObservation]] = None
+                        ) -> dict[str, Outcome]:
+    """Each weight's gradient, implied by the student's update, against the alternative's.
+
+    A call counts for a weight only where the alternative can be told apart from the reference
+    (``distinct`` at the call's tolerance); there it is a hit if the student's gradient matches
+    the alternative and not the reference, a miss otherwise. When the student returned a weight
+    of another shape, the returned weight is compared with the update the alternative implies
+    (torch broadcasting included).
+    """
+    outcomes = {name: Outcome() for name in names}
+    # a hit needs a gradient that is not the reference's: skip weights that are right everywhere
+    names = tuple(n for n in names if n in facts.wrong_parameters)
+    if not names:
+        return outcomes
+    for obs in observations if observations is not None else facts.steps:
+        alternative_gradients = alternative(obs)
+        if alternative_gradients is None:
+            continue
+        for name in names:
+            if name not in alternative_gradients:
+                continue
+            verdict = None
+            for scale in scales or facts.scales(obs):
+                verdict = _one(obs, name, scale * alternative_gradients[name],
+                               scale * obs.expectation.gradients[name]) or verdict
+                if verdict == "hit":
+                    break
+            if verdict == "hit":
+                outcomes[name].hits.append(obs.label)
+                implied = obs.implied.get(name)
+                if implied is not None:
+                    alt = alternative_gradients[name]
+                    norm = float(alt.norm()) or 1.0
+                    outcomes[name].residual = max(outcomes[name].residual,
+                                                  float((implied - alt).norm()) / norm)
+            elif verdict == "miss":
+                outcomes[name].misses.append(obs.label)
+    return outcomes
+
+
+def _one(obs: StepObservation, name: str, alternative: Tensor, reference: Tensor
+         ) -> Optional[str]:
+    implied = obs.implied.get(name)
+    if implied is not None:
+        tolerance = obs.gradient_tolerance(name)
+        if alternative.shape == reference.shape and not distinct(alternative, reference,
+                                                                  tolerance):
+            return None
+        hit = close(implied, alternative, tolerance) and not close(implied, reference, tolerance)
+        return "hit" if hit else "miss"
+    returned = obs.returned.get(name)
+    if returned is None or not returned.dtype.is_floating_point:
+        return "miss"
+    given, lr = obs.given[name], obs.learning_rate
+    try:
+        expected = given - lr * alternative
+    except RuntimeError:
+        return "miss"
+    tolerance = obs.value_tolerance(returned.dtype)
+    if expected.shape == given.shape and not distinct(expected, given - lr * reference, tolerance):
+        return None
+    return "hit" if close(returned.to(F64), expected, tolerance) else "miss"
+
+
+# --------------------------------------------------------------------------------------------
+# Alternative backward passes
+# --------------------------------------------------------------------------------------------
+
+def _sum_rows(t: Tensor) -> Tensor:
+    return t.sum(dim=0, keepdim=True)
+
+
+def _gradients(obs: StepObservation, dLdC: Tensor, dBdA: Tensor, *, W_back: Optional[Tensor] = None
+               ) -> dict[str, Tensor]:
+    """V, I, W, J gradients from a (possibly wrong) dL/dC and dB/dA, the rest done right."""
+    B = obs.expectation.forward.B
+    W = obs.given["W"] if W_back is None else W_back
+    dLdA = (dLdC @ W.T) * dBdA
+    return {"V": obs.X.T @ dLdA, "I": _sum_rows(dLdA), "W": B.T @ dLdC, "J": _sum_rows(dLdC)}
+
+
+def _backward(obs: StepObservation) -> network.Backward:
+    return obs.expectation.backward
+
+
+def _reference_with(obs: StepObservation, X: Optional[Tensor] = None, Y: Optional[Tensor] = None,
+                    weights: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+    """The reference's gradients for the call with other inputs (a mutated X, a global bias)."""
+    X = obs.X if X is None else X
+    Y = obs.Y if Y is None else Y
+    weights = obs.given if weights is None else weights
+    fwd = network.forward(X, weights)
+    return network.backward(fwd, Y, weights).parameter_gradients()
+
+
+MATCHERS: dict[str, Callable[[Facts], list[Match]]] = {}
+
+
+def matcher(code: str):
+    def register(function: Callable[[Facts], list[Match]]):
+        MATCHERS[code] = function
+        return function
+    return register
+
+
+def _all_matched(outcomes: dict[str, Outcome]) -> bool:
+    return all(o.matched for o in outcomes.values())
+
+
+def _hits(outcomes: dict[str, Outcome]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(h for o in outcomes.values() for h in o.hits))
+
+
+def _residual(outcomes: dict[str, Outcome]) -> float:
+    return max((o.residual for o in outcomes.values() if o.matched), default=0.0)
+
+
+def _is_are(items) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+def _and(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# GK1xx: the backward pass
+# --------------------------------------------------------------------------------------------
+
+@matcher("GK101")
+def _no_output_derivative(facts: Facts) -> list[Match]:
+    outcomes = against_alternative(
+        facts, lambda o: _gradients(o, _backward(o).dLdP, _backward(o).dBdA), PARAMETERS)
+    if not _all_matched(outcomes):
+        return []
+    return [Match("GK101", PARAMETERS, line=facts.first_line(("dPdC", "dLdC")),
+                  cases=_hits(outcomes), residual=_residual(outcomes))]
+
+
+@matcher("GK102")
+def _no_hidden_derivative(facts: Facts) -> list[Match]:
+    outcomes = against_alternative(
+        facts, lambda o: _gradients(o, _backward(o).dLdC, torch.ones_like(_backward(o).dBdA)),
+        ("V", "I"))
+    if not _all_matched(outcomes):
+        return []
+    return [Match("GK102", ("V", "I"), line=facts.first_line(("dBdA", "dLdA")),
+                  cases=_hits(outcomes), residual=_residual(outcomes))]
+
+
+@matcher("GK103")
+def _derivative_of_activation(facts: Facts) -> list[Match]:
+    def output(o: StepObservation) -> Tensor:
+        return _backward(o).dLdP * sigmoid(o.expectation.forward.P, deriv=True)
+
+    def hidden(o: StepObservation) -> Tensor:
+        return sigmoid(o.expectation.forward.B, deriv=True)
+
+    variants = (
+        ("hidden", lambda o: _gradients(o, _backward(o).dLdC, hidden(o)), ("V", "I"),
+         ("dBdA", "dLdA"), dict(derivative="dB/dA", is_are="is", wrong="sigmoid'(B)",
+                                right="sigmoid'(A)", fix="sigmoid(A, deriv=True), or B * (1 - B)")),
+        ("output", lambda o: _gradients(o, output(o), _backward(o).dBdA), PARAMETERS,
+         ("dPdC", "dLdC"), dict(derivative="dP/dC", is_are="is", wrong="sigmoid'(P)",
+                                right="sigmoid'(C)", fix="sigmoid(C, deriv=True), or P * (1 - P)")),
+        ("both", lambda o: _gradients(o, output(o), hidden(o)), PARAMETERS,
+         ("dPdC", "dLdC", "dBdA", "dLdA"),
+         dict(derivative="dP/dC and dB/dA", is_are="are", wrong="sigmoid'(P) and sigmoid'(B)",
+              right="sigmoid'(C) and sigmoid'(A)",
+              fix="sigmoid(C, deriv=True) and sigmoid(A, deriv=True)")),
+    )
+    for layer, alternative, names, steps, words in variants:
+        outcomes = against_alternative(facts, alternative, names)
+        if _all_matched(outcomes):
+            return [Match("GK103", names, words=words, line=facts.first_line(steps),
+                          cases=_hits(outcomes), residual=_residual(outcomes),
+                          details={"layer": layer})]
+    return []
+
+
+def _step_fits(facts: Facts, step: str, factor: float) -> bool:
+    """Every call where ``step`` is wrong has it equal to ``factor`` × what it should be, within
+    the call's tolerance."""
+    wrong = facts.localisation.wrong(step)
+    if not wrong:
+        return False
+    for check in wrong:
+        if check.actual is None or check.expected is None or check.tolerance is None or \
+                check.actual.shape != check.expected.shape:
+            return False
+        scaled = factor * check.expected
+        if not within(check.actual, scaled, allowance(scaled, check.tolerance)):
+            return False
+    return True
+
+
+@matcher("GK104")
+def _sign_error(facts: Facts) -> list[Match]:
+    outcomes = against_alternative(facts, lambda o: {p: -o.expectation.gradients[p]
+                                                     for p in PARAMETERS}, PARAMETERS)
+    if not _all_matched(outcomes):
+        return []
+    wrong = facts.localisation.wrong_steps()
+    backward = [s for s in wrong if not s.startswith("update.") and s not in FORWARD]
+    if not backward or len(backward) != len(wrong) or not _step_fits(facts, backward[0], -1.0):
+        return []
+    step = backward[0]
+    return [Match("GK104", PARAMETERS, line=facts.line_of(step), cases=_hits(outcomes),
+                  residual=_residual(outcomes), factor=-1.0,
+                  words=dict(variable=facts.variable(step), expression=EXPRESSIONS[step]),
+                  details={"step": step})]
+
+
+def _bias_words(names: tuple[str, ...], reduce: str) -> dict[str, str]:
+    quantities = [f"dL/d{n}" for n in names]
+    fix = {"I": "dLdA.sum(dim=0, keepdim=True)", "J": "dLdC.sum(dim=0, keepdim=True)"}
+    shapes = {"I": "(n, 4)", "J": "(n, 1)"}
+    return dict(quantities=_and(quantities), is_are=_is_are(names),
+                it_they="it" if len(names) == 1 else "they",
+                biases=_and(names), shapes=_and(shapes[n] for n in names),
+                fix=_and(fix[n] for n in names), reduce=reduce)
+
+
+def _bias_match(code: str, facts: Facts, alternative: Alternative) -> list[Match]:
+    outcomes = against_alternative(facts, alternative, ("I", "J"))
+    names = tuple(n for n in ("I", "J") if outcomes[n].matched)
+    if not names:
+        return []
+    steps = tuple(GRADIENT_OF[n] for n in names)
+    lines = [facts.first_line((s,)) for s in steps]
+    line = min((line for line in lines if line is not None), default=None)
+    return [Match(code, names, words=_bias_words(names, ""), line=line,
+                  cases=_hits({n: outcomes[n] for n in names}),
+                  residual=_residual({n: outcomes[n] for n in names}))]
+
+
+@matcher("GK105")
+def _bias_not_summed(facts: Facts) -> list[Match]:
+    return _bias_match("GK105", facts, lambda o: {"I": _backward(o).dLdA, "J": _backward(o).dLdC})
+
+
+@matcher("GK106")
+def _bias_mean(facts: Facts) -> list[Match]:
+    return _bias_match("GK106", facts, lambda o: {"I": _backward(o).dLdA.mean(0, keepdim=True),
+                                                  "J": _backward(o).dLdC.mean(0, keepdim=True)})
+
+
+@matcher("GK107")
+def _bias_from_dLdB(facts: Facts) -> list[Match]:
+    outcomes = against_alternative(facts, lambda o: {"I": _sum_rows(_backward(o).dLdB)}, ("I",))
+    if not outcomes["I"].matched:
+        return []
+    return [Match("GK107", ("I",), words=dict(variable=facts.variable("dLdI")),
+                  line=facts.first_line(("dLdI",)), cases=tuple(outcomes["I"].hits),
+                  residual=outcomes["I"].residual)]
+
+
+_PRODUCTS = {"V": ("dLdV", "X.T @ {dLdA}", "dLdA"), "W": ("dLdW", "B.T @ {dLdC}", "dLdC")}
+
+
+@matcher("GK108")
+def _transposed(facts: Facts) -> list[Match]:
+    matches = []
+    for name, (step, template, upstream) in _PRODUCTS.items():
+        outcomes = against_alternative(
+            facts, lambda o, s=step, n=name: {n: getattr(_backward(o), s).T}, (name,))
+        held = _held_transposed(facts, step)
+        if outcomes[name].matched or held:
+            matches.append(_transposed_match(facts, name, step, template, upstream,
+                                             tuple(outcomes[name].hits) or held))
+        elif not facts.steps:
+            static = _static_transposed(facts, name, step)
+            if static is not None:
+                matches.append(_transposed_match(facts, name, step, template, upstream,
+                                                 static, static=True))
+    return matches
+
+
+def _held_transposed(facts: Facts, step: str) -> tuple[str, ...]:
+    """Calls where the student's own value of ``step`` is the reference's, transposed."""
+    found = facts.found.get(step)
+    if found is None:
+        return ()
+    hits = []
+    for obs in facts.steps:
+        value = obs.captured(found.function, found.variable)
+        expected = obs.reference(step)
+        if value is None:
+            continue
+        if value.shape == expected.shape or not close(value.to(F64), expected.T,
+                                                        obs.value_tolerance(value.dtype)):
+            return ()
+        hits.append(obs.label)
+    return tuple(hits)
+
+
+def _static_transposed(facts: Facts, name: str, step: str) -> Optional[tuple[str, ...]]:
+    """When every call raised where the weight is updated (no numbers came back), and the
+    student's gradient expression has, from the shapes of the notebook's quantities, the
+    weight's shape transposed: the calls that raised there."""
+    graded = [c for c in facts.cases if c.kind in ("step", "chain") and "probe" not in c.tags]
+    errors = [facts.calls.get(c.id) for c in graded]
+    if not errors or any(e is None or e.error is None for e in errors):
+        return None
+    lines = {e.error.get("line") for e in errors if e is not None and e.error is not None}
+    variables = [v for v in _assigned_names(facts, TRAIN) if normalise(v) in aliases(step)]
+    if not variables:
+        return None
+    variable = variables[0]
+    where = {facts.source.update_line(name, variable), facts.source.assignment_line(TRAIN,
+                                                                                     variable)}
+    if not lines & where:
+        return None
+    expression = facts.source.assigned_expression(TRAIN, variable)
+    if expression is None:
+        return None
+    shape = facts.source.shape_of(expression, _known_shapes(facts))
+    weight = _weight_shape(name)
+    if shape is None or shape != tuple(reversed(weight)) or shape == weight:
+        return None
+    return tuple(c.id for c, e in zip(graded, errors)
+                 if e is not None and e.error is not None and e.error.get("line") in where)
+
+
+def _assigned_names(facts: Facts, function: str) -> list[str]:
+    return facts.source.assigned_names(function)
+
+
+def _weight_shape(name: str) -> tuple[int, ...]:
+    from reference.assignment import NOTEBOOK
+
+    return NOTEBOOK.parameter_shapes[name]
+
+
+def _known_shapes(facts: Facts, n: int = 5) -> dict[str, tuple[int, ...]]:
+    """Shapes of the notebook's quantities for an n-row batch, under every name for them."""
+    from reference.assignment import NOTEBOOK
+
+    h, o, i = NOTEBOOK.n_hidden, NOTEBOOK.n_outputs, NOTEBOOK.n_inputs
+    by_quantity = {"A": (n, h), "B": (n, h), "C": (n, o), "P": (n, o), "dLdP": (n, o),
+                   "dPdC": (n, o), "dLdC": (n, o), "dLdB": (n, h), "dBdA": (n, h),
+                   "dLdA": (n, h), "X": (n, i), "Y": (n, o)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in NOTEBOOK.parameter_shapes.items():
+        shapes[name] = shape
+        shapes[f"weights[{name!r}]"] = shape
+    names = _assigned_names(facts, TRAIN) + facts.source.parameters(TRAIN)
+    for quantity, shape in by_quantity.items():
+        shapes[quantity] = shape
+        for variable in names:
+            if normalise(variable) in aliases(quantity) or variable == quantity:
+                shapes[variable] = shape
+    params = facts.source.parameters(TRAIN)
+    if len(params) >= 2:
+        shapes[params[0]], shapes[params[1]] = (n, i), (n, o)
+    return shapes
+
+
+def _transposed_match(facts: Facts, name: str, step: str, template: str, upstream: str,
+                      cases: tuple[str, ...], static: bool = False) -> Match:
+    weight_shape = _weight_shape(name)
+    expression = template.format(**{upstream: facts.variable(upstream) if upstream in facts.found
+                                    else upstream})
+    line = facts.first_line((step,))
+    if line is None:
+        variables = [v for v in _assigned_names(facts, TRAIN) if normalise(v) in aliases(step)]
+        line = facts.source.assignment_line(TRAIN, variables[0]) if variables else None
+    return Match("GK108", (name,), line=line, cases=cases,
+                 words=dict(quantity=f"dL/d{name}", shape=str(tuple(reversed(weight_shape))),
+                            weight=name, weight_shape=str(weight_shape), expression=expression),
+                 details={"from": "source shapes" if static else "values"})
+
+
+# --------------------------------------------------------------------------------------------
+# GK2xx: the update
+# --------------------------------------------------------------------------------------------
+
+@matcher("GK201")
+def _gradient_ascent(facts: Facts) -> list[Match]:
+    outcomes = against_alternative(facts, lambda o: {p: -o.expectation.gradients[p]
+                                                     for p in PARAMETERS}, PARAMETERS)
+    if not _all_matched(outcomes):
+        return []
+    wrong = facts.localisation.wrong_steps()
+    updates = [f"update.{p}" for p in PARAMETERS]
+    if sorted(wrong) != sorted(updates):
+        return []
+    if any(c.span for step in updates for c in facts.localisation.wrong(step)):
+        return []  # the gradients were not held: the sign may be anywhere in the backward pass
+    if not all(_step_fits(facts, step, -1.0) for step in updates):
+        return []
+    return [Match("GK201", (*PARAMETERS, "update"), line=facts.update_line(),
+                  cases=_hits(outcomes), residual=_residual(outcomes), factor=-1.0)]
+
+
+@matcher("GK202")
+def _learning_rate(facts: Facts) -> list[Match]:
+    # implied = (lr0 / lr) * gradient on every call: one lr0 fitted over all of them
+    pairs, labels = [], []
+    for obs in facts.steps:
+        for name in PARAMETERS:
+            implied = obs.implied.get(name)
+            if implied is None:
+                return []
+            pairs.append((implied, obs.gradient(name) / obs.learning_rate,
+                          obs.gradient_tolerance(name)))
+        labels.append(obs.label)
+    fit = fit_factor(pairs)
+    if fit is None or not fit.exact or abs(fit.factor) < 1e-12:
+        return []
+    lr0 = snap(fit.factor, lambda k: holds(pairs, k))
+    if all(abs(lr0 - o.learning_rate) <= 1e-6 * abs(lr0) for o in facts.steps):
+        return []  # right on every call: nothing to explain
+    # the usual cause: the learning-rate argument set to a number inside the function
+    lr_name = facts.source.parameter(TRAIN, 3, "learning_rate")
+    value = facts.source.assigned_expression(TRAIN, lr_name)
+    constant = isinstance(value, ast.Constant) and isinstance(value.value, (int, float))
+    line = facts.source.assignment_line(TRAIN, lr_name) if constant else None
+    hardcoded = f" ({lr_name} is set to {value.value:g} inside the function)" \
+        if isinstance(value, ast.Constant) and constant else ""
+    return [Match("GK202", (*PARAMETERS, "update"), line=line or facts.update_line(),
+                  cases=tuple(labels), residual=fit.residual,
+                  words=dict(lr0=f"{lr0:g}", hardcoded=hardcoded),
+                  details={"learning_rate_used": lr0})]
+
+
+@matcher("GK203")
+def _updated_before_use(facts: Facts) -> list[Match]:
+    def alternative(o: StepObservation) -> dict[str, Tensor]:
+        b = _backward(o)
+        W_new = o.given["W"] - o.learning_rate * b.dLdW
+        return _gradients(o, b.dLdC, b.dBdA, W_back=W_new)
+
+    outcomes = against_alternative(facts, alternative, ("V", "I"))
+    if not _all_matched(outcomes):
+        return []
+    return [Match("GK203", ("V", "I"), line=facts.line_of("update.W"), cases=_hits(outcomes),
+                  residual=_residual(outcomes))]
+
+
+# --------------------------------------------------------------------------------------------
+# GK3xx: loss conventions
+# --------------------------------------------------------------------------------------------
+
+def _accept_words(convention: str) -> str:
+    return f" (an instructor can accept it with --accept-convention {convention})"
+
+
+def _convention_match(facts: Facts, code: str, convention: str, words: dict[str, str]
+                      ) -> list[Match]:
+    if convention in facts.accepted:
+        return []
+    outcomes = against_alternative(
+        facts, lambda o: {p: convention_scale(convention, o.batch_size)  # type: ignore[arg-type]
+                          * o.expectation.gradients[p] for p in PARAMETERS},
+        PARAMETERS, scales=(1.0,))
+    if not _all_matched(outcomes):
+        return []
+    backward = ("dLdP", "dLdC", "dLdW", "dLdJ", "dLdB", "dLdA", "dLdV", "dLdI")
+    wrong = [s for s in backward if facts.localisation.wrong(s)]
+    line = facts.line_of(wrong[0]) if wrong else facts.first_line(("dLdP",))
+    factor = 2.0 if convention == "sum" else None
+    return [Match(code, PARAMETERS, words={**words, "accept": _accept_words(convention)},
+                  line=line, cases=_hits(outcomes), residual=_residual(outcomes), factor=factor,
+                  details={"convention": convention})]
+
+
+@matcher("GK301")
+def _sum_convention(facts: Facts) -> list[Match]:
+    return _convention_match(facts, "GK301", "sum", {})
+
+
+@matcher("GK302")
+def _mean_convention(facts: Facts) -> list[Match]:
+    return _convention_match(
+        facts, "GK302", "half_mean",
+        dict(factor_words="1/n ×", what="dL/dP is divided by the batch size n (a batch-mean "
+                                        "loss, 1/2 · mean (p - y)²)")) or _convention_match(
+        facts, "GK302", "mean",
+        dict(factor_words="2/n ×", what="the loss is the batch mean of (p - y)², without the "
+                                        "1/2"))
+
+
+# --------------------------------------------------------------------------------------------
+# GK4xx: the forward pass and the prediction
+# --------------------------------------------------------------------------------------------
+
+def _ignored_by_train(facts: Facts) -> set[str]:
+    base = facts.step_base()
+    if base is None:
+        return set()
+    ignored = set()
+    for name, probe in facts.probe_steps.items():
+        if any(base.implied.get(p) is None or probe.implied.get(p) is None for p in PARAMETERS):
+            continue
+        same = all(close(probe.implied[p], base.implied[p], base.gradient_tolerance(p))
+                   for p in PARAMETERS)
+        differs = any(distinct(probe.expectation.gradients[p], base.expectation.gradients[p],
+                               base.gradient_tolerance(p)) for p in PARAMETERS)
+        if same and differs:
+            ignored.add(name)
+    return ignored
+
+
+def _ignored_by_predict(facts: Facts) -> set[str]:
+    base = facts.predict_base()
+    if base is None or base.P is None:
+        return set()
+    ignored = set()
+    for name, probe in facts.probe_predicts.items():
+        if probe.P is None or probe.P.shape != base.P.shape:
+            continue
+        if close(probe.P, base.P, base.tolerance) and distinct(probe.forward.P, base.forward.P,
+                                                                base.tolerance):
+            ignored.add(name)
+    return ignored
+
+
+def _substitute(facts: Facts, function: str, name: str) -> tuple[Optional[str], Tensor]:
+    """What the function uses instead of weights[name]: a module-level tensor of the weight's
+    shape that it reads as a global, else nothing (zeros)."""
+    shape = _weight_shape(name)
+    for variable, value in facts.module_globals.items():
+        if tuple(value.shape) == shape and value.dtype.is_floating_point and \
+                facts.source.global_reads(function, variable):
+            return variable, value.to(F64)
+    return None, torch.zeros(shape, dtype=F64)
+
+
+@matcher("GK401")
+def _weight_ignored(facts: Facts) -> list[Match]:
+    in_train, in_predict = _ignored_by_train(facts), _ignored_by_predict(facts)
+    if not in_train and not in_predict:
+        return []
+    train_subs = {n: _substitute(facts, TRAIN, n) for n in in_train}
+    predict_subs = {n: _substitute(facts, PREDICT, n) for n in in_predict}
+    # the numbers, computed with every substitute at once, confirm what the function does
+    train_outcomes = against_alternative(
+        facts, lambda o: _reference_with(o, weights={**o.given, **{n: v for n, (_, v) in
+                                                                   train_subs.items()}}),
+        PARAMETERS) if in_train else {}
+    train_confirmed = bool(train_outcomes) and _all_matched(train_outcomes)
+    predict_confirmed = bool(in_predict) and all(
+        o.P is not None and close(o.P, network.forward(o.forward.X, {
+            **_predict_weights(o), **{n: v for n, (_, v) in predict_subs.items()}}).P,
+            o.tolerance)
+        for o in facts.predicts)
+    matches = []
+    for name in PARAMETERS:
+        if name not in in_train and name not in in_predict:
+            continue
+        functions = [f for f, ignored in ((TRAIN, in_train), (PREDICT, in_predict))
+                     if name in ignored]
+        subs = [s for s in (train_subs.get(name), predict_subs.get(name)) if s is not None]
+        global_name = next((g for g, _ in subs if g is not None), None)
+        reads = {f: facts.source.global_reads(f, global_name) for f in functions} \
+            if global_name else {}
+        line = next((reads[f][0] for f in functions if reads.get(f)), None)
+        if global_name is not None:
+            set_at = facts.source.module_assignment(global_name)
+            cause = (f"It adds the module-level {global_name} (set at "
+                     f"{facts.submission.where(set_at)}) instead: use weights['{name}'].")
+        else:
+            cause = f"Add weights['{name}'] where the forward pass needs it."
+            step = "A" if name in ("V", "I") else "C"
+            line = facts.first_line((step,))
+        quantities = ()
+        if name in in_train and train_confirmed:
+            quantities += PARAMETERS
+        if name in in_predict and predict_confirmed:
+            quantities += ("P",)
+        matches.append(Match(
+            "GK401", quantities, line=line,
+            words=dict(functions=_and(functions), does_do="does" if len(functions) == 1
+                       else "do", param=name, cause=cause),
+            cases=tuple(f"probe_{'step' if f == TRAIN else 'predict'}_{name}" for f in functions),
+            details={"weight": name, "global": global_name, "functions": functions,
+                     "read_at": {f: lines for f, lines in reads.items()},
+                     "set_at": facts.source.module_assignment(global_name) if global_name
+                     else None, "confirmed_by_values": {TRAIN: train_confirmed,
+                                                        PREDICT: predict_confirmed}}))
+    return matches
+
+
+def _predict_weights(obs: PredictObservation) -> dict[str, Tensor]:
+    return {n: w.to(F64) for n, w in (obs.case.weights or {}).items()}
+
+
+@matcher("GK402")
+def _predict_returns_C(facts: Facts) -> list[Match]:
+    observations = facts.predicts + list(facts.probe_predicts.values())
+    if not observations:
+        return []
+    hits = []
+    for obs in observations:
+        if obs.P is None or not close(obs.P, obs.forward.C, obs.tolerance) or \
+                close(obs.P, obs.forward.P, obs.tolerance):
+            return []
+        hits.append(obs.case.id)
+    return [Match("GK402", ("P",), line=facts.source.return_line(PREDICT), cases=tuple(hits))]
+
+
+# --------------------------------------------------------------------------------------------
+# GK5xx: behaviour
+# --------------------------------------------------------------------------------------------
+
+@matcher("GK501")
+def _inputs_mutated(facts: Facts) -> list[Match]:
+    matches = []
+    changed: dict[str, list[StepObservation]] = {"X": [], "Y": []}
+    corrupted: list[str] = []
+    for obs in facts.steps:
+        for name, given in (("X", obs.X), ("Y", obs.Y)):
+            after = obs.after(name)
+            if after is not None and after.kind == "array" and after.tensor is not None and (
+                    after.tensor.shape != given.shape or
+                    not torch.equal(after.tensor.to(F64), given)):
+                changed[name].append(obs)
+        weights_after = obs.after("weights")
+        if weights_after is not None and weights_after.kind == "dict":
+            for name, given in obs.given.items():
+                item = weights_after.items.get(name)
+                returned = obs.returned.get(name)
+                if item is None or item.tensor is None or returned is None:
+                    continue
+                now = item.tensor.to(F64)
+                if now.shape == given.shape and torch.equal(now, given):
+                    continue
+                if now.shape == returned.shape and torch.equal(now, returned.to(F64)):
+                    continue  # updated in place to the weights it returns: allowed
+                corrupted.append(obs.label)
+    names = [n for n in ("X", "Y") if changed[n]]
+    if names:
+        x_name = facts.source.parameter(TRAIN, 0, "X")
+        y_name = facts.source.parameter(TRAIN, 1, "Y")
+        lines = []
+        for name in names:
+            lines += facts.source.in_place_lines(TRAIN, x_name if name == "X" else y_name)
+        quantities: tuple[str, ...] = (*names, "side_effects")
+        consequence = ""
+        mutated = [o for o in facts.steps if o in changed["X"] or o in changed["Y"]]
+
+        def _after(o: StepObservation, name: str) -> Tensor:
+            value = o.after(name)
+            if value is None or value.kind != "array" or value.tensor is None:
+                return o.X if name == "X" else o.Y
+            return value.tensor.to(F64)
+
+        # the gradients of the changed inputs: the step trained on them
+        outcomes = against_alternative(
+            facts, lambda o: _reference_with(o, X=_after(o, "X"), Y=_after(o, "Y")),
+            PARAMETERS, observations=mutated)
+        if _all_matched(outcomes):
+            quantities += PARAMETERS
+            consequence = ", and the step trains on the changed values"
+        matches.append(Match(
+            "GK501", quantities, line=min(lines) if lines else None,
+            cases=tuple(dict.fromkeys(o.label for n in names for o in changed[n])),
+            words=dict(function=TRAIN, names=_and(names), consequence=consequence,
+                       copy=f"{x_name if 'X' in names else y_name} = "
+                            f"{x_name if 'X' in names else y_name}.clone()")))
+    if corrupted:
+        matches.append(Match(
+            "GK501", ("weights", "side_effects"), line=facts.update_line(),
+            cases=tuple(corrupted),
+            words=dict(function=TRAIN, names="the caller's weight tensors", consequence=
+                       " (they hold neither the old weights nor the ones it returns)",
+                       copy="return new tensors, or update in place to exactly them")))
+    predict_changed = [o for o in facts.predicts if o.X_after is not None and (
+        o.X_after.shape != o.forward.X.shape or not torch.equal(o.X_after.to(F64),
+                                                                 o.forward.X))]
+    if predict_changed:
+        x_name = facts.source.parameter(PREDICT, 0, "X")
+        lines = facts.source.in_place_lines(PREDICT, x_name)
+        matches.append(Match(
+            "GK501", ("X", "side_effects"), line=min(lines) if lines else None,
+            cases=tuple(o.case.id for o in predict_changed),
+            words=dict(function=PREDICT, names="X", consequence="",
+                       copy=f"{x_name} = {x_name}.clone()")))
+    return matches
+
+
+@matcher("GK502")
+def _hidden_state(facts: Facts) -> list[Match]:
+    for case in facts.cases:
+        call = facts.calls.get(case.id)
+        if not case.repeat or call is None or len(call.steps) < 2:
+            continue
+        first, _ = weights_of(call.steps[0].returned)
+        second, _ = weights_of(call.steps[1].returned)
+        if first is None or second is None:
+            continue
+        differs = [n for n in PARAMETERS if first[n].shape != second[n].shape or
+                   not close(second[n].to(F64), first[n].to(F64),
+                             facts.tolerances.values(second[n].dtype
+                                                     if second[n].dtype.is_floating_point
+                                                     else F64))]
+        if differs:
+            return [Match("GK502", (*PARAMETERS, "update", "side_effects"),
+                          line=facts.source.state_write_line(TRAIN), cases=(case.id,),
+                          details={"differs": differs})]
+    return []
+
+
+@matcher("GK503")
+def _non_finite(facts: Facts) -> list[Match]:
+    bad: dict[str, list[str]] = {}
+    for obs in facts.steps:
+        for name in PARAMETERS:
+            returned = obs.returned.get(name)
+            if returned is None or not returned.dtype.is_floating_point:
+                continue
+            if not bool(torch.isfinite(returned.to(F64)).all()) and \
+                    bool(torch.isfinite(obs.expectation.updated[name]).all()):
+                bad.setdefault(name, []).append(obs.label)
+    for obs in facts.predicts:
+        if obs.P is not None and not bool(torch.isfinite(obs.P).all()):
+            bad.setdefault("P", []).append(obs.case.id)
+    if not bad:
+        return []
+    first = next((s for s in ("A", "B", "C", "P", "dLdP", "dPdC", "dLdC", "dLdW", "dLdJ", "dLdB",
+                              "dBdA", "dLdA", "dLdV", "dLdI")
+                  if any(c.problem == "nonfinite" and bool(torch.isfinite(c.expected).all())
+                         for c in facts.localisation.wrong(s) if c.expected is not None)), None)
+    names = [n for n in PARAMETERS if n in bad]
+    what = [f"the returned weights {_and(names)}"] if names else []
+    if "P" in bad:
+        what.append("neural_net_predict's P")
+    where = f", first in {facts.variable(first)}" if first else ""
+    line = facts.line_of(first) if first else (facts.update_line() if names else
+                                               facts.source.return_line(PREDICT))
+    return [Match("GK503", tuple(bad), line=line,
+                  cases=tuple(dict.fromkeys(c for v in bad.values() for c in v)),
+                  words=dict(what=_and(what), has_have="has" if len(what) == 1 and
+                             len(names) <= 1 else "have", where=where),
+                  details={"first_step": first})]

@@ -1,0 +1,379 @@
+"""Diagnosis: which step is wrong, on which line, and the likely mistake.
+
+``diagnose`` reads numbers only (the grader's rebuilt results and the reference's float64
+intermediates), never message strings:
+
+1. The intermediates the student's ``train_neural_net`` held are found and compared with the
+   reference (``gradkit.intermediates``), and every step of the backward pass is recomputed
+   from the student's own upstream values, so the report names the step that is wrong rather
+   than the cascade below it.
+2. Every entry of the catalogue (``gradkit.catalogue``) is matched against the numbers; an entry
+   is reported only when it matches on every call where it can be told apart from the reference.
+3. Whatever is still unexplained gets the localisation (GK001: the wrong step and its line; GK002:
+   from the parameter gradients alone when no intermediates could be followed) and the fitted
+   factor: c in student = c × reference by least squares, reported when it holds within tolerance
+   (-1 a sign, 2 or 1/n a scale, k/learning_rate an update that ignores the learning rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from gradkit import catalogue
+from gradkit.cases import Case, is_probe
+from gradkit.catalogue import Facts, Match, PredictObservation
+from gradkit.grading import Grading, observations
+from gradkit.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
+                                   STEPS, SourceIndex, StepCheck, StepObservation, close,
+                                   compare_intermediates, find, fit_factor, holds, localise,
+                                   location, snap)
+from gradkit.loader import Submission
+from gradkit.plan import CallResult, rebuild
+from gradkit.report import Diagnosis, Evidence, IntermediateResult, Tolerance
+from gradkit.tolerances import Tolerances
+from reference import network
+
+F64 = torch.float64
+QUANTITY_WORDS = {"V": "dL/dV", "I": "dL/dI", "W": "dL/dW", "J": "dL/dJ"}
+_INPUTS = {step.name: step.inputs for step in STEPS}
+#: What to look at when only the parameter gradients say which are wrong.
+SUSPECTS = {
+    frozenset(PARAMETERS): "Every gradient passes through the output layer: look at dL/dP "
+                           "(P - Y), dP/dC (sigmoid'(C)) and dL/dC, and at the forward pass.",
+    frozenset({"V", "I"}): "dL/dW and dL/dJ are right, so look at the hidden layer: dL/dB "
+                           "(dL/dC @ W.T), dB/dA (sigmoid'(A)) and dL/dA.",
+    frozenset({"V"}): "Only V's is wrong: look at its own step, dL/dV = X.T @ dL/dA.",
+    frozenset({"I"}): "Only I's is wrong: look at its own step, dL/dI = dL/dA summed over rows.",
+    frozenset({"W"}): "Only W's is wrong: look at its own step, dL/dW = B.T @ dL/dC.",
+    frozenset({"J"}): "Only J's is wrong: look at its own step, dL/dJ = dL/dC summed over rows.",
+}
+
+
+def module_globals(frame) -> dict[str, Tensor]:
+    """The module-level tensors of the student's file, from the child's load frame."""
+    if frame is None:
+        return {}
+    found = {}
+    for name, desc in (frame.header.get("globals") or {}).items():
+        try:
+            value = rebuild(desc, frame.payload)
+        except ValueError:  # wire.WireError: a bad description is simply not used
+            continue
+        if value.kind == "array" and value.tensor is not None:
+            found[str(name)] = value.tensor
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting a factor
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FactorPattern:
+    """How a wrong quantity relates to the right one across calls, when it does exactly."""
+
+    kind: str  # "constant": c; "per_row": c = k / n; "per_learning_rate": c = k / learning_rate
+    value: float  # c, or k
+    residual: float
+
+
+#: One call's wrong value against what it should be: (actual, expected, tolerance, n, lr).
+Pair = tuple[Tensor, Tensor, Tolerance, int, float]
+
+
+def factor_pattern(pairs: list[Pair]) -> Optional[FactorPattern]:
+    """The factor relating wrong values to right ones, when one holds on every call exactly.
+
+    Tried in order: one constant c (actual = c × expected, least squares over every call);
+    c = k / n with n the batch size (a batch mean); c = k / learning_rate (an update that
+    ignores the learning rate). The factor is rounded to the shortest decimal that still fits
+    within every call's tolerance. None when no pattern fits exactly.
+    """
+    if not pairs or any(a.shape != e.shape for a, e, _, _, _ in pairs):
+        return None
+    for kind, divisor in (("constant", lambda n, lr: 1.0), ("per_row", lambda n, lr: float(n)),
+                          ("per_learning_rate", lambda n, lr: lr)):
+        scaled = [(a, e / divisor(n, lr), t) for a, e, t, n, lr in pairs]
+        fit = fit_factor(scaled)
+        if fit is None or not fit.exact:
+            continue
+        value = snap(fit.factor, lambda k: holds(scaled, k))
+        return FactorPattern(kind, value, fit.residual)
+    return None
+
+
+def _number(x: float) -> str:
+    for whole in (2, 3, 4, 5, 8, 10):
+        if abs(x * whole - round(x * whole)) < 1e-9 and abs(round(x * whole)) == 1:
+            return f"{'-' if x < 0 else ''}1/{whole}"
+    return f"{x:g}"
+
+
+def factor_words(pattern: Optional[FactorPattern]) -> str:
+    """The pattern in words, for a message ("" when there is none)."""
+    if pattern is None:
+        return ""
+    if pattern.kind == "constant":
+        c = pattern.value
+        if abs(c) < 1e-12:
+            return " (it is zero: nothing comes through this step)"
+        if c == -1.0:
+            return " (it is -1 × the right value: the sign is flipped)"
+        return f" (it is {_number(c)} × the right value)"
+    if pattern.kind == "per_row":
+        return f" (it is {_number(pattern.value)}/n × the right value, n the batch size)"
+    return (f" (it is {_number(pattern.value)}/learning_rate × the right value: the step does "
+            f"not follow the learning rate)")
+
+
+def _step_pattern(checks: list[StepCheck]) -> Optional[FactorPattern]:
+    pairs = []
+    for check in checks:
+        if check.actual is None or check.expected is None or check.tolerance is None:
+            return None
+        obs = check.observation
+        pairs.append((check.actual, check.expected, check.tolerance, obs.batch_size,
+                      obs.learning_rate))
+    return factor_pattern(pairs)
+
+
+def _parameter_pattern(observations: list[StepObservation], name: str
+                       ) -> Optional[FactorPattern]:
+    pairs = []
+    for obs in observations:
+        implied = obs.implied.get(name)
+        if implied is None:
+            return None
+        reference = obs.gradient(name)
+        if close(implied, reference, obs.gradient_tolerance(name)):
+            continue  # right here: the pattern is about the calls where it is wrong
+        pairs.append((implied, reference, obs.gradient_tolerance(name), obs.batch_size,
+                      obs.learning_rate))
+    return factor_pattern(pairs)
+
+
+# --------------------------------------------------------------------------------------------
+# Diagnosis
+# --------------------------------------------------------------------------------------------
+
+def _predict_observations(cases: tuple[Case, ...], calls: dict[str, CallResult],
+                          tolerances: Tolerances) -> list[PredictObservation]:
+    observations = []
+    for case in cases:
+        call = calls.get(case.id)
+        if case.kind != "predict" or call is None or call.error or not call.steps:
+            continue
+        step = call.steps[0]
+        value = step.returned
+        P = value.tensor.to(F64) if value.kind == "array" and value.tensor is not None and \
+            (value.tensor.dtype.is_floating_point) else None
+        dtype = value.tensor.dtype if P is not None else F64
+        weights = {n: w.to(F64) for n, w in (case.weights or {}).items()}
+        after = step.after.get("X")
+        observations.append(PredictObservation(
+            case=case, P=P, dtype=dtype, forward=network.forward(case.X.to(F64), weights),
+            tolerance=tolerances.values(dtype),
+            X_after=after.tensor if after is not None and after.kind == "array" else None))
+    return observations
+
+
+def diagnose(submission: Submission, cases: tuple[Case, ...], calls: dict[str, CallResult],
+             grading: Grading, *, tolerances: Optional[Tolerances] = None,
+             module_tensors: Optional[dict[str, Tensor]] = None
+             ) -> tuple[list[IntermediateResult], list[Diagnosis]]:
+    """The intermediates found in ``train_neural_net`` and the likely mistakes, for the report.
+
+    ``grading`` is ``gradkit.grading.grade``'s result (its calls, and the loss conventions it
+    accepted); ``module_tensors`` the module-level tensors of the student's file
+    (``module_globals`` of the child's load frame).
+    """
+    tolerances = tolerances or Tolerances()
+    everything = observations(grading.steps, tolerances, probes=True)
+    graded = [o for o in everything if not is_probe(o.case)]
+    probe_steps = {o.case.id.rsplit("_", 1)[1]: o for o in everything
+                   if is_probe(o.case) and o.case.id.startswith("probe_step_")}
+    predicts_all = _predict_observations(cases, calls, tolerances)
+    source = SourceIndex(submission)
+    found = find(graded)
+    intermediates = compare_intermediates(graded, found, submission, source)
+    facts = Facts(
+        submission=submission, source=source, cases=cases, calls=calls, steps=graded,
+        probe_steps=probe_steps,
+        predicts=[o for o in predicts_all if not is_probe(o.case)],
+        probe_predicts={o.case.id.rsplit("_", 1)[1]: o for o in predicts_all
+                        if is_probe(o.case)},
+        found=found, localisation=localise(graded, found), module_globals=module_tensors or {},
+        tolerances=tolerances, accepted=grading.accepted_conventions)
+    matches = _parsimonious([m for match in catalogue.MATCHERS.values() for m in match(facts)])
+    diagnoses = [_from_match(m, facts) for m in sorted(
+        matches, key=lambda m: (m.line is None, m.line or 0, m.code))]
+    diagnoses += _unexplained(facts, matches)
+    return intermediates, diagnoses
+
+
+def _parsimonious(matches: list[Match]) -> list[Match]:
+    """Drop a match that explains strictly less than another of the numbers' matches.
+
+    Two alternatives can agree on some quantities: a batch-mean loss also averages the bias
+    gradients, and without dB/dA, dL/dI summed from dL/dB is dL/dI summed from dL/dA. The one
+    that explains more is the simpler account. Behaviour entries (GK5xx: mutation, hidden
+    state, non-finite values) are separate facts: they neither drop nor are dropped.
+    """
+    def behaviour(m: Match) -> bool:
+        return m.code.startswith("GK5")
+
+    return [m for m in matches if behaviour(m) or not any(
+        not behaviour(other) and set(other.quantities) > set(m.quantities)
+        for other in matches if other is not m)]
+
+
+def _quantity_words(quantities) -> list[str]:
+    """dL/dV for V, ...; a wrong gradient also explains the wrong update it makes."""
+    words = [QUANTITY_WORDS.get(q, q) for q in quantities]
+    if any(q in PARAMETERS for q in quantities) and "update" not in words:
+        words.append("update")
+    return list(dict.fromkeys(words))
+
+
+def _from_match(match: Match, facts: Facts) -> Diagnosis:
+    entry = catalogue.ENTRIES[match.code]
+    return Diagnosis(
+        code=entry.code, title=entry.title, message=entry.message.format(**match.words),
+        quantities=_quantity_words(match.quantities),
+        evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
+                          details=match.details),
+        location=location(facts.submission, match.line), explanation=entry.explanation)
+
+
+def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
+    implied = obs.implied.get(name)
+    return implied is not None and any(
+        close(implied, scale * obs.expectation.gradients[name], obs.gradient_tolerance(name))
+        for scale in facts.scales(obs))
+
+
+def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
+    """GK001, GK002 and GK003 for whatever is wrong and no catalogue entry explains."""
+    explained = {q for m in matches for q in m.quantities}
+    wrong = [p for p in PARAMETERS
+             if any(not _parameter_right(facts, obs, p) for obs in facts.steps)]
+    unexplained = [p for p in wrong if p not in explained]
+    diagnoses: list[Diagnosis] = []
+    covered: set[str] = set()
+    # without a single intermediate held, a wrong update says nothing about where the mistake
+    # is: GK002 localises from the parameter gradients instead
+    steps = facts.localisation.wrong_steps() if facts.localisation.captured_any() else []
+    for step in steps:
+        params = [p for p in DOWNSTREAM[step] if p in unexplained]
+        if params:
+            diagnoses.append(_wrong_step(facts, step, params))
+            covered.update(params)
+    remaining = [p for p in unexplained if p not in covered]
+    if remaining:
+        diagnoses.append(_wrong_gradients(facts, remaining, wrong))
+    if "P" not in explained:
+        wrong_predictions = [o for o in facts.predicts
+                             if o.P is None or not close(o.P, o.forward.P, o.tolerance)]
+        if wrong_predictions:
+            diagnoses.append(_wrong_prediction(facts, wrong_predictions))
+    return diagnoses
+
+
+def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
+    checks = facts.localisation.wrong(step)
+    pattern = _step_pattern(checks)
+    span = tuple(dict.fromkeys(s for c in checks for s in c.span))
+    if step.startswith("update."):
+        name = step.split(".")[1]
+        variable = f"The new weights['{name}']"
+        inputs = [GRADIENT_OF[name]]
+    else:
+        variable = facts.variable(step)
+        inputs = [i for i in _INPUTS[step] if i not in ("X", "Y", "V", "I", "W", "J")] or \
+            list(_INPUTS[step])
+    span_words = (f", or in {', '.join(span)} before it (your function does not keep "
+                  f"{'that value' if len(span) == 1 else 'those values'} in a variable gradkit "
+                  f"recognises)") if span else ""
+    words = dict(variable=variable, expression=EXPRESSIONS[step],
+                 inputs=", ".join(facts.variable(i) for i in inputs), factor_words=factor_words(
+                     pattern), span_words=span_words,
+                 params=" and ".join(_quantity_words(params)), s="s" if len(params) == 1 else "")
+    entry = catalogue.ENTRIES["GK001"]
+    summary = {name: _status(facts, name) for name in
+               (*[s.name for s in STEPS], *[f"update.{p}" for p in PARAMETERS])}
+    return Diagnosis(
+        code=entry.code, title=entry.title, message=entry.message.format(**words),
+        quantities=_quantity_words(params),
+        evidence=Evidence(
+            factor=pattern.value if pattern and pattern.kind == "constant" else None,
+            residual=pattern.residual if pattern else None,
+            cases=list(dict.fromkeys(c.observation.label for c in checks)),
+            details={"step": step, "span": list(span), "factor_pattern":
+                     None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
+                     "steps": summary}),
+        location=location(facts.submission, facts.line_of(step)),
+        explanation=entry.explanation)
+
+
+def _status(facts: Facts, step: str) -> str:
+    checks = facts.localisation.of(step)
+    if any(c.status == "wrong" for c in checks):
+        return "wrong"
+    if checks and all(c.status == "right" for c in checks):
+        return "right"
+    return "right where held" if any(c.status == "right" for c in checks) else "not held"
+
+
+def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagnosis:
+    patterns = {n: _parameter_pattern(facts.steps, n) for n in names}
+    shared = None
+    values = list(patterns.values())
+    if values and all(p is not None for p in values) and \
+            len({(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1:
+        shared = values[0]
+    suspects = SUSPECTS.get(frozenset(wrong), "Look at the steps these gradients share.")
+    if shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6 and \
+            set(wrong) == set(PARAMETERS):
+        suspects = ("Every gradient has the opposite sign: either dL/dP is Y - P instead of "
+                    "P - Y, or the update adds the gradient instead of subtracting it.")
+    words = dict(s="s" if len(names) > 1 else "", params=" and ".join(names),
+                 is_are="is" if len(names) == 1 else "are",
+                 factor_words=factor_words(shared) if shared else "", suspects=suspects)
+    entry = catalogue.ENTRIES["GK002"]
+    line = next((facts.line_of(f"update.{n}") for n in names
+                 if facts.line_of(f"update.{n}") is not None), None)
+    return Diagnosis(
+        code=entry.code, title=entry.title, message=entry.message.format(**words),
+        quantities=_quantity_words(names),
+        evidence=Evidence(
+            factor=shared.value if shared and shared.kind == "constant" else None,
+            residual=shared.residual if shared else None,
+            cases=[o.label for o in facts.steps if any(not _parameter_right(facts, o, n)
+                                                       for n in names)],
+            details={"factor_patterns": {n: None if p is None else
+                                         {"kind": p.kind, "value": p.value}
+                                         for n, p in patterns.items()},
+                     "wrong": wrong}),
+        location=location(facts.submission, line), explanation=entry.explanation)
+
+
+def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosis:
+    pattern = None
+    if all(o.P is not None and o.P.shape == o.forward.P.shape for o in wrong):
+        pattern = factor_pattern([(o.P, o.forward.P, o.tolerance, o.case.batch_size, 1.0)
+                                  for o in wrong if o.P is not None])
+        if pattern is not None and pattern.kind != "constant":
+            pattern = None
+    entry = catalogue.ENTRIES["GK003"]
+    return Diagnosis(
+        code=entry.code, title=entry.title,
+        message=entry.message.format(factor_words=factor_words(pattern)), quantities=["P"],
+        evidence=Evidence(factor=pattern.value if pattern else None,
+                          residual=pattern.residual if pattern else None,
+                          cases=[o.case.id for o in wrong]),
+        location=location(facts.submission, facts.source.return_line(PREDICT)),
+        explanation=entry.explanation)
