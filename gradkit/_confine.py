@@ -129,7 +129,7 @@ def others_can_read(path: str) -> bool:
     return True
 
 
-def _blocking_folder(path: str) -> Optional[str]:
+def blocking_folder(path: str) -> Optional[str]:
     """The outermost folder above ``path`` that others cannot search, if any."""
     parts = os.path.realpath(path).split(os.sep)
     for depth in range(2, len(parts)):
@@ -153,7 +153,7 @@ def open_up(needed: Iterable[str]) -> list[str]:
     for _ in range(8):  # nested private folders are opened one level per round
         wanted: dict[str, set[str]] = {}
         for path in needed:
-            folder = _blocking_folder(path)
+            folder = blocking_folder(path)
             if folder is not None:
                 rest = os.path.relpath(os.path.realpath(path), folder).split(os.sep)
                 wanted.setdefault(folder, set()).add(rest[0])

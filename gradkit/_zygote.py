@@ -130,12 +130,12 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
     try:
         _confine.private_mounts()
         opened: list[str] = []
-        if plan.private:
-            try:
-                opened = _confine.open_up(plan.needed)
-            except OSError:
-                pass  # then it keeps root, without capabilities
-        still_private = next((f for f in plan.needed if not _confine.others_can_read(f)), None)
+        try:  # what nobody must reach: the Python install, and the working folder's parents
+            opened = _confine.open_up(plan.needed + [workdir])
+        except OSError:
+            pass  # then it keeps root, without capabilities
+        still_private = next((f for f in plan.needed if not _confine.others_can_read(f)),
+                             None) or _confine.blocking_folder(workdir)
         drop = still_private is None
         hidden = []
         if plan.reference and os.path.isdir(plan.reference):
@@ -148,7 +148,7 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
              f"{limits['workdir_bytes'] >> 20} MiB)"] + hidden)
         if drop:
             isolation["user"] = "nobody (dropped from root)" + "".join(
-                f"; {folder} opened to it, showing only what Python needs" for folder in opened)
+                f"; {folder} opened to it, showing only what the run needs" for folder in opened)
         else:
             isolation["user"] = (f"root without capabilities ({still_private} is not readable "
                                  "by an unprivileged user)")

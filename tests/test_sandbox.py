@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -124,6 +125,18 @@ def test_only_the_working_folder_is_writable_and_the_reference_is_hidden(sandbox
         assert "root holds ['.pyenv']" in out
 
 
+@pytest.mark.skipif(not ROOT, reason="nobody to drop to")
+def test_a_private_temporary_folder_does_not_stop_the_drop_to_nobody(sandbox, tmp_path,
+                                                                       monkeypatch):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the working folder goes
+    report = check(EXAMPLES / "correct.py", sandbox=sandbox)
+    assert report.passed
+    assert report.isolation.user.startswith("nobody (dropped from root)")
+    assert list(private.iterdir()) == []  # and the working folder was removed
+
+
 def test_frames_must_come_in_the_order_the_child_writes_them():
     def frame(kind: str, **header) -> wire.Frame:
         return wire.Frame({"type": kind, "ok": True, **header}, b"")
@@ -195,9 +208,11 @@ check(sys.argv[1], sandbox=sandbox, limits=Limits(call_seconds=60, total_seconds
 """
 
 
-def test_when_the_grader_dies_its_worker_and_the_run_go_too():
+def test_when_the_grader_dies_its_worker_and_the_run_go_too(tmp_path):
+    # (TMPDIR: the working folder the killed grader cannot remove is left in tmp_path)
     with subprocess.Popen([sys.executable, "-c", GRADER, str(HOSTILE / "loop_in_call.py")],
-                          stdout=subprocess.PIPE, text=True) as grader:
+                          stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)}) as grader:
         try:
             worker = int(grader.stdout.readline())
             keeper = _wait_for(lambda: children_of(worker))[0]
