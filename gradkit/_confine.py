@@ -193,7 +193,8 @@ def hide(folder: str) -> None:
 
 
 def private_workdir(workdir: str, max_bytes: int, owner: Optional[int]) -> None:
-    """Replace ``workdir`` by a tmpfs of at most ``max_bytes`` holding a copy of its files."""
+    """Replace ``workdir`` by a tmpfs of at most ``max_bytes`` holding a copy of its files (as many
+    as fit: the submission's source itself travels in the request)."""
     source = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         options = f"size={max_bytes},nr_inodes=4096,mode=700"
@@ -207,16 +208,21 @@ def private_workdir(workdir: str, max_bytes: int, owner: Optional[int]) -> None:
                 src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=source)
             except OSError:
                 continue
+            target = os.path.join(workdir, name)
             try:
-                dst = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                              0o644)
+                dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
                     while chunk := os.read(src, 1 << 20):
                         os.write(dst, chunk)
                 finally:
                     os.close(dst)
                 if owner is not None:
-                    os.chown(os.path.join(workdir, name), owner, owner)
+                    os.chown(target, owner, owner)
+            except OSError:  # no room left: the submission gets the files that fit
+                try:
+                    os.unlink(target)
+                except OSError:
+                    pass
             finally:
                 os.close(src)
     finally:

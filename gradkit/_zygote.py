@@ -145,7 +145,7 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
         _confine.read_only_except([workdir])
         isolation["filesystem"] = "; ".join(
             [f"read-only except its working folder (a private tmpfs of "
-             f"{limits['workdir_bytes'] >> 20} MiB)"] + hidden)
+             f"{_size(limits['workdir_bytes'])})"] + hidden)
         if drop:
             isolation["user"] = "nobody (dropped from root)" + "".join(
                 f"; {folder} opened to it, showing only what the run needs" for folder in opened)
@@ -158,6 +158,10 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
         isolation["user"] = "root without capabilities (the mounts failed)"
         isolation["_drop"] = False
     return isolation
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count >> 10} KiB"
 
 
 def _die_with_parent(parent: Optional[int]) -> None:
