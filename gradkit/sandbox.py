@@ -243,8 +243,11 @@ class Sandbox:
         for _, w in pipes:
             os.close(w)
         readers = {pipes[0][0]: "result", pipes[1][0]: "stdout", pipes[2][0]: "stderr"}
+        # which function each call needs: the child skips the calls of a function it lacks
+        needs = {call.get("id"): "neural_net_predict" if call.get("kind") == "predict"
+                 else "train_neural_net" for call in request.get("calls") or []}
         try:
-            self._collect(outcome, readers, limits, call_ids, started)
+            self._collect(outcome, readers, limits, call_ids, started, needs)
         finally:
             for fd in readers:
                 os.close(fd)
@@ -252,7 +255,7 @@ class Sandbox:
         return outcome
 
     def _collect(self, outcome: RunOutcome, readers: dict[int, str], limits: Limits,
-                 call_ids: list[str], started: float) -> None:
+                 call_ids: list[str], started: float, needs: dict[str, str]) -> None:
         logs = {"stdout": _Log(limits.log_bytes), "stderr": _Log(limits.log_bytes)}
         results = wire.FrameReader()
         protocol = _Protocol(call_ids)
@@ -373,8 +376,14 @@ class Sandbox:
                             outcome.finished = True
                             continue
                         outcome.frames.append(frame)
-                        done = [f.header.get("id") for f in outcome.frames
-                                if f.header.get("type") == "call"]
+                        if kind == "load":
+                            usable = {name for name, state in
+                                      (frame.header.get("functions") or {}).items()
+                                      if state == "ok"}
+                            call_ids = [c for c in call_ids if needs.get(c) in usable
+                                        or c not in needs]
+                        done = {f.header.get("id") for f in outcome.frames
+                                if f.header.get("type") == "call"}
                         remaining = [c for c in call_ids if c not in done]
                         waiting_for = remaining[0] if remaining else "done"
                         frame_deadline = time.monotonic() + (

@@ -137,6 +137,19 @@ def test_a_private_temporary_folder_does_not_stop_the_drop_to_nobody(sandbox, tm
     assert list(private.iterdir()) == []  # and the working folder was removed
 
 
+def test_a_timeout_names_the_call_that_ran_past_it(sandbox, tmp_path):
+    """Without train_neural_net the child skips its cases: the hanging call is a predict one."""
+    source = (EXAMPLES / "correct.py").read_text().replace(
+        "def train_neural_net(", "def _train(").replace(
+        "    dtype = _float_dtype(X)\n    X = X.to(dtype)\n\n    A =",
+        "    while True:\n        pass\n    A =")
+    path = tmp_path / "hangs_in_predict.py"
+    path.write_text(source)
+    report = check(path, sandbox=sandbox, limits=Limits(call_seconds=1, total_seconds=10))
+    assert "stopped during this case: call 'predict_toy' ran past its 1 s limit" in \
+        report.check("predict").message
+
+
 def test_frames_must_come_in_the_order_the_child_writes_them():
     def frame(kind: str, **header) -> wire.Frame:
         return wire.Frame({"type": kind, "ok": True, **header}, b"")
