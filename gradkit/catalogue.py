@@ -584,7 +584,8 @@ def _is_are(items) -> str:
     return "is" if len(items) == 1 else "are"
 
 
-def _and(items) -> str:
+def and_words(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     items = list(items)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -681,10 +682,10 @@ def _bias_words(names: tuple[str, ...], reduce: str) -> dict[str, str]:
     quantities = [f"dL/d{n}" for n in names]
     fix = {"I": "dLdA.sum(dim=0, keepdim=True)", "J": "dLdC.sum(dim=0, keepdim=True)"}
     shapes = {"I": "(n, 4)", "J": "(n, 1)"}
-    return dict(quantities=_and(quantities), is_are=_is_are(names),
+    return dict(quantities=and_words(quantities), is_are=_is_are(names),
                 it_they="it" if len(names) == 1 else "they",
-                biases=_and(names), shapes=_and(shapes[n] for n in names),
-                fix=_and(fix[n] for n in names), reduce=reduce)
+                biases=and_words(names), shapes=and_words(shapes[n] for n in names),
+                fix=and_words(fix[n] for n in names), reduce=reduce)
 
 
 def _bias_match(code: str, facts: Facts, alternative: Alternative) -> list[Match]:
@@ -692,8 +693,8 @@ def _bias_match(code: str, facts: Facts, alternative: Alternative) -> list[Match
     names = tuple(n for n in ("I", "J") if outcomes[n].matched)
     if not names:
         return []
-    steps = tuple(GRADIENT_OF[n] for n in names)
-    lines = [facts.first_line((s,)) for s in steps]
+    # the bias gradient's own step, or the update that used the wrong tensor
+    lines = [facts.first_line((GRADIENT_OF[n], f"update.{n}")) for n in names]
     line = min((line for line in lines if line is not None), default=None)
     return [Match(code, names, words=_bias_words(names, ""), line=line,
                   cases=_hits({n: outcomes[n] for n in names}),
@@ -717,7 +718,7 @@ def _bias_from_dLdB(facts: Facts) -> list[Match]:
     if not outcomes["I"].matched:
         return []
     return [Match("GK107", ("I",), words=dict(variable=facts.variable("dLdI")),
-                  line=facts.first_line(("dLdI",)), cases=tuple(outcomes["I"].hits),
+                  line=facts.first_line(("dLdI", "update.I")), cases=tuple(outcomes["I"].hits),
                   residual=outcomes["I"].residual)]
 
 
@@ -951,35 +952,43 @@ def _mean_convention(facts: Facts) -> list[Match]:
 # GK4xx: the forward pass and the prediction
 # --------------------------------------------------------------------------------------------
 
+def _insensitive(unchanged: dict[str, bool]) -> set[str]:
+    """The weights whose probe changed nothing, if moving some other weight changed something
+    (a function that ignores every input, or whose gradients are all zero, says nothing)."""
+    if all(unchanged.values()):
+        return set()
+    return {name for name, same in unchanged.items() if same}
+
+
 def _ignored_by_train(facts: Facts) -> set[str]:
     base = facts.step_base()
-    if base is None:
+    if base is None or any(base.implied.get(p) is None for p in PARAMETERS):
         return set()
-    ignored = set()
+    unchanged = {}
     for name, probe in facts.probe_steps.items():
-        if any(base.implied.get(p) is None or probe.implied.get(p) is None for p in PARAMETERS):
+        if any(probe.implied.get(p) is None for p in PARAMETERS):
             continue
         same = all(close(probe.implied[p], base.implied[p], base.gradient_tolerance(p))
                    for p in PARAMETERS)
         differs = any(distinct(probe.expectation.gradients[p], base.expectation.gradients[p],
                                base.gradient_tolerance(p)) for p in PARAMETERS)
-        if same and differs:
-            ignored.add(name)
-    return ignored
+        if differs:
+            unchanged[name] = same
+    return _insensitive(unchanged)
 
 
 def _ignored_by_predict(facts: Facts) -> set[str]:
     base = facts.predict_base()
-    if base is None or base.P is None:
+    # only a prediction of the right shape can say which weights it uses
+    if base is None or base.P is None or base.P.shape != base.forward.P.shape:
         return set()
-    ignored = set()
+    unchanged = {}
     for name, probe in facts.probe_predicts.items():
         if probe.P is None or probe.P.shape != base.P.shape:
             continue
-        if close(probe.P, base.P, base.tolerance) and distinct(probe.forward.P, base.forward.P,
-                                                                base.tolerance):
-            ignored.add(name)
-    return ignored
+        if distinct(probe.forward.P, base.forward.P, base.tolerance):
+            unchanged[name] = close(probe.P, base.P, base.tolerance)
+    return _insensitive(unchanged)
 
 
 def _substitute(facts: Facts, function: str, name: str) -> tuple[Optional[str], Tensor]:
@@ -1028,8 +1037,10 @@ def _weight_ignored(facts: Facts) -> list[Match]:
                      f"{facts.submission.where(set_at)}) instead: use weights['{name}'].")
         else:
             cause = f"Add weights['{name}'] where the forward pass needs it."
+            # where the forward pass should use it: A (for V, I) or C (for W, J)
             step = "A" if name in ("V", "I") else "C"
-            line = facts.first_line((step,))
+            line = facts.first_line((step,)) if TRAIN in functions else \
+                facts.source.assignment_line(PREDICT, step)
         quantities = ()
         if name in in_train and train_confirmed:
             quantities += PARAMETERS
@@ -1037,14 +1048,17 @@ def _weight_ignored(facts: Facts) -> list[Match]:
             quantities += ("P",)
         matches.append(Match(
             "GK401", quantities, line=line,
-            words=dict(functions=_and(functions), does_do="does" if len(functions) == 1
+            words=dict(functions=and_words(functions), does_do="does" if len(functions) == 1
                        else "do", param=name, cause=cause),
-            cases=tuple(f"probe_{'step' if f == TRAIN else 'predict'}_{name}" for f in functions),
+            cases=tuple(f"probe_{'step' if f == TRAIN else 'predict'}_{name}" for f in functions)
+            + (_hits(train_outcomes) if name in in_train and train_confirmed else ()),
             details={"weight": name, "global": global_name, "functions": functions,
-                     "read_at": {f: lines for f, lines in reads.items()},
-                     "set_at": facts.source.module_assignment(global_name) if global_name
-                     else None, "confirmed_by_values": {TRAIN: train_confirmed,
-                                                        PREDICT: predict_confirmed}}))
+                     "read_at": {f: [facts.submission.where(n) for n in lines]
+                                 for f, lines in reads.items()},
+                     "set_at": facts.submission.where(facts.source.module_assignment(
+                         global_name)) if global_name else None,
+                     "confirmed_by_values": {TRAIN: train_confirmed,
+                                             PREDICT: predict_confirmed}}))
     return matches
 
 
@@ -1122,7 +1136,7 @@ def _inputs_mutated(facts: Facts) -> list[Match]:
         matches.append(Match(
             "GK501", quantities, line=min(lines) if lines else None,
             cases=tuple(dict.fromkeys(o.label for n in names for o in changed[n])),
-            words=dict(function=TRAIN, names=_and(names), consequence=consequence,
+            words=dict(function=TRAIN, names=and_words(names), consequence=consequence,
                        copy=f"{x_name if 'X' in names else y_name} = "
                             f"{x_name if 'X' in names else y_name}.clone()")))
     if corrupted:
@@ -1189,14 +1203,12 @@ def _non_finite(facts: Facts) -> list[Match]:
                   if any(c.problem == "nonfinite" and bool(torch.isfinite(c.expected).all())
                          for c in facts.localisation.wrong(s) if c.expected is not None)), None)
     names = [n for n in PARAMETERS if n in bad]
-    what = [f"the returned weights {_and(names)}"] if names else []
-    if "P" in bad:
-        what.append("neural_net_predict's P")
+    what = [f"weights['{n}']" for n in names] + (["neural_net_predict's P"] if "P" in bad else [])
     where = f", first in {facts.variable(first)}" if first else ""
     line = facts.line_of(first) if first else (facts.update_line() if names else
                                                facts.source.return_line(PREDICT))
     return [Match("GK503", tuple(bad), line=line,
                   cases=tuple(dict.fromkeys(c for v in bad.values() for c in v)),
-                  words=dict(what=_and(what), has_have="has" if len(what) == 1 and
-                             len(names) <= 1 else "have", where=where),
+                  words=dict(what=and_words(what), has_have="has" if len(what) == 1 else "have",
+                             where=where),
                   details={"first_step": first})]

@@ -28,9 +28,9 @@ from gradkit.cases import Case, is_probe
 from gradkit.catalogue import Facts, Match, PredictObservation
 from gradkit.grading import Grading, observations
 from gradkit.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
-                                   STEPS, SourceIndex, StepCheck, StepObservation, close,
-                                   compare_intermediates, find, fit_factor, holds, localise,
-                                   location, snap)
+                                   STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
+                                   close, compare_intermediates, find, fit_factor, holds,
+                                   localise, location, snap)
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, rebuild
 from gradkit.report import Diagnosis, Evidence, IntermediateResult, Tolerance
@@ -241,11 +241,14 @@ def _quantity_words(quantities) -> list[str]:
 
 def _from_match(match: Match, facts: Facts) -> Diagnosis:
     entry = catalogue.ENTRIES[match.code]
+    details = dict(match.details)
+    if facts.localisation.captured_any() and any(q in PARAMETERS for q in match.quantities):
+        details["steps"] = _step_summary(facts)
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**match.words),
         quantities=_quantity_words(match.quantities),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
-                          details=match.details),
+                          details=details),
         location=location(facts.submission, match.line), explanation=entry.explanation)
 
 
@@ -267,11 +270,20 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
     # without a single intermediate held, a wrong update says nothing about where the mistake
     # is: GK002 localises from the parameter gradients instead
     steps = facts.localisation.wrong_steps() if facts.localisation.captured_any() else []
+    named = {m.line for m in matches if m.line is not None}
+    by_line: dict[object, tuple[str, list[str]]] = {}
     for step in steps:
         params = [p for p in DOWNSTREAM[step] if p in unexplained]
-        if params:
-            diagnoses.append(_wrong_step(facts, step, params))
-            covered.update(params)
+        if not params:
+            continue
+        covered.update(params)
+        line = facts.line_of(step)
+        if line in named:
+            continue  # a catalogue entry already points at this line
+        _, before = by_line.setdefault(line if line is not None else step, (step, []))
+        before.extend(p for p in params if p not in before)
+    for step, params in by_line.values():
+        diagnoses.append(_wrong_step(facts, step, [p for p in PARAMETERS if p in params]))
     remaining = [p for p in unexplained if p not in covered]
     if remaining:
         diagnoses.append(_wrong_gradients(facts, remaining, wrong))
@@ -298,13 +310,15 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
     span_words = (f", or in {', '.join(span)} before it (your function does not keep "
                   f"{'that value' if len(span) == 1 else 'those values'} in a variable gradkit "
                   f"recognises)") if span else ""
+    unchanged = step.startswith("update.") and pattern is not None and \
+        pattern.kind == "constant" and pattern.value == 0.0
     words = dict(variable=variable, expression=EXPRESSIONS[step],
-                 inputs=", ".join(facts.variable(i) for i in inputs), factor_words=factor_words(
-                     pattern), span_words=span_words,
-                 params=" and ".join(_quantity_words(params)), s="s" if len(params) == 1 else "")
+                 inputs=", ".join(facts.variable(i) for i in inputs),
+                 factor_words=" (the weight comes back unchanged)" if unchanged
+                 else factor_words(pattern), span_words=span_words,
+                 params=catalogue.and_words([QUANTITY_WORDS[p] for p in params]),
+                 s="s" if len(params) == 1 else "")
     entry = catalogue.ENTRIES["GK001"]
-    summary = {name: _status(facts, name) for name in
-               (*[s.name for s in STEPS], *[f"update.{p}" for p in PARAMETERS])}
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**words),
         quantities=_quantity_words(params),
@@ -314,9 +328,15 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
             cases=list(dict.fromkeys(c.observation.label for c in checks)),
             details={"step": step, "span": list(span), "factor_pattern":
                      None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
-                     "steps": summary}),
+                     "steps": _step_summary(facts)}),
         location=location(facts.submission, facts.line_of(step)),
         explanation=entry.explanation)
+
+
+def _step_summary(facts: Facts) -> dict[str, str]:
+    """Each step of the chain, judged from the student's own upstream values: wrong, right,
+    right where held, or not held."""
+    return {name: _status(facts, name) for name in STEP_NAMES}
 
 
 def _status(facts: Facts, step: str) -> str:
@@ -340,7 +360,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
             set(wrong) == set(PARAMETERS):
         suspects = ("Every gradient has the opposite sign: either dL/dP is Y - P instead of "
                     "P - Y, or the update adds the gradient instead of subtracting it.")
-    words = dict(s="s" if len(names) > 1 else "", params=" and ".join(names),
+    words = dict(s="s" if len(names) > 1 else "", params=catalogue.and_words(names),
                  is_are="is" if len(names) == 1 else "are",
                  factor_words=factor_words(shared) if shared else "", suspects=suspects)
     entry = catalogue.ENTRIES["GK002"]

@@ -576,18 +576,19 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             checks[key] = StepCheck(key, obs, "unknown", None, span=span)
             continue
         implied = obs.implied.get(name)
-        if implied is not None:
-            checks[key] = _judge(key, obs, implied, as_expected_shape(gradient, implied)
-                                 if _fits_shape(gradient, implied) else gradient, None,
-                                 obs.gradient_tolerance(name), span)
-            continue
-        # the returned weight has another shape: compare it with the update the student's own
-        # gradient implies (broadcasting as torch would)
-        returned = obs.returned.get(name)
+        # the update the student's own gradient implies, broadcast as torch would
         try:
             expected = obs.given[name] - obs.learning_rate * gradient
         except RuntimeError:
             expected = None
+        if implied is not None:
+            if expected is not None and expected.shape == implied.shape:
+                gradient = torch.broadcast_to(gradient, implied.shape)
+            checks[key] = _judge(key, obs, implied, gradient, None,
+                                 obs.gradient_tolerance(name), span)
+            continue
+        # the returned weight has another shape: compare it with that update
+        returned = obs.returned.get(name)
         if returned is None or not returned.dtype.is_floating_point:
             checks[key] = StepCheck(key, obs, "wrong", expected, None, span=span, problem="shape")
             continue
@@ -776,7 +777,10 @@ class SourceIndex:
                     and {gradient, lr} <= _names_in(n)]
             if uses:
                 return min(uses)
-        return None
+        # the last assignment to weights['V'] (after any initialisation)
+        assigned = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
+                    and any(_subscript_key(t) == parameter for t in sub.targets)]
+        return max(assigned) if assigned else None
 
     def in_place_lines(self, function: str, name: str) -> list[int]:
         """Lines of ``function`` that change the tensor bound to ``name`` in place."""

@@ -97,6 +97,9 @@ def test_the_notebook_is_diagnosed_with_its_globals_I_and_J(sandbox):
         # the line in train_neural_net's cell that reads the global, and where it was set
         assert diagnosis.location.cell == 31 and diagnosis.location.code == code
         assert f"module-level {name} (set at {path} (cell 30, line" in diagnosis.message
+        assert details["set_at"].startswith(f"{path} (cell 30, line")
+        assert [w.split(" (cell")[1].split(",")[0] for w in details["read_at"][
+            "neural_net_predict"]] == [" 37"]  # neural_net_predict is in cell 37
         assert f"weights['{name}']" in diagnosis.message
         assert {"dL/dV", "dL/dI", "dL/dW", "dL/dJ", "P"} <= set(diagnosis.quantities)
 
