@@ -1,5 +1,5 @@
 """``python -m gradkit``: the same as the ``gradkit`` command."""
 
-from gradkit.cli import main
+from gradkit.cli import run
 
-main()
+run()

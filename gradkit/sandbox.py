@@ -154,17 +154,57 @@ class _Protocol:
         return kind
 
 
+class _ForkedWorker:
+    """The few ``subprocess.Popen`` methods the sandbox uses, for a worker made by ``os.fork``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+
 class Sandbox:
     """One pre-loaded worker; ``run`` grades one submission at a time in fresh processes."""
 
     #: how long the grader waits for the worker to take a request or to confirm a kill
     WORKER_SECONDS = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, fork: bool = False) -> None:
+        """Start the worker: a fresh interpreter that imports torch (the default), or, with
+        ``fork=True``, a fork of this process, which must already have imported torch, must not
+        have run a tensor operation, and must have no other thread running (the CLI's single
+        check: it saves the worker's own second of importing torch)."""
         self._lock = threading.Lock()
+        self._fork = fork
         self._start()
 
     def _start(self) -> None:
+        if self._fork and self._start_forked():
+            return
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from gradkit._zygote import main; "
@@ -175,6 +215,36 @@ class Sandbox:
         )
         theirs.close()
         self._sock = ours
+
+    def _start_forked(self) -> bool:
+        if "torch" not in sys.modules or threading.active_count() > 1:
+            return False  # not safe to fork here: start a fresh interpreter instead
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                ours.close()
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.dup2(theirs.fileno(), 3)
+                os.closerange(4, 1 << 16)
+                os.environ["OMP_NUM_THREADS"] = "1"
+                for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                    signal.signal(number, signal.SIG_DFL)
+                from gradkit._zygote import serve
+
+                serve(socket.socket(fileno=3))
+            except BaseException:
+                code = 70
+            finally:
+                os._exit(code)
+        theirs.close()
+        self._sock = ours
+        self._proc = _ForkedWorker(pid)
+        return True
 
     def _stop_worker(self) -> None:
         try:

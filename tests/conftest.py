@@ -39,7 +39,7 @@ def gradkit_cli(sandbox, monkeypatch):
     """Run ``gradkit ARGS...`` through click, with the session's sandbox; stdout and stderr apart."""
     import gradkit.sandbox
 
-    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda: _SharedSandbox(sandbox))
+    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
 
     def run(*args: str) -> Result:
         from gradkit.cli import main
