@@ -160,6 +160,7 @@ def build_cases(assignment: Assignment = NOTEBOOK) -> tuple[Case, ...]:
         Case("init_none", "init", "weights=None on the notebook's row: fresh weights are drawn",
              NOTEBOOK_SEED, notebook_row(assignment).X, torch.zeros(1, 1), None, 1.0,
              capture=False),
+        _init_draws(assignment),
         Case("predict_toy", "predict", "neural_net_predict on the 8-row toy dataset, float32",
              1, toy_X, None, toy_weights),
         _predict("predict_batch32", 50, 32, f64, assignment),
@@ -202,6 +203,20 @@ def _probes(cases: list[Case], assignment: Assignment) -> list[Case]:
 def is_probe(case: Case) -> bool:
     """Probe cases feed diagnosis only; no check counts them."""
     return "probe" in case.tags
+
+
+def _init_draws(assignment: Assignment) -> Case:
+    """init_none's call with the weights it should draw given: the two must return the same.
+
+    Comparing the student's function with itself judges the draws (V, I, W, J from
+    ``torch.randn`` in the notebook's order after seeding) apart from the gradients.
+    """
+    g = torch.Generator().manual_seed(NOTEBOOK_SEED)
+    weights = {name: torch.randn(*shape, generator=g)
+               for name, shape in assignment.parameter_shapes.items()}
+    return Case("init_draws", "step", "probe: init_none with the notebook's seeded draws given",
+                NOTEBOOK_SEED, notebook_row(assignment).X, torch.zeros(1, 1), weights, 1.0,
+                capture=False, tags=("probe",))
 
 
 def _predict(case_id: str, seed: int, n: int, dtype: torch.dtype, assignment: Assignment

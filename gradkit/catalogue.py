@@ -478,6 +478,8 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
     if not names:
         return outcomes
     for obs in observations if observations is not None else facts.steps:
+        if all(outcomes[name].misses for name in names):
+            break  # every weight has a case the alternative does not explain: no match
         alternative_gradients = alternative(obs)
         if alternative_gradients is None:
             continue

@@ -37,7 +37,7 @@ TITLES = {
     "gradient.W": "dL/dW implied by the update matches the reference and autograd",
     "gradient.J": "dL/dJ implied by the update matches the reference and autograd",
     "update": "updated weights match the reference's SGD step",
-    "init": "weights=None draws V, I, W, J of the right shapes and dtype",
+    "init": "weights=None draws V, I, W, J of the right shapes and dtype, in the notebook's order",
     "training": "the notebook's training loop classifies all 8 rows and tracks the reference loss",
     "side_effects": "X and Y are left unchanged, and the same call gives the same result",
 }
@@ -248,7 +248,8 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
         if case.kind == "predict":
             verdicts["predict"].append(_predict(case, call, tolerances))
         elif case.kind == "init":
-            verdicts["init"].append(_init(case, call, assignment))
+            verdicts["init"].append(_init(case, call, tolerances, assignment,
+                                          calls.get("init_draws")))
         elif case.kind == "training":
             verdicts["training"].append(_training(case, call, tolerances, assignment))
         else:
@@ -406,7 +407,8 @@ def _predict(case: Case, call: CallResult, tolerances: Tolerances) -> CaseVerdic
     return verdict
 
 
-def _init(case: Case, call: CallResult, assignment: Assignment) -> CaseVerdict:
+def _init(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment,
+          given_draws: Optional[CallResult] = None) -> CaseVerdict:
     verdict = CaseVerdict(case.id)
     returned, problem = weights_of(call.steps[0].returned, assignment)
     if returned is None:
@@ -430,7 +432,34 @@ def _init(case: Case, call: CallResult, assignment: Assignment) -> CaseVerdict:
             passed=problem_kind is None, problem=problem_kind, expected_shape=list(shape),
             actual_shape=list(t.shape), actual_dtype=dtype_name(t.dtype), total=t.numel(),
             message=message))
+    if all(c.passed for c in verdict.comparisons) and given_draws is not None:
+        verdict.comparisons += _seeded_init(case, returned, given_draws, tolerances, assignment)
     return verdict
+
+
+def _seeded_init(case: Case, returned: dict[str, Tensor], given_draws: CallResult,
+                 tolerances: Tolerances, assignment: Assignment) -> list[Comparison]:
+    """The draws, judged apart from the gradients: the child seeds torch with ``case.seed``
+    before the call, so weights=None drawn in the notebook's order must give what the same
+    function returns when handed those draws (the ``init_draws`` probe)."""
+    same_step, _ = weights_of(given_draws.steps[0].returned, assignment) \
+        if given_draws.steps else (None, None)
+    if same_step is None or not _usable(same_step, assignment):
+        return []  # the function fails on given weights: the gradient checks say so
+    comparisons = []
+    for name in assignment.parameter_names:
+        cmp = compare(f"weights[{name!r}] from weights=None, against the same call handed the "
+                      "notebook's seeded draws", case.id, returned[name],
+                      same_step[name].to(F64), tolerances.values(returned[name].dtype),
+                      against="rule")
+        if not cmp.passed:
+            draws = ", ".join(f"torch.randn{shape}"
+                              for shape in assignment.parameter_shapes.values())
+            cmp.message = (f"after torch.manual_seed({case.seed}), weights=None should draw "
+                           f"V, I, W, J in the notebook's order ({draws}), so seeded runs "
+                           "reproduce; " + cmp.message)
+        comparisons.append(cmp)
+    return comparisons
 
 
 #: How closely the training loop's loss must track the reference's (a behaviour, not rounding).

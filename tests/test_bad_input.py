@@ -65,6 +65,16 @@ CASES = [
      None),
     ("nan_outputs", "student.py", _replace(UPDATE_V, UPDATE_V.replace("dLdV", "dLdV * float('nan')")),
      {"gradient.V": "fail", "gradient.W": "pass"}, ["non-finite"], None),
+    ("init_zeros", "student.py", _replace("        weights['V'] = torch.randn(3, 4, dtype=dtype)\n",
+                                          "        weights['V'] = torch.zeros(3, 4, dtype=dtype)\n"),
+     {"init": "fail", "gradient.V": "pass", "training": "pass"},
+     ["should draw V, I, W, J in the notebook's order"], None),
+    ("init_order_swapped", "student.py", _replace(
+        "        weights['V'] = torch.randn(3, 4, dtype=dtype)\n"
+        "        weights['I'] = torch.randn(1, 4, dtype=dtype)\n",
+        "        weights['I'] = torch.randn(1, 4, dtype=dtype)\n"
+        "        weights['V'] = torch.randn(3, 4, dtype=dtype)\n"),
+     {"init": "fail", "gradient.V": "pass"}, ["torch.randn(3, 4), torch.randn(1, 4)"], None),
     ("not_python", "student.txt", "just some words\n", {"load": "error"},
      ["not a .py file or a .ipynb notebook"], None),
     ("binary_garbage", "student.py", None, {"load": "error"}, ["not UTF-8"], None),

@@ -68,7 +68,7 @@ def graded(tmp_path_factory, sandbox):
     folder = make_class(root)
     out = root / "out"
     patch = pytest.MonkeyPatch()
-    patch.setattr(gradkit.sandbox, "Sandbox", lambda: _SharedSandbox(sandbox))
+    patch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
     try:
         result = CliRunner().invoke(main, ["grade", str(folder), "--out", str(out), "--jobs",
                                            "2", "--timeout", "4"], catch_exceptions=False)

@@ -92,7 +92,7 @@ def cli(sandbox: Sandbox, monkeypatch, *args: str) -> tuple[dict, int]:
     import gradkit.sandbox
     from gradkit.cli import main
 
-    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda: _Shared(sandbox))
+    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _Shared(sandbox))
     started = time.monotonic()
     result = CliRunner().invoke(main, ["check", *args, "--format", "json", "--timeout", "15"],
                                 catch_exceptions=False)

@@ -1,0 +1,164 @@
+"""gradkit's speed, measured side by side with its baselines in one run; prints ratios and memory.
+
+    python bench/run.py            # the whole benchmark (a few minutes on 2 cores)
+    python bench/run.py --quick    # fewer repeats and a 60-submission class
+
+Targets (issue 7): `gradkit check` on the correct example within 1.3x `python -c "import torch"`;
+`gradkit grade --jobs 2` on 200+ submissions at 25+ per second and 15x faster than a fresh
+interpreter per submission; peak memory below 1 GB for the batch and 500 MB for one check;
+`gradkit --help` and `gradkit schema` under 0.3 s without importing torch.
+
+Memory is the peak, over the run, of the summed proportional set size (PSS: shared pages split
+between the processes sharing them) of the command's whole process tree, sampled every 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "submissions_example"
+GRADKIT = [sys.executable, "-m", "gradkit"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(cmd: list[str], *, memory: bool = False, env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds of a command and (if asked) its tree's peak PSS in MB."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, cwd=ROOT)
+    if memory:
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                tree = [proc.pid] + _children(proc.pid)
+                peak = max(peak, sum(_pss_kb(p) for p in tree))
+                stop.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    proc.wait()
+    elapsed = time.perf_counter() - start
+    if memory:
+        stop.set()
+        sampler.join()
+    return elapsed, peak // 1024
+
+
+def median_time(cmd: list[str], repeats: int) -> float:
+    run(cmd)  # warm the page cache
+    return statistics.median(run(cmd)[0] for _ in range(repeats))
+
+
+def build_class(folder: Path, size: int) -> list[Path]:
+    """A class of ``size`` submissions: correct, other styles, buggy and notebooks, in turn."""
+    sources = sorted(p for p in EXAMPLES.rglob("*.py") if p.read_text().startswith("# gradkit-expect"))
+    sources += sorted(EXAMPLES.glob("*.ipynb"))
+    folder.mkdir(parents=True)
+    made = []
+    for i in range(size):
+        source = sources[i % len(sources)]
+        target = folder / f"student_{i:03d}{source.suffix}"
+        shutil.copy(source, target)
+        made.append(target)
+    return made
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--class-size", type=int, default=None)
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    size = args.class_size or (60 if args.quick else 200)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, {platform.platform()}")
+    rows: list[tuple[str, str, str]] = []
+
+    torch_s = median_time([sys.executable, "-c", "import torch"], repeats)
+    check_s = median_time(GRADKIT + ["check", str(EXAMPLES / "correct.py")], repeats)
+    _, check_mb = run(GRADKIT + ["check", str(EXAMPLES / "correct.py")], memory=True)
+    rows.append(("gradkit check correct.py", f"{check_s:.2f} s vs import torch {torch_s:.2f} s",
+                 f"{check_s / torch_s:.2f}x (target <= 1.3x)"))
+    rows.append(("  peak memory of one check", f"{check_mb} MB", "target < 500 MB"))
+
+    for name, cmd in (("gradkit --help", ["gradkit", "--help"]),
+                      ("gradkit schema", ["gradkit", "schema"])):
+        exe = shutil.which("gradkit")
+        seconds = median_time([exe] + cmd[1:] if exe else GRADKIT + cmd[1:], repeats)
+        imported = subprocess.run(
+            [sys.executable, "-c", "import sys, runpy; sys.argv = " + repr(cmd) + ";\n"
+             "try:\n    runpy.run_module('gradkit', run_name='__main__')\n"
+             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)"],
+            capture_output=True, text=True, cwd=ROOT).stderr.strip().splitlines()[-1]
+        rows.append((name, f"{seconds:.2f} s", f"torch imported: {imported} (target < 0.3 s, "
+                     "no torch)"))
+
+    work = Path(tempfile.mkdtemp(prefix="gradkit-bench-"))
+    try:
+        class_dir = work / "class"
+        submissions = build_class(class_dir, size)
+        out = work / "reports"
+        batch_s, batch_mb = run(GRADKIT + ["grade", str(class_dir), "--jobs", "2", "--out",
+                                           str(out), "--force"], memory=True)
+        rate = size / batch_s
+        # baseline: a fresh interpreter per submission, two at a time, on a sample
+        sample = submissions[: min(20, size)]
+        start = time.perf_counter()
+        procs: list[subprocess.Popen] = []
+        for path in sample:
+            if len(procs) == 2:
+                procs.pop(0).wait()
+            procs.append(subprocess.Popen(GRADKIT + ["check", str(path), "--format", "json"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for p in procs:
+            p.wait()
+        fresh_per = (time.perf_counter() - start) / len(sample)
+        rows.append((f"gradkit grade {size} submissions --jobs 2",
+                     f"{batch_s:.1f} s, {rate:.1f} submissions/s", "target >= 25/s"))
+        rows.append(("  vs a fresh interpreter per submission (2 at a time)",
+                     f"{fresh_per:.2f} s each vs {batch_s / size:.3f} s",
+                     f"{fresh_per / (batch_s / size):.1f}x faster (target >= 15x)"))
+        rows.append(("  peak memory of the batch", f"{batch_mb} MB", "target < 1000 MB"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    width = max(len(r[0]) for r in rows)
+    for name, value, verdict in rows:
+        print(f"{name:<{width}}  {value:<40}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
