@@ -131,8 +131,10 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
             credit_upstream)
     from gradkit import policy
 
-    report.checks.append(policy.evaluate(submission, [f.header for f in outcome.frames],
-                                         allow_autograd))
+    policy_check, failing = policy.evaluate(submission, [f.header for f in outcome.frames],
+                                            allow_autograd)
+    report.checks.append(policy_check)
+    policy.withhold(report.checks, failing)
     return report
 
 

@@ -161,8 +161,8 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
 
 
 def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
-             allow_autograd: bool = False) -> Check:
-    """The ``policy`` check: the violations found, and whether they fail the submission."""
+             allow_autograd: bool = False) -> tuple[Check, set[str]]:
+    """The ``policy`` check, and the kinds of violation that fail the submission."""
     violations = scan_source(submission.tree) if submission.tree is not None else []
     seen = {v.code for v in violations}
     violations += [v for v in scan_run(headers) if v.code not in seen]
@@ -182,4 +182,26 @@ def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
             "; ".join(v.words(submission) for v in allowed)
     return Check(id="policy", group="policy", title=TITLE,
                  status="fail" if failing else "pass", points=0.0, max_points=0.0,
-                 message=message, hint=HINT if failing else "", location=location)
+                 message=message, hint=HINT if failing else "", location=location), \
+        {v.kind for v in failing}
+
+
+#: What a violation costs: the checks whose points it withholds (the checks still run and say
+#: whether the numbers were right). Autograd answers the gradient questions for the student;
+#: importing gradkit or the reference answers all of them.
+WITHHELD = {
+    "autograd": ("gradient.", "update", "training"),
+    "import": ("",),
+}
+
+
+def withhold(checks: list[Check], kinds: set[str]) -> None:
+    """Zero the points of the checks a violation of each kind in ``kinds`` answers."""
+    prefixes = tuple(p for kind in kinds for p in WITHHELD.get(kind, ()))
+    if not prefixes:
+        return
+    for check in checks:
+        if check.id != "policy" and check.points and check.id.startswith(prefixes):
+            check.points = 0.0
+            note = "points withheld: see the policy check"
+            check.message = f"{check.message}; {note}" if check.message else note

@@ -77,3 +77,16 @@ def test_gradkits_own_failure_is_a_valid_report_with_its_own_exit_code(gradkit_c
     assert result.exit_code == 3
     report = Report.model_validate_json(result.stdout)
     assert "a bug in gradkit" in report.error and not report.passed
+
+
+def test_autograd_answers_withhold_the_gradient_points_unless_allowed(check_json):
+    autograd = EXAMPLES.parent / "tests" / "data" / "hostile" / "autograd.py"
+    strict = Report.model_validate(check_json(autograd)[0])
+    assert strict.check("policy").status == "fail" and not strict.passed
+    for check_id in ("gradient.V", "gradient.W", "update", "training"):
+        check = strict.check(check_id)
+        assert check.status == "pass" and check.points == 0  # right numbers, not the student's
+        assert "points withheld" in check.message
+    assert strict.check("predict").points == 10
+    allowed = Report.model_validate(check_json(autograd, "--allow-autograd")[0])
+    assert allowed.passed and allowed.score == 100
