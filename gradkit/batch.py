@@ -71,15 +71,20 @@ class Settings:
     points: Optional[dict[str, float]] = None
     limits: object = None
     accept_conventions: tuple[str, ...] = ()
+    allow_autograd: bool = False
+    credit_upstream: bool = False
 
     def key(self) -> str:
         text = json.dumps([repr(self.tolerances), sorted((self.points or {}).items()),
-                           repr(self.limits), sorted(self.accept_conventions), __version__])
+                           repr(self.limits), sorted(self.accept_conventions),
+                           self.allow_autograd, self.credit_upstream, __version__])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def check_options(self) -> dict:
         options: dict = {"points": self.points, "tolerances": self.tolerances,
-                         "accept_conventions": self.accept_conventions}
+                         "accept_conventions": self.accept_conventions,
+                         "allow_autograd": self.allow_autograd,
+                         "credit_upstream": self.credit_upstream}
         if self.limits is not None:
             options["limits"] = self.limits
         return options

@@ -68,6 +68,46 @@ def _points(values: tuple[str, ...]) -> dict[str, float]:
     return points
 
 
+def grading_options(command):
+    """The options that change a grade, shared by ``check`` and ``grade``."""
+    options = [
+        click.option("--rtol", type=click.FloatRange(min=0),
+                     help="Relative tolerance for every dtype."),
+        click.option("--atol", type=click.FloatRange(min=0),
+                     help="Absolute tolerance for every dtype."),
+        click.option("--points", multiple=True, metavar="CHECK=N",
+                     help="Points for a check, e.g. --points training=0 (repeatable)."),
+        click.option("--accept-convention", "accept", multiple=True,
+                     type=click.Choice(CONVENTIONS),
+                     help="Also accept gradients of this loss convention (repeatable): 'sum' is "
+                          "the notebook's (p-y)^2 without the 1/2; 'half_mean'/'mean' are batch "
+                          "means."),
+        click.option("--allow-autograd", is_flag=True,
+                     help="Report autograd use (.backward(), torch.autograd, torch.func) in the "
+                          "policy check without failing the submission or withholding points."),
+        click.option("--credit-upstream", is_flag=True,
+                     help="Partial credit follows the steps: a gradient wrong only because an "
+                          "earlier step is wrong is not charged again."),
+        click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
+                     help="Wall-clock seconds for each submission."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_options(rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
+                   accept: tuple[str, ...], allow_autograd: bool, credit_upstream: bool,
+                   timeout: float) -> dict:
+    """The keyword arguments of ``gradkit.check`` that the grading options ask for."""
+    from gradkit.sandbox import Limits
+    from gradkit.tolerances import Tolerances
+
+    return {"tolerances": Tolerances(rtol=rtol, atol=atol), "points": _points(points) or None,
+            "limits": Limits(total_seconds=timeout), "accept_conventions": accept,
+            "allow_autograd": allow_autograd, "credit_upstream": credit_upstream}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gradkit")
 def main() -> None:
@@ -89,39 +129,22 @@ def main() -> None:
               help="Gradescope format: when students see a check (a check id, a group such as "
                    "'gradient', or no CHECK for every check): visible, after_due_date, "
                    "after_published or hidden (repeatable).")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every dtype.")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every dtype.")
-@click.option("--points", multiple=True, metavar="CHECK=N",
-              help="Points for a check, e.g. --points training=0 (repeatable).")
-@click.option("--accept-convention", "accept", multiple=True, type=click.Choice(CONVENTIONS),
-              help="Also accept gradients of this loss convention (repeatable): 'sum' is the "
-                   "notebook's (p-y)^2 without the 1/2; 'half_mean'/'mean' are batch means.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
-              help="Wall-clock seconds for the whole submission.")
+@grading_options
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
-@click.option("--allow-autograd", is_flag=True, expose_value=False,
-              callback=lambda ctx, _, value: ctx.meta.update({"gradkit.allow_autograd": value}),
-              help="Report autograd use (.backward(), torch.autograd, torch.func) in the policy "
-                   "check without failing the submission.")
-def check(path: Path, fmt: str, output: Optional[Path], rtol: Optional[float],
-          atol: Optional[float], points: tuple[str, ...], accept: tuple[str, ...],
-          timeout: float, color: Optional[bool]) -> None:
+def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
+          **grading: object) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
     render_options = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {})} if fmt == "gradescope" else {}
     from gradkit.api import check as run_check
     import torch  # noqa: F401  (first, so the worker can be forked with torch loaded)
 
-    from gradkit.sandbox import Limits, Sandbox
+    from gradkit.sandbox import Sandbox
 
+    options = _check_options(**grading)
     sandbox = Sandbox(fork=True)  # before any tensor operation or thread in this process
-    from gradkit.tolerances import Tolerances
-
     try:
-        report = run_check(path, tolerances=Tolerances(rtol=rtol, atol=atol),
-                           points=_points(points), limits=Limits(total_seconds=timeout),
-                           sandbox=sandbox, accept_conventions=accept, allow_autograd=(
-                               click.get_current_context().meta["gradkit.allow_autograd"]))
+        report = run_check(path, sandbox=sandbox, **options)
     finally:
         sandbox.close()
     if fmt == "terminal":
@@ -183,19 +206,11 @@ def schema() -> None:
               help="Write the gradebook CSV here instead of OUT/gradebook.csv.")
 @click.option("--force", is_flag=True,
               help="Grade every submission again, even those whose report is up to date.")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every dtype.")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every dtype.")
-@click.option("--points", multiple=True, metavar="CHECK=N",
-              help="Points for a check, e.g. --points training=0 (repeatable).")
-@click.option("--accept-convention", "accept", multiple=True, type=click.Choice(CONVENTIONS),
-              help="Also accept gradients of this loss convention (repeatable).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
-              help="Wall-clock seconds for each submission.")
+@grading_options
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
-          rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
-          accept: tuple[str, ...], timeout: float, progress: bool) -> None:
+          progress: bool, **grading: object) -> None:
     """Grade a class: a folder of submissions, or one file or folder per student.
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
@@ -208,12 +223,8 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     from rich.console import Console
 
     from gradkit import batch
-    from gradkit.sandbox import Limits
-    from gradkit.tolerances import Tolerances
 
-    settings = batch.Settings(tolerances=Tolerances(rtol=rtol, atol=atol),
-                              points=_points(points) or None,
-                              limits=Limits(total_seconds=timeout), accept_conventions=accept)
+    settings = batch.Settings(**_check_options(**grading))
     submissions = batch.find_submissions(list(paths), exclude=[out])
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
