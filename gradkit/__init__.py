@@ -1,7 +1,9 @@
 """gradkit: grade hand-written backpropagation, gradient by gradient.
 
 The public surface: ``check()`` grades one submission and returns a ``Report``; the report
-models describe every field of it. Importing gradkit does not import torch.
+models describe every field of it; ``assert_close`` compares tensors with gradkit's tolerances
+(for instructors' own tests, with the pytest plugin's fixtures). Importing gradkit does not
+import torch.
 """
 
 __version__ = "0.1.0"
@@ -15,4 +17,14 @@ from gradkit.report import (  # noqa: E402
     Tolerance,
 )
 
-__all__ = ["__version__", "check", "Check", "Comparison", "Diagnosis", "Report", "Tolerance"]
+__all__ = ["__version__", "check", "assert_close", "Check", "Comparison", "Diagnosis", "Report",
+           "Tolerance"]
+
+
+def __getattr__(name: str):
+    # assert_close needs torch: imported on first use, so `import gradkit` stays light
+    if name == "assert_close":
+        from gradkit.testing import assert_close
+
+        return assert_close
+    raise AttributeError(f"module 'gradkit' has no attribute {name!r}")

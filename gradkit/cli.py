@@ -174,14 +174,16 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
 @click.argument("code")
 def explain(code: str) -> None:
     """Print the long explanation of a diagnosis code (e.g. gradkit explain GK101)."""
-    from gradkit import catalogue
+    from gradkit import catalogue, policy
 
-    entry = catalogue.ENTRIES.get(code.upper())
-    if entry is None:
-        known = ", ".join(sorted(catalogue.ENTRIES))
+    code = code.upper()
+    entry = catalogue.ENTRIES.get(code)
+    text = catalogue.explain(entry) if entry is not None else policy.explain(code)
+    if text is None:
+        known = ", ".join(sorted(catalogue.ENTRIES) + sorted(policy.CODES))
         click.echo(f"gradkit: no diagnosis code {code!r}. Known codes: {known}", err=True)
         sys.exit(EXIT_USAGE)
-    click.echo(catalogue.explain(entry))
+    click.echo(text)
 
 
 @main.command()

@@ -65,7 +65,9 @@ class Value:
             return f"a dict with keys {sorted(self.items)}"
         if self.kind == "missing":
             return "nothing"
-        return f"a {self.type_name or self.kind}" + (f" ({self.text})" if self.text else "")
+        name = self.type_name or self.kind
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        return f"{article} {name}" + (f" ({self.text})" if self.text else "")
 
 
 def rebuild(desc: Any, payload: bytes) -> Value:

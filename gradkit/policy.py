@@ -205,3 +205,26 @@ def withhold(checks: list[Check], kinds: set[str]) -> None:
             check.points = 0.0
             note = "points withheld: see the policy check"
             check.message = f"{check.message}; {note}" if check.message else note
+
+
+_KIND_EXPLANATION = {
+    "autograd": (
+        "The assignment asks for gradients written by hand, and this submission lets autograd "
+        "compute them. The gradient, update and training checks still say whether the numbers "
+        "are right, but their points are withheld, and the submission does not pass. Write "
+        "each gradient out (dLdP, dPdC, dLdC, ... dLdI) with tensor operations. Courses that "
+        "allow autograd run gradkit with --allow-autograd: the use is then reported, not "
+        "failed."),
+    "import": (
+        "The submission imports gradkit or the reference solution that grades it, so its "
+        "numbers cannot be told from the grader's own: every point is withheld. Remove the "
+        "import and compute the network yourself."),
+}
+
+
+def explain(code: str) -> str | None:
+    """The long explanation of a policy code, or None if ``code`` is not one."""
+    if code not in CODES:
+        return None
+    kind, words = CODES[code]
+    return f"{code}: the submission {words}.\n\n{_KIND_EXPLANATION[kind]}"
