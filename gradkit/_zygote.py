@@ -271,8 +271,12 @@ def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.s
 
 
 def _children() -> list[int]:
-    """This process's children, from /proc (the kernel keeps no cheaper list everywhere)."""
-    me, found = os.getpid(), []
+    return children_of(os.getpid())
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc (the kernel keeps no cheaper list everywhere)."""
+    me, found = pid, []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

@@ -123,7 +123,7 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
         error = submission.syntax_error
         report.checks = [_load_check("error", error.message,
                                      "Fix the syntax error, then run gradkit again.",
-                                     _location(submission, error.line, error.column))]
+                                     submission.location(error.line, error.column))]
         report.checks += _not_run("the file has a syntax error", points)
         return report
     outcome = _run(submission, cases, limits, sandbox, siblings)
@@ -136,17 +136,6 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
     report.checks.append(policy_check)
     policy.withhold(report.checks, failing)
     return report
-
-
-def _location(submission: Submission, line: Optional[int], column: Optional[int] = None
-              ) -> Optional[SourceLocation]:
-    if line is None:
-        return None
-    origin = submission.origins.get(line)
-    return SourceLocation(file=str(submission.path), line=line, column=column,
-                          cell=origin.cell if origin else None,
-                          cell_line=origin.line if origin else None,
-                          code=submission.source_line(line))
 
 
 def _case_info(case):
@@ -224,7 +213,7 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
             message += f" at {submission.where(line)}"
         if trace:
             message += f" (traceback: {trace})"
-        report.checks = [_load_check("error", message, "", _location(submission, line))]
+        report.checks = [_load_check("error", message, "", submission.location(line))]
         report.checks += _not_run("the file did not load", points)
         return
     functions = load.get("functions") or {}

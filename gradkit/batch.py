@@ -29,7 +29,6 @@ import queue
 import re
 import statistics
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -30,7 +30,7 @@ from gradkit.grading import Grading, observations
 from gradkit.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
                                    STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
                                    close, compare_intermediates, find, fit_factor, holds,
-                                   localise, location, snap)
+                                   localise, snap)
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, rebuild
 from gradkit.report import Diagnosis, Evidence, IntermediateResult, Tolerance
@@ -249,7 +249,7 @@ def _from_match(match: Match, facts: Facts) -> Diagnosis:
         quantities=_quantity_words(match.quantities),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
                           details=details),
-        location=location(facts.submission, match.line), explanation=entry.explanation)
+        location=facts.submission.location(match.line), explanation=entry.explanation)
 
 
 def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
@@ -329,7 +329,7 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
             details={"step": step, "span": list(span), "factor_pattern":
                      None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
                      "steps": _step_summary(facts)}),
-        location=location(facts.submission, facts.line_of(step)),
+        location=facts.submission.location(facts.line_of(step)),
         explanation=entry.explanation)
 
 
@@ -378,7 +378,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
                                          {"kind": p.kind, "value": p.value}
                                          for n, p in patterns.items()},
                      "wrong": wrong}),
-        location=location(facts.submission, line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=entry.explanation)
 
 
 def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosis:
@@ -395,5 +395,5 @@ def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosi
         evidence=Evidence(factor=pattern.value if pattern else None,
                           residual=pattern.residual if pattern else None,
                           cases=[o.case.id for o in wrong]),
-        location=location(facts.submission, facts.source.return_line(PREDICT)),
+        location=facts.submission.location(facts.source.return_line(PREDICT)),
         explanation=entry.explanation)

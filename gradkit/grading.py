@@ -18,7 +18,7 @@ from gradkit.cases import TRAINING_CHECKPOINTS, Case, is_probe
 from gradkit.compare import compare
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
-from gradkit.report import Check, CheckGroup, Comparison, SourceLocation, Tolerance
+from gradkit.report import Check, CheckGroup, Comparison, Tolerance
 from gradkit.tolerances import Tolerances, dtype_name
 from reference.assignment import NOTEBOOK, Assignment, LossConvention, convention_scale
 
@@ -135,16 +135,6 @@ def _error_words(call: Optional[CallResult], function: str, submission: Submissi
     return call.missing or f"{function} produced no result", None
 
 
-def _location(submission: Submission, line: Optional[int]) -> Optional[SourceLocation]:
-    if line is None:
-        return None
-    origin = submission.origins.get(line)
-    return SourceLocation(file=str(submission.path), line=line,
-                          cell=origin.cell if origin else None,
-                          cell_line=origin.line if origin else None,
-                          code=submission.source_line(line))
-
-
 def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points: dict[str, float],
            submission: Submission) -> Check:
     max_points = float(points.get(check_id, 0))
@@ -175,7 +165,7 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
     return Check(id=check_id, group=group, title=TITLES[check_id], status=status,
                  points=round(max_points * passed / run, 4), max_points=max_points,
                  message=message, hint=HINTS.get(check_id, "") if failing else "",
-                 location=_location(submission, line), cases_passed=passed, cases_run=run,
+                 location=submission.location(line), cases_passed=passed, cases_run=run,
                  comparisons=comparisons)
 
 

@@ -32,7 +32,7 @@ from gradkit.compare import compare
 from gradkit.expected import StepExpectation
 from gradkit.loader import Submission, assignment_lines
 from gradkit.plan import StepResult, Value
-from gradkit.report import Comparison, IntermediateResult, SourceLocation, Tolerance
+from gradkit.report import Comparison, IntermediateResult, Tolerance
 from gradkit.tolerances import Tolerances
 from reference.network import GRADIENT_NAMES, sigmoid
 
@@ -431,17 +431,6 @@ def student_value(obs: StepObservation, found: Optional[Found]) -> Optional[Tens
     return obs.captured(found.function, found.variable)
 
 
-def location(submission: Submission, line: Optional[int]) -> Optional[SourceLocation]:
-    """A line of the student's source, with its notebook cell when it came from one."""
-    if line is None:
-        return None
-    origin = submission.origins.get(line)
-    return SourceLocation(file=str(submission.path), line=line,
-                          cell=origin.cell if origin else None,
-                          cell_line=origin.line if origin else None,
-                          code=submission.source_line(line))
-
-
 def compare_intermediates(observations: list[StepObservation], found: dict[str, Found],
                           submission: Submission, source: "SourceIndex"
                           ) -> list[IntermediateResult]:
@@ -469,7 +458,7 @@ def compare_intermediates(observations: list[StepObservation], found: dict[str, 
         line = source.assignment_line(where.function, where.variable)
         results.append(IntermediateResult(
             name=quantity, status="mismatch" if failed else "match", found_as=where.label,
-            matched_by=where.by, location=location(submission, line),
+            matched_by=where.by, location=submission.location(line),
             comparison=failed[0] if failed else comparisons[0]))
     return results
 

@@ -60,6 +60,18 @@ class Submission:
             return f"{self.path} (cell {origin.cell}, line {origin.line})"
         return f"{self.path}:{line}"
 
+    def location(self, line: Optional[int], column: Optional[int] = None):
+        """A ``report.SourceLocation`` for a line, with its notebook cell; None without a line."""
+        from gradkit.report import SourceLocation
+
+        if line is None:
+            return None
+        origin = self.origins.get(line)
+        return SourceLocation(file=str(self.path), line=line, column=column,
+                              cell=origin.cell if origin else None,
+                              cell_line=origin.line if origin else None,
+                              code=self.source_line(line))
+
     def source_line(self, line: Optional[int]) -> str:
         lines = self.source.splitlines()
         if line is None or not 1 <= line <= len(lines):

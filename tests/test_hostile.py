@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 from gradkit import check
 from gradkit.report import Report
+from gradkit._zygote import children_of
 from gradkit.sandbox import Limits, Sandbox
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
@@ -35,20 +36,6 @@ SECRET = "gradkit-test-secret-7c1e"
 #: what the wrong solution under the "fake a pass" attacks fails (its dL/dP has the wrong sign)
 WRONG_SOLUTION_FAILS = {"gradient.V", "gradient.I", "gradient.W", "gradient.J", "update",
                         "training"}
-
-
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (orphans of a run are re-parented to the worker)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")

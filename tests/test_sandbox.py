@@ -19,24 +19,12 @@ from pathlib import Path
 import pytest
 
 from gradkit import _confine, check, wire
+from gradkit._zygote import children_of
 from gradkit.sandbox import Limits, Sandbox, _Protocol
 
 EXAMPLES = Path(__file__).parent.parent / "submissions_example"
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 ROOT = os.geteuid() == 0
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
 
 
 def running(pid: int) -> bool:

@@ -7,9 +7,9 @@ with rich. Colour follows rich's detection (NO_COLOR, a pipe) unless forced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-from gradkit.report import Check, Diagnosis, Report, SourceLocation
+from gradkit.render._shared import where
+from gradkit.report import Check, Diagnosis, Report
 
 MARK = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red"),
         "skipped": ("SKIP", "yellow")}
@@ -23,14 +23,6 @@ class Row:
     points: str
     title: str
     look_at: str
-
-
-def where(location: Optional[SourceLocation]) -> str:
-    if location is None:
-        return ""
-    if location.cell is not None:
-        return f"{location.file} (cell {location.cell}, line {location.cell_line})"
-    return f"{location.file}:{location.line}" if location.line else location.file
 
 
 def _look_at(check: Check) -> str:
