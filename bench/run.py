@@ -119,9 +119,9 @@ def main() -> None:
         exe = shutil.which("gradkit")
         seconds = median_time([exe] + cmd[1:] if exe else GRADKIT + cmd[1:], repeats)
         imported = subprocess.run(
-            [sys.executable, "-c", "import sys, runpy; sys.argv = " + repr(cmd) + ";\n"
-             "try:\n    runpy.run_module('gradkit', run_name='__main__')\n"
-             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)"],
+            [sys.executable, "-c", "import sys; sys.argv = " + repr(cmd) + "\n"
+             "from gradkit.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules, file=sys.stderr)"],
             capture_output=True, text=True, cwd=ROOT).stderr.strip().splitlines()[-1]
         rows.append((name, f"{seconds:.2f} s", f"torch imported: {imported} (target < 0.3 s, "
                      "no torch)"))
