@@ -393,9 +393,15 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         worker.start()
     for worker in workers:
         worker.join()
-    rows.sort(key=lambda r: r.student)
+    rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
+
+
+def natural_key(name: str) -> tuple:
+    """Sorts student2 before student10."""
+    return tuple(int(part) if part.isdigit() else part.lower()
+                 for part in re.split(r"(\d+)", name))
 
 
 def write_gradebook(rows: Sequence[Row], path: Path) -> None:

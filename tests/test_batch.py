@@ -284,3 +284,10 @@ def test_gradebook_columns():
     row = batch.Row("a", 1.5, 100, False, diagnoses=["GK1", "GK2"])
     assert row.csv_row()["diagnoses"] == "GK1 GK2"
     assert json.dumps(row.csv_row())
+
+
+def test_gradebook_rows_sort_naturally():
+    from gradkit.batch import natural_key
+
+    assert sorted(["s10", "s2", "s1", "Bob", "alice", "7x"], key=natural_key) == \
+        ["7x", "alice", "Bob", "s1", "s2", "s10"]
