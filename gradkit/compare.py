@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gradkit.report import Comparison, Tolerance
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+_TINY = np.finfo(np.float64).tiny
 
 
 def _fmt(x: float) -> str:
@@ -65,37 +67,35 @@ def compare(
         return Comparison(**base, passed=False, problem="dtype", actual_shape=shape,
                           actual_dtype=dtype,
                           message=f"{quantity} is {dtype}; gradkit expects float32 or float64")
-    a = actual.to(torch.float64)
-    e = expected.to(torch.float64)
-    finite = torch.isfinite(a)
-    if not bool(finite.all()):
+    # tiny tensors: numpy's per-operation cost is a fraction of torch's
+    a = actual.detach().to(torch.float64).numpy().reshape(-1)
+    e = expected.detach().to(torch.float64).numpy().reshape(-1)
+    finite = np.isfinite(a)
+    if not finite.all():
         bad = int((~finite).sum())
-        index = [int(i) for i in torch.nonzero(~finite)[0]]
+        index = _unravel(int(np.argmin(finite)), tuple(expected.shape))
         return Comparison(**base, passed=False, problem="nonfinite", actual_shape=shape,
                           actual_dtype=dtype, mismatched=bad, worst_index=index,
                           message=f"{quantity} has {bad} non-finite value(s) (NaN or inf), the "
                                   f"first at index {tuple(index)}")
-    diff = (a - e).abs()
-    allowed = tolerance.atol + tolerance.rtol * e.abs()
-    bad_mask = diff > allowed
-    mismatched = int(bad_mask.sum())
+    diff = np.abs(a - e)
+    allowed = tolerance.atol + tolerance.rtol * np.abs(e)
+    mismatched = int((diff > allowed).sum())
     # the worst element is the one furthest past its allowance
-    excess = diff - allowed
-    flat = int(torch.argmax(excess)) if diff.numel() else 0
-    index = _unravel(flat, tuple(e.shape))
-    max_abs = float(diff.max()) if diff.numel() else 0.0
-    rel = diff / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
-    max_rel = float(rel.max()) if diff.numel() else 0.0
-    worst_e = float(e.reshape(-1)[flat]) if diff.numel() else None
-    worst_a = float(a.reshape(-1)[flat]) if diff.numel() else None
+    flat = int(np.argmax(diff - allowed)) if diff.size else 0
+    index = _unravel(flat, tuple(expected.shape))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(e), _TINY)).max()) if diff.size else 0.0
+    worst_e = float(e[flat]) if diff.size else None
+    worst_a = float(a[flat]) if diff.size else None
     passed = mismatched == 0
     message = ""
     if not passed:
-        total = e.numel()
+        total = e.size
         message = (f"{quantity}: mismatched elements {mismatched} / {total} "
                    f"({100 * mismatched / total:.1f}%) · greatest absolute difference "
                    f"{_fmt(max_abs)} at index {tuple(index)} (got {_fmt(worst_a)}, expected "
-                   f"{_fmt(worst_e)}; up to {_fmt(float(allowed.reshape(-1)[flat]))} allowed)")
+                   f"{_fmt(worst_e)}; up to {_fmt(float(allowed[flat]))} allowed)")
     return Comparison(**base, passed=passed, problem=None if passed else "values",
                       actual_shape=shape, actual_dtype=dtype, max_abs_error=max_abs,
                       max_rel_error=min(max_rel, 1e300), worst_index=index,

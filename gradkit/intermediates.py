@@ -24,6 +24,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -136,9 +137,12 @@ def within(actual: Tensor, expected: Tensor, allowed: Tensor) -> bool:
     """Same shape and every element within its allowance; equal non-finite values agree."""
     if actual.shape != expected.shape:
         return False
-    a, e = actual.to(F64), expected.to(F64)
-    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
-    close = (a - e).abs() <= allowed
+    # tiny tensors, called thousands of times: numpy's per-operation cost is torch's fraction
+    a = actual.detach().to(F64).numpy()
+    e = expected.detach().to(F64).numpy()
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: judged by ``same``
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+        close = np.abs(a - e) <= allowed.detach().to(F64).numpy()
     return bool((same | close).all())
 
 
@@ -343,11 +347,19 @@ def _fits_shape(actual: Tensor, expected: Tensor) -> bool:
     """Same shape, or the same elements in a shape that broadcasts to it ((4,) for (1, 4))."""
     if tuple(actual.shape) == tuple(expected.shape):
         return True
-    try:
-        return actual.numel() == expected.numel() and \
-            torch.broadcast_shapes(actual.shape, expected.shape) == expected.shape
-    except RuntimeError:
-        return False
+    return actual.numel() == expected.numel() and \
+        _broadcast(tuple(actual.shape), tuple(expected.shape)) == tuple(expected.shape)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+    """The broadcast shape of ``a`` and ``b``, or None (torch.broadcast_shapes imports sympy,
+    a second's import for the first diagnosis that needs it)."""
+    out = []
+    for x, y in zip(((1,) * (len(b) - len(a)) + a), ((1,) * (len(a) - len(b)) + b)):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 0 not in (x, y) else 0)
+    return tuple(out)
 
 
 def as_expected_shape(actual: Tensor, expected: Tensor) -> Tensor:
