@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradkit.render._shared import where
+from gradkit.render._shared import diagnoses_for, where
 from gradkit.report import Check, Diagnosis, Report
 
 MARK = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red"),
@@ -26,16 +26,25 @@ class Row:
 
 
 def _look_at(check: Check) -> str:
+    """One line from the check's numbers: how many cases are wrong, and the worst element."""
     if check.status in ("pass", "skipped"):
         return ""
-    text = check.message
-    if len(text) > 160:
-        text = text[:157] + "..."
-    return text
+    worst = next((c for c in check.comparisons if not c.passed), None)
+    wrong = check.cases_run - check.cases_passed
+    head = f"wrong in {wrong} of {check.cases_run} case(s)" if check.cases_run else ""
+    if worst is None or not head:
+        text = check.message
+    elif worst.problem == "values" and worst.actual_at_worst is not None:
+        index = tuple(worst.worst_index or ())
+        text = (f"{head} · {worst.case}: {worst.quantity} at {index} is "
+                f"{worst.actual_at_worst:.4g}, expected {worst.expected_at_worst:.4g}")
+    else:
+        text = f"{head} · {worst.case}: {worst.message}"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def rows(report: Report) -> list[Row]:
-    return [Row(c.id, *MARK[c.status], f"{c.points:g}/{c.max_points:g}", c.title, _look_at(c))
+    return [Row(c.id, *MARK[c.status], f"{round(c.points, 2):g}/{c.max_points:g}", c.title, _look_at(c))
             for c in report.checks]
 
 
@@ -87,8 +96,8 @@ def render(report: Report, console=None) -> None:
     console.print(table)
     failing = [c for c in report.checks if c.status in ("fail", "error")]
     for c in failing:
-        if not (c.hint or c.location):
-            continue
+        if not (c.hint or c.location) or (c.location is None and diagnoses_for(report, c)):
+            continue  # a diagnosis above already says what to try
         line = f"[bold]{c.id}[/]: "
         if c.location is not None:
             line += f"at {escape(where(c.location))} "
