@@ -58,9 +58,13 @@ def test_terminal_view_shows_marks_scores_and_what_to_try(gradkit_cli):
     result = gradkit_cli("check", EXAMPLES / "buggy" / "bias_mean_not_sum.py", "--no-color")
     assert result.exit_code == 1
     out = result.stdout
-    for text in ("gradient.I", "FAIL", "PASS", "try:", "FAILED · score", "/ 100"):
+    for text in ("gradient.I", "FAIL", "PASS", "FAILED · score", "/ 100"):
         assert text in out
-    assert "dLdA.sum(dim=0" in out  # the hint for the bias gradient
+    # the diagnosis comes first, with its line and what to do, and the table row has the numbers
+    assert out.index("GK106") < out.index("gradient.I")
+    assert "bias_mean_not_sum.py:62" in out and "dLdA.sum(dim=0" in out
+    assert "gradkit explain GK106" in out
+    assert "wrong in 10 of 12 case(s)" in out and "expected" in out
     ok = gradkit_cli("check", EXAMPLES / "correct.py", "--no-color")
     assert ok.exit_code == 0 and "PASSED · score 100 / 100" in ok.stdout
     assert "FAIL" not in ok.stdout
