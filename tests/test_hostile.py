@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 from gradkit import check
 from gradkit.report import Report
+from conftest import _SharedSandbox
 from gradkit._zygote import children_of
 from gradkit.sandbox import Limits, Sandbox
 
@@ -47,19 +48,6 @@ def sandbox():
         yield shared
 
 
-class _Shared:
-    """The module's sandbox handed to the CLI, whose close() must leave it running."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    def run(self, *args, **kwargs):
-        return self.sandbox.run(*args, **kwargs)
-
-    def close(self) -> None:
-        pass
-
-
 def _after_run(sandbox: Sandbox, report_error, seconds: float, allowed: float) -> None:
     assert report_error is None, f"gradkit itself failed: {report_error}"
     assert seconds < allowed, f"the run took {seconds:.1f} s, over the {allowed} s it may take"
@@ -79,7 +67,7 @@ def cli(sandbox: Sandbox, monkeypatch, *args: str) -> tuple[dict, int]:
     import gradkit.sandbox
     from gradkit.cli import main
 
-    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _Shared(sandbox))
+    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
     started = time.monotonic()
     result = CliRunner().invoke(main, ["check", *args, "--format", "json", "--timeout", "15"],
                                 catch_exceptions=False)
