@@ -10,6 +10,7 @@ import platform
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -126,9 +127,9 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
                                      submission.location(error.line, error.column))]
         report.checks += _not_run("the file has a syntax error", points)
         return report
-    outcome = _run(submission, cases, limits, sandbox, siblings)
+    outcome, interrupted = _run(submission, cases, limits, sandbox, siblings)
     _finish(report, submission, cases, outcome, tolerances, points, accept_conventions,
-            credit_upstream)
+            credit_upstream, interrupted)
     from gradkit import policy
 
     policy_check, failing = policy.evaluate(submission, [f.header for f in outcome.frames],
@@ -157,29 +158,74 @@ def _assignment_info() -> dict:
             "parameter_shapes": {k: list(v) for k, v in NOTEBOOK.parameter_shapes.items()}}
 
 
+#: How many times a run that stopped in one call (a timeout, a crash) is resumed in a fresh
+#: child with the calls it did not reach, so one hanging case does not cost every later one.
+MAX_RESUMES = 2
+
+
 def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblings: bool
-         ) -> RunOutcome:
+         ) -> tuple[RunOutcome, dict[str, str]]:
+    """Run every case; returns the (merged) outcome and, for each case a run stopped in, why."""
+    from gradkit.expected import prepare
     from gradkit.plan import build_request
 
-    from gradkit.expected import prepare
-
     workdir = prepare_workdir(submission.path, siblings)
+    started = time.monotonic()
+    interrupted: dict[str, str] = {}
     # the reference's side needs nothing from the student: compute it while the child runs
     warm = threading.Thread(target=prepare, args=(cases,), daemon=True)
     try:
         request, payload = build_request(cases, submission.source, str(submission.path),
                                          str(workdir))
         warm.start()
-        return sandbox.run(request, payload, limits, [case.id for case in cases])
+        outcome = sandbox.run(request, payload, limits, [case.id for case in cases])
+        for _ in range(MAX_RESUMES):
+            remaining = _resumable(outcome, cases, interrupted)
+            budget = limits.total_seconds - (time.monotonic() - started)
+            if not remaining or budget < limits.load_seconds + limits.call_seconds:
+                break
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir = prepare_workdir(submission.path, siblings)
+            request, payload = build_request(remaining, submission.source,
+                                             str(submission.path), str(workdir))
+            later = sandbox.run(request, payload, replace(limits, total_seconds=budget),
+                                [case.id for case in remaining])
+            outcome = _merge(outcome, later)
+        return outcome, interrupted
     finally:
         if warm.is_alive() or warm.ident is not None:
             warm.join()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _resumable(outcome: RunOutcome, cases, interrupted: dict[str, str]) -> list:
+    """The cases a fresh child should run: those after the call a run stopped in (recorded in
+    ``interrupted``), if it stopped in a call by timing out or crashing, not by anything else."""
+    stopped = outcome.stopped
+    loaded = any(f.header.get("type") == "load" and f.header.get("ok") for f in outcome.frames)
+    crashed = outcome.killed is None and outcome.fault is None
+    if stopped is None or not loaded or not (outcome.call_timed_out or crashed) or \
+            outcome.running in ("load", "done"):
+        return []
+    interrupted[outcome.running] = stopped
+    done = {f.header.get("id") for f in outcome.frames if f.header.get("type") == "call"}
+    return [c for c in cases if c.id not in done and c.id not in interrupted]
+
+
+def _merge(first: RunOutcome, later: RunOutcome) -> RunOutcome:
+    """One outcome from a run and its resumption: the first load frame, every call frame."""
+    later.frames = first.frames + [f for f in later.frames if f.header.get("type") == "call"]
+    later.stdout, later.stderr = first.stdout + later.stdout, first.stderr + later.stderr
+    later.stdout_dropped += first.stdout_dropped
+    later.stderr_dropped += first.stderr_dropped
+    later.isolation = first.isolation or later.isolation
+    return later
+
+
 def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, tolerances,
             points: dict[str, float], accept_conventions: tuple[str, ...],
-            credit_upstream: bool = False) -> None:
+            credit_upstream: bool = False, interrupted: Optional[dict[str, str]] = None
+            ) -> None:
     from gradkit.grading import grade
     from gradkit.plan import CallResult, read_call
 
@@ -227,6 +273,9 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
         needs = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
         if functions.get(needs) != "ok":
             calls[case.id] = CallResult(case.id, missing=f"{needs} cannot be called")
+        elif case.id in (interrupted or {}):
+            calls[case.id] = CallResult(
+                case.id, missing=f"stopped during this case: {interrupted[case.id]}")
         elif ended and first_missing:
             calls[case.id] = CallResult(case.id, missing=f"stopped during this case: {ended}")
             first_missing = False

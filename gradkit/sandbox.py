@@ -77,6 +77,11 @@ class RunOutcome:
     isolation: dict[str, Any] = field(default_factory=dict)
     #: the child sent its closing frame: every planned call was made
     finished: bool = False
+    #: the planned call the run was in when it ended ("load" before loading finished, "done"
+    #: after the last call): with ``call_timed_out``, what a resumed run can skip
+    running: str = "load"
+    #: the grader stopped the child because ``running`` ran past its own time limit
+    call_timed_out: bool = False
 
     @property
     def exit_words(self) -> str:
@@ -376,6 +381,8 @@ class Sandbox:
                         limit = (limits.load_seconds if waiting_for == "load"
                                  else limits.call_seconds)
                         kill(f"{what} ran past its {limit:g} s limit")
+                        outcome.call_timed_out = outcome.killed == \
+                            f"{what} ran past its {limit:g} s limit"
                     if killed_at is not None and now > killed_at + self.WORKER_SECONDS:
                         outcome.fault = "the submission's process could not be stopped"
                         return
@@ -460,5 +467,6 @@ class Sandbox:
                             limits.call_seconds * (3 if waiting_for == "training_loop" else 1))
         finally:
             selector.close()
+            outcome.running = waiting_for
             outcome.stdout, outcome.stdout_dropped = logs["stdout"].text(), logs["stdout"].dropped
             outcome.stderr, outcome.stderr_dropped = logs["stderr"].text(), logs["stderr"].dropped

@@ -142,3 +142,21 @@ def test_usage_errors_have_their_own_exit_code(gradkit_cli):
     result = gradkit_cli("check", EXAMPLES / "correct.py", "--points", "nonsense=3")
     assert result.exit_code == 2
     assert "CHECK=POINTS" in result.output
+
+
+def test_a_case_that_hangs_costs_only_itself(tmp_path: Path, sandbox):
+    from gradkit import check
+    from gradkit.sandbox import Limits
+
+    path = tmp_path / "student.py"
+    path.write_text(_replace("    # forward pass\n", "    # forward pass\n"
+                             "    while X.shape[0] == 32:  # hangs on 32-row batches only\n"
+                             "        pass\n"))
+    report = check(path, sandbox=sandbox,
+                   limits=Limits(load_seconds=4, call_seconds=1, total_seconds=20))
+    v = report.check("gradient.V")
+    assert (v.status, v.cases_run - v.cases_passed) == ("fail", 2)
+    assert "stopped during this case: call 'batch32' ran past its 1 s limit" in v.message
+    # the cases after the hanging ones ran in a fresh process and were graded
+    for check_id in ("training", "init", "predict", "side_effects"):
+        assert report.check(check_id).status == "pass", check_id
