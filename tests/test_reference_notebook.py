@@ -334,6 +334,21 @@ def test_shim_sigmoid_matches_torch(shims) -> None:
     torch.testing.assert_close(helper.sigmoid(x, deriv=True), s * (1 - s))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shim_sigmoid_is_the_original_formula_bit_for_bit(shims, dtype: torch.dtype) -> None:
+    """The shim calls the kernels behind ``1.0 / t`` and ``1.0 - t`` directly; a student's
+    numbers must not move by one bit from the course helper's literal formula."""
+    helper, _ = shims
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(4096, generator=g, dtype=dtype) * scale for scale in (1, 8, 40)]
+                  + [torch.tensor([0.0, -0.0, 88.0, -88.0, 710.0, -710.0, float("inf"),
+                                   float("-inf"), float("nan"), 1.0, -1.0, 0.5], dtype=dtype)]).reshape(-1, 4)
+    s = 1.0 / (1.0 + torch.exp(-x))
+    assert torch.equal(helper.sigmoid(x).view(-1).nan_to_num(7.0), s.view(-1).nan_to_num(7.0))
+    assert torch.equal(helper.sigmoid(x, deriv=True).nan_to_num(7.0),
+                       (s * (1.0 - s)).nan_to_num(7.0))
+
+
 @pytest.mark.parametrize(("kind", "shape"), [("col", (3, 1)), ("row", (1, 3))])
 def test_shim_to_2d(shims, kind: str, shape: tuple[int, int]) -> None:
     helper, _ = shims

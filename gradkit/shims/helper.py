@@ -17,10 +17,13 @@ def sigmoid(x: Tensor, deriv: bool = False) -> Tensor:
     ``x`` is the pre-activation in both cases: the derivative is taken at the same x, not applied
     to an already-computed sigmoid.
     """
-    # The original's formula, kept literally so a student's numbers match the course's.
-    s = 1.0 / (1.0 + torch.exp(-x))
+    # The original's formula, 1.0 / (1.0 + torch.exp(-x)) and s * (1.0 - s), bit for bit: the
+    # reflected operators `1.0 / t` and `1.0 - t` dispatch to these same kernels (reciprocal,
+    # then a product with 1.0; rsub), here called without their Python wrappers, which cost a
+    # third of a student's training step.
+    s = torch.reciprocal(1.0 + torch.exp(-x))
     if deriv:
-        return s * (1.0 - s)
+        return s * torch.rsub(s, 1.0)
     return s
 
 
