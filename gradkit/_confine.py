@@ -86,6 +86,40 @@ def unshare(flags: int) -> bool:
         return False
 
 
+class PidNamespaces:
+    """A fresh PID namespace for each run, made from one long-lived process (the worker).
+
+    ``unshare(CLONE_NEWPID)`` moves only the caller's *next* children into a new namespace, and
+    the kernel refuses a second one while the first is in force; re-entering the worker's own
+    namespace with ``setns`` first allows one per run. The first child forked or spawned after
+    ``fresh()`` is PID 1 of the new namespace: when it exits, the kernel kills everything else
+    in it.
+    """
+
+    def __init__(self) -> None:
+        self.own: Optional[int] = None
+        try:
+            self.own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+
+    def fresh(self) -> bool:
+        """The next child starts a new PID namespace; False if this machine does not allow it."""
+        if self.own is None:
+            return False
+        try:
+            if libc().setns(ctypes.c_int(self.own), ctypes.c_int(CLONE_NEWPID)) != 0:
+                return False
+        except AttributeError:
+            return False
+        return unshare(CLONE_NEWPID)
+
+    def ordinary(self) -> None:
+        """Children start in the worker's own namespace again."""
+        if self.own is not None:
+            libc().setns(ctypes.c_int(self.own), ctypes.c_int(CLONE_NEWPID))
+
+
 # --- files ---------------------------------------------------------------------------------
 
 def _mount(source: Optional[str], target: str, fstype: Optional[str], flags: int,

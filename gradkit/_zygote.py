@@ -6,15 +6,21 @@ descriptors (result pipe, stdout, stderr), then a frame with the request and its
 worker answers ``{"pid": ...}`` after forking and ``{"exit": ...}`` once every process of the run
 is gone.
 
-A run is three processes, so that a hostile submission cannot outlive or escape it:
+A run is one forked process and one spawned program, so that a hostile submission cannot outlive
+or escape it:
 
-- the *keeper*, forked by the worker: its own session and process group (the grader kills that
-  group by the pid the worker reports), and, as root, new mount, network, IPC and PID namespaces,
-  a read-only view of the files and a private working folder;
-- the *init*, PID 1 of the new PID namespace: it only waits. When it dies the kernel kills
-  everything else in the namespace, so a grandchild that left the process group still dies;
-- the *submission* itself (PID 2): no privileges, rlimits, a system-call filter, then
-  ``gradkit._child`` loads the student's source and makes the planned calls.
+- as root, the worker first starts a fresh PID namespace whose PID 1 is a tiny spawned program
+  (``cat`` reading a pipe only the worker writes to, so it lives exactly as long as the worker
+  keeps the run open, and ends at once if the worker dies). When PID 1 ends the kernel kills
+  everything else in the namespace, so a process that left the process group still dies;
+- the *submission's process*, forked from the worker (PID 2 of that namespace): its own session
+  and process group (the grader kills that group by the pid the worker reports), new mount,
+  network and IPC namespaces, a read-only view of the files and a private working folder; then
+  no privileges, rlimits, a system-call filter, and ``gradkit._child`` loads the student's
+  source and makes the planned calls.
+
+Forking a process with torch loaded costs milliseconds (its page tables), so the run forks it
+once; the init costs a fraction of one, being spawned (vfork and exec), not forked.
 
 The worker is a child subreaper: any descendant orphaned during a run is re-parented to it, and it
 kills and reaps every one of them before it reports the run's end.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -35,12 +42,13 @@ from typing import Any, Optional
 from gradkit import _confine, wire
 
 LENGTH = struct.Struct(">Q")
-STATUS = struct.Struct(">i")
 NOBODY = 65534
 #: where the result pipe is moved before student code runs (out of the way of fds it opens)
 RESULT_FD = 1000
-#: exit codes of a keeper (or init) that failed, and of a submission's process whose setup failed
-KEEPER_FAILED, CHILD_FAILED = 70, 71
+#: exit code of a submission's process whose setup failed
+CHILD_FAILED = 71
+#: PID 1 of each run's namespace: reads a pipe only the worker writes to, until it closes
+INIT_PROGRAM = "cat"
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -91,24 +99,34 @@ class _Plan:
         self.private = next((f for f in self.needed if not _confine.others_can_read(f)), None)
         self.reference = _reference_folder()
         self.worker = os.getpid()
+        self.namespaces = _confine.PidNamespaces() if self.root else None
+        # a stand-in where there is no cat: the same loop in a bare interpreter
+        self.init = [shutil.which(INIT_PROGRAM) or sys.executable] + (
+            [] if shutil.which(INIT_PROGRAM) else
+            ["-S", "-I", "-c", "import os\nwhile os.read(0, 4096): pass"])
 
 
 PLAN: Optional[_Plan] = None
 
 
-def _keeper(request: dict[str, Any]) -> dict[str, Any]:
-    """In the keeper: session, namespaces, files. Returns what it achieved (for the report)."""
+def _isolate(request: dict[str, Any], pid_namespace: bool) -> dict[str, Any]:
+    """Session, namespaces, files, in the submission's process while it is still root.
+
+    Returns what it achieved (for the report)."""
     limits = request["limits"]
     workdir = request["workdir"]
     plan = PLAN
     os.setsid()
     isolation: dict[str, Any] = {"process": "own session and process group"}
+    if pid_namespace:
+        isolation["process"] = ("own PID namespace (it is PID 2; PID 1 is an idle init), "
+                                "session and process group")
     if not plan.root:
         isolation["network"] = "shared (not root: cannot unshare)"
         isolation["filesystem"] = "shared (not root: cannot remount)"
         isolation["user"] = f"uid {os.getuid()} (not root: nothing to drop)"
         return isolation
-    flags = _confine.CLONE_NEWNS | _confine.CLONE_NEWPID | _confine.CLONE_NEWIPC
+    flags = _confine.CLONE_NEWNS | _confine.CLONE_NEWIPC
     if limits["no_network"]:
         flags |= _confine.CLONE_NEWNET
     if not _confine.unshare(flags):
@@ -124,7 +142,6 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
             isolation["user"] = (f"root without capabilities ({plan.private} is not readable "
                                  "by an unprivileged user, and namespaces are not available)")
         return isolation
-    isolation["pid_namespace"] = True
     isolation["network"] = ("none (own network namespace)" if limits["no_network"]
                             else "shared (no_network is off)")
     try:
@@ -143,6 +160,11 @@ def _keeper(request: dict[str, Any]) -> dict[str, Any]:
             hidden.append("the reference package hidden")
         _confine.private_workdir(workdir, limits["workdir_bytes"], NOBODY if drop else None)
         _confine.read_only_except([workdir])
+        if pid_namespace:
+            try:
+                _confine.mount_proc()
+            except OSError:
+                pass
         isolation["filesystem"] = "; ".join(
             [f"read-only except its working folder (a private tmpfs of "
              f"{_size(limits['workdir_bytes'])})"] + hidden)
@@ -164,26 +186,6 @@ def _size(count: int) -> str:
     return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count >> 10} KiB"
 
 
-def _die_with_parent(parent: Optional[int]) -> None:
-    """SIGKILL this process when its parent dies (and now, if that already happened)."""
-    _confine.die_with_parent()
-    # (PID 1 of a new namespace sees its parent as 0: nothing to compare)
-    if parent is not None and os.getppid() not in (parent, 0):
-        os._exit(KEEPER_FAILED)
-
-
-def _init(status_w: int, child: int) -> None:
-    """In PID 1 of the namespace: reap until the submission is gone, then tell the worker how."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if pid == child:
-            os.write(status_w, STATUS.pack(status))
-            os._exit(0)
-
-
 def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
                 isolation: dict[str, Any]) -> None:
     """In the submission's process: drop privileges, limit, filter, then run ``_child``."""
@@ -194,13 +196,6 @@ def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
     os.closerange(3, RESULT_FD)
     os.closerange(RESULT_FD + 1, 1 << 16)
     drop = isolation.pop("_drop", False)
-    if isolation.pop("pid_namespace", False):
-        isolation["process"] = ("own PID namespace (it is PID 2 and sees no other process), "
-                                "session and process group")
-        try:
-            _confine.mount_proc()
-        except OSError:
-            pass
     if PLAN.root and drop:
         _confine.drop_capabilities(keep_for_now=True)
         _confine.become(NOBODY, NOBODY)
@@ -230,9 +225,9 @@ def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
 
 
 def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.socket,
-         status_w: int) -> None:
-    """The keeper's whole life, from the worker's fork to its exit."""
-    code = KEEPER_FAILED
+         pid_namespace: bool) -> None:
+    """The submission's process, from the worker's fork to its exit."""
+    code = CHILD_FAILED
     try:
         result_fd, out_fd, err_fd = fds
         sock.close()
@@ -242,24 +237,11 @@ def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.s
         os.dup2(err_fd, 2)
         for fd in (devnull, out_fd, err_fd):
             os.close(fd)
-        _die_with_parent(PLAN.worker)
-        isolation = _keeper(request)
-        keeper = os.getpid()
-        init = os.fork()
-        if init == 0:
-            code = CHILD_FAILED
-            _die_with_parent(keeper)
-            child = os.fork()
-            if child == 0:
-                _die_with_parent(None)
-                os.close(status_w)
-                _submission(request, payload, result_fd, isolation)
-            os.close(result_fd)
-            _init(status_w, child)
-        os.close(result_fd)
-        os.close(status_w)
-        _, status = os.waitpid(init, 0)
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
+        _confine.die_with_parent()
+        if os.getppid() not in (PLAN.worker, 0):  # (0: seen from inside a new namespace)
+            return  # the worker died before we could ask to die with it
+        isolation = _isolate(request, pid_namespace)
+        _submission(request, payload, result_fd, isolation)
     except BaseException:
         try:
             traceback.print_exc()
@@ -268,6 +250,26 @@ def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.s
             pass
     finally:
         os._exit(code)
+
+
+def _start_init() -> tuple[Optional[int], Optional[int]]:
+    """A fresh PID namespace and its PID 1, for the next child; (pid, the pipe keeping it alive),
+    or (None, None) where the machine allows no PID namespace."""
+    if PLAN.namespaces is None or not PLAN.namespaces.fresh():
+        return None, None
+    alive_r, alive_w = os.pipe()
+    try:
+        init = os.posix_spawn(PLAN.init[0], PLAN.init, {}, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_DUP2, alive_r, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2)])
+    except OSError:
+        PLAN.namespaces.ordinary()  # else the submission's process would become PID 1
+        os.close(alive_w)
+        return None, None
+    finally:
+        os.close(alive_r)
+    return init, alive_w
 
 
 def _children() -> list[int]:
@@ -332,45 +334,57 @@ def serve(sock: socket.socket) -> None:
         except (EOFError, ConnectionError, OSError):
             return
         request, payload = frames[0].header, frames[0].payload
-        status_r, status_w = os.pipe()
+        for fd in fds:
+            os.set_inheritable(fd, False)  # the init must not hold the run's pipes open
+        init, alive_w = _start_init()
         pid = os.fork()
         if pid == 0:
-            os.close(status_r)
-            _run(request, payload, fds, sock, status_w)
-        for fd in fds + [status_w]:
+            _run(request, payload, fds, sock, init is not None)
+        if init is not None:
+            PLAN.namespaces.ordinary()
+        for fd in fds:
             os.close(fd)
         sock.sendall(wire.pack({"pid": pid}))
         try:
             status = _wait_for(pid, sock)
         except (EOFError, OSError):
             return
-        os.set_blocking(status_r, False)
-        try:
-            reported = os.read(status_r, STATUS.size)
-        except BlockingIOError:
-            reported = b""
-        os.close(status_r)
+        finally:
+            if init is not None:  # the namespace ends with its init
+                os.close(alive_w)
+                _kill_and_reap(init)
         _sweep(time.monotonic() + 5)
-        if len(reported) == STATUS.size and not (os.WIFSIGNALED(status)
-                                                 and os.WTERMSIG(status) == signal.SIGKILL):
-            status = STATUS.unpack(reported)[0]
-        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            status = 9  # the keeper's init ended without the submission's status: it was killed
         sock.sendall(wire.pack({"exit": _describe_status(status)}))
 
 
-def _wait_for(pid: int, sock: socket.socket) -> int:
-    """Reap children (orphans included) until ``pid`` is reaped; return its wait status.
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
-    If the grader goes away meanwhile (its end of the socket closes), kill the run and leave.
+
+def _wait_for(pid: int, sock: socket.socket) -> int:
+    """Wait until ``pid`` exits and reap it; return its wait status.
+
+    It sleeps until ``pid`` exits or the socket stirs (a pidfd, where the kernel has them; else
+    it looks every 20 ms). Only ``pid`` is reaped here: ``_sweep`` reaps the rest after the run
+    (so the init's pid stays ours to kill). If the grader goes away meanwhile (its end of the
+    socket closes), kill the run and leave.
     """
-    while True:
-        reaped, status = os.waitpid(-1, os.WNOHANG)
-        if reaped == pid:
-            return status
-        if not reaped:
-            ready, _, _ = select.select([sock], [], [], 0.02)
-            if ready and not sock.recv(1, socket.MSG_PEEK):
+    try:
+        exited: Optional[int] = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        exited = None
+    try:
+        while True:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped == pid:
+                return status
+            watched = [sock] + ([exited] if exited is not None else [])
+            ready, _, _ = select.select(watched, [], [], 0.02 if exited is None else 1.0)
+            if sock in ready and not sock.recv(1, socket.MSG_PEEK):
                 for target in (lambda: os.killpg(pid, signal.SIGKILL),
                                lambda: os.kill(pid, signal.SIGKILL)):
                     try:
@@ -379,6 +393,9 @@ def _wait_for(pid: int, sock: socket.socket) -> int:
                         pass
                 _sweep(time.monotonic() + 5)
                 raise EOFError("the grader closed the socket")
+    finally:
+        if exited is not None:
+            os.close(exited)
 
 
 def main(fd: int) -> None:

@@ -1,6 +1,7 @@
-"""Hostile submission: train_neural_net leaves its process group and session (os.setsid), then loops
-forever, so killing the group it started in would miss it. The run must still end within its
-limit and leave nothing behind.
+"""Hostile submission: train_neural_net tries to leave its process group and session (os.setsid),
+then loops forever, so killing the group it started in would miss it. (gradkit's submission
+process already leads its own session, so the attempt fails; it loops all the same.) The run must
+still end within its limit and leave nothing behind.
 """
 
 import os
@@ -27,7 +28,10 @@ def train_neural_net(X: Tensor,
     or empty, V, I, W and J are drawn with torch.randn in the notebook's order. The caller's
     dict and tensors are left as they are; the returned tensors have X's dtype.
     """
-    os.setsid()
+    try:
+        os.setsid()
+    except OSError:
+        pass
     while True:
         pass
 
