@@ -1,8 +1,9 @@
 """Grading a whole class: many submissions, parallel isolated workers, a gradebook and a summary.
 
 ``find_submissions`` turns the paths an instructor gives into one ``Submission`` per student,
-``grade_all`` grades them with ``jobs`` workers (each thread drives its own pre-loaded
-``Sandbox``), writes one JSON report per student and a gradebook CSV, and returns the rows;
+``grade_all`` grades them with ``jobs`` grading processes (forks of this one, each with its own
+pre-loaded ``Sandbox``), writes one JSON report per student and a gradebook CSV, and returns the
+rows;
 ``summarize`` reads the class's score distribution and commonest mistakes from those rows.
 
 Which files are whose (also in the README):
@@ -22,13 +23,18 @@ gradkit version are unchanged; ``force=True`` grades everything again.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
 import queue
 import re
+import socket
 import statistics
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from gradkit import __version__
 from gradkit.report import Report
+from gradkit.sandbox import Sandbox
 
 SUFFIXES = (".py", ".ipynb")
 SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
@@ -78,6 +85,27 @@ class Settings:
                            repr(self.limits), sorted(self.accept_conventions),
                            self.allow_autograd, self.credit_upstream, __version__])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        """Plain data, for a grading process started as a fresh interpreter."""
+        return {"tolerances": None if self.tolerances is None else
+                dataclasses.asdict(self.tolerances),
+                "points": self.points,
+                "limits": None if self.limits is None else dataclasses.asdict(self.limits),
+                "accept_conventions": list(self.accept_conventions),
+                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Settings":
+        from gradkit.sandbox import Limits
+        from gradkit.tolerances import Tolerances
+
+        return cls(tolerances=None if data["tolerances"] is None else
+                   Tolerances(**data["tolerances"]),
+                   points=data["points"],
+                   limits=None if data["limits"] is None else Limits(**data["limits"]),
+                   accept_conventions=tuple(data["accept_conventions"]),
+                   allow_autograd=data["allow_autograd"], credit_upstream=data["credit_upstream"])
 
     def check_options(self) -> dict:
         options: dict = {"points": self.points, "tolerances": self.tolerances,
@@ -317,17 +345,15 @@ class Batch:
 def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
               settings: Settings = Settings(), force: bool = False,
               on_start: Callable[[Submission], None] = lambda s: None,
-              on_done: Callable[[Row], None] = lambda r: None,
-              make_sandbox: Optional[Callable[[], object]] = None) -> list[Row]:
-    """Grade every submission with ``jobs`` parallel workers; write reports and the gradebook.
+              on_done: Callable[[Row], None] = lambda r: None) -> list[Row]:
+    """Grade every submission with ``jobs`` parallel grading processes; write reports and the
+    gradebook.
 
-    Never stops for a submission: whatever one does (raise, crash, hang, exhaust memory), its
-    row says so and the others are graded. Rows come back sorted by student.
+    Each grading process (``_Grader``) owns one sandbox and grades one submission at a time, so
+    the grader's own work (comparisons, diagnosis, the report) runs on every core, not under one
+    interpreter lock. Never stops for a submission: whatever one does (raise, crash, hang,
+    exhaust memory), its row says so and the others are graded. Rows come back sorted by student.
     """
-    from gradkit.api import check
-    from gradkit.sandbox import Sandbox
-
-    make_sandbox = make_sandbox or Sandbox
     batch.reports.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(batch.out / MANIFEST)
     settings_key = settings.key()
@@ -356,8 +382,10 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 continue
         todo.put(submission)
 
-    def work() -> None:
-        sandbox = None
+    # every grading process starts here, while this process has no other thread (a fork)
+    graders = [_Grader(settings, batch) for _ in range(max(1, min(jobs, todo.qsize())))]
+
+    def work(grader: _Grader) -> None:
         try:
             while True:
                 try:
@@ -370,32 +398,153 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                                error=submission.problem, submission=str(submission.path)))
                     continue
                 try:
-                    sandbox = sandbox or make_sandbox()
-                    report = check(submission.path, sandbox=sandbox,
-                                   siblings=submission.siblings, **settings.check_options())
-                    _write_atomic(batch.report_path(submission.student),
-                                  report.model_dump_json(indent=2))
-                    # a report gradkit failed to make is not worth keeping for the next run
-                    manifest.record(submission.student,
-                                    None if report.error else stamps[submission.student])
-                    row = row_of(submission, report)
-                except Exception as exc:  # gradkit's own failure: the batch goes on
-                    manifest.record(submission.student, None)
+                    row = grader.grade(submission)
+                except _GraderDied as exc:  # gradkit's own failure: the batch goes on
                     row = _failed_row(submission, exc)
+                    grader.close()
+                    grader = _Grader(settings, batch)
+                # a report gradkit failed to make is not worth keeping for the next run
+                manifest.record(submission.student,
+                                None if row.internal_error else stamps[submission.student])
                 finish(row)
         finally:
-            if sandbox is not None:
-                sandbox.close()
+            grader.close()
 
-    workers = [threading.Thread(target=work, name=f"gradkit-worker-{i}", daemon=True)
-               for i in range(max(1, min(jobs, todo.qsize())))]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    threads = [threading.Thread(target=work, args=(grader,), name=f"gradkit-grader-{i}",
+                                daemon=True) for i, grader in enumerate(graders)]
+    if todo.empty():
+        for grader in graders:
+            grader.close()
+    else:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
+
+
+class _GraderDied(Exception):
+    pass
+
+
+class _Grader:
+    """One grading process: a fork of this process when that is safe (no other thread running:
+    it then shares this process's torch), else a fresh interpreter. It owns a sandbox, grades the
+    submissions it is sent one at a time, writes each report, and answers with its gradebook row.
+
+    It runs no student code (its sandbox's processes do), so it is trusted; the messages are
+    JSON lines all the same.
+    """
+
+    def __init__(self, settings: Settings, batch: Batch) -> None:
+        ours, theirs = socket.socketpair()
+        job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports)})
+        self.pid = 0
+        self.proc: Optional[subprocess.Popen] = None
+        if threading.active_count() == 1:
+            import torch  # noqa: F401  (once, here: every grading process shares it)
+
+            self.pid = os.fork()
+            if self.pid == 0:
+                code = 0
+                try:
+                    ours.close()
+                    _serve(theirs, job)
+                except BaseException:
+                    code = 70
+                finally:
+                    os._exit(code)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from gradkit.batch import _serve_fd; "
+                 "_serve_fd(int(sys.argv[1]), sys.argv[2])", str(theirs.fileno()), job],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
+            self.pid = self.proc.pid
+        theirs.close()
+        self.sock = ours
+        self.replies = ours.makefile("rb")
+
+    def grade(self, submission: Submission) -> Row:
+        message = {"student": submission.student, "path": str(submission.path),
+                   "folder": None if submission.folder is None else str(submission.folder),
+                   "problem": submission.problem}
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            line = self.replies.readline()
+        except OSError as exc:
+            raise _GraderDied(f"its grading process stopped ({exc})") from None
+        if not line:
+            raise _GraderDied("its grading process stopped")
+        return Row(**json.loads(line))
+
+    def close(self) -> None:
+        for closing in (self.replies.close, self.sock.close):
+            try:
+                closing()
+            except OSError:
+                pass
+        try:  # it exits when its socket closes; a grader stuck for a minute is killed
+            if self.proc is not None:
+                self.proc.wait(timeout=60)
+            else:
+                _wait_pid(self.pid, 60)
+        except (subprocess.TimeoutExpired, TimeoutError):
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+
+
+def _wait_pid(pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
+    raise TimeoutError
+
+
+def _serve_fd(fd: int, job: str) -> None:
+    """A grading process started as a fresh interpreter."""
+    _serve(socket.socket(fileno=fd), job)
+
+
+def _serve(sock: socket.socket, job_text: str) -> None:
+    """The grading process: grade each submission sent, write its report, answer its row."""
+    import signal
+
+    import torch
+
+    from gradkit.api import check
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    torch.set_num_threads(1)  # one grading process per core
+    job = json.loads(job_text)
+    settings = Settings.from_json(job["settings"])
+    reports = Path(job["reports"])
+    sandbox = Sandbox(fork=True)
+    requests = sock.makefile("rb")
+    try:
+        for line in requests:
+            message = json.loads(line)
+            folder = message["folder"]
+            submission = Submission(student=message["student"], path=Path(message["path"]),
+                                    folder=None if folder is None else Path(folder),
+                                    problem=message["problem"])
+            try:
+                report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
+                               **settings.check_options())
+                _write_atomic(reports / f"{submission.student}.json",
+                              report.model_dump_json(indent=2))
+                row = row_of(submission, report)
+            except Exception as exc:  # gradkit's own failure: the batch goes on
+                row = _failed_row(submission, exc)
+            sock.sendall(json.dumps(dataclasses.asdict(row)).encode() + b"\n")
+    finally:
+        sandbox.close()
 
 
 def natural_key(name: str) -> tuple:

@@ -233,35 +233,24 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
                                "student folders, or the submissions themselves")
     where = batch.Batch(out=out, gradebook=gradebook)
     started = time.monotonic()
-    # the workers are forks of this process, made once torch is loaded and before any thread
-    import torch  # noqa: F401
-
-    from gradkit.sandbox import Sandbox
-
-    pool = [Sandbox(fork=True) for _ in range(min(jobs, len(submissions)))]
-
-    def make_sandbox() -> Sandbox:
-        return pool.pop() if pool else Sandbox()
-
     console = Console(stderr=True, highlight=False)
     if progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn)
 
+        # redrawn on each event, by no thread of its own: the grading processes are forks of
+        # this one, made while it runs no other thread
         bar = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                       transient=False)
+                       transient=False, auto_refresh=False)
         task = bar.add_task("", total=len(submissions))
         with bar:
             rows = batch.grade_all(
                 submissions, where, jobs=jobs, settings=settings, force=force,
-                on_start=lambda s: bar.update(task, description=s.student),
-                on_done=lambda r: bar.advance(task), make_sandbox=make_sandbox)
+                on_start=lambda s: bar.update(task, description=s.student, refresh=True),
+                on_done=lambda r: bar.update(task, advance=1, refresh=True))
     else:
-        rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force,
-                               make_sandbox=make_sandbox)
-    for unused in pool:
-        unused.close()
+        rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
     for line in batch.summary_lines(summary):
         click.echo(line)

@@ -1,7 +1,7 @@
 """`gradkit grade`: a class folder with correct, buggy, notebook, broken and hostile submissions.
 
-The CLI runs through click with the session's sandbox (conftest's ``gradkit_cli``); one test
-runs real parallel workers, each its own sandbox.
+The CLI runs through click (conftest's ``gradkit_cli``); every batch runs real grading processes,
+each with its own sandbox.
 """
 
 from __future__ import annotations
@@ -56,24 +56,17 @@ def gradebook(path: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory, sandbox):
-    """The class graded once through the CLI (two jobs sharing the session's sandbox)."""
-    import gradkit.sandbox
+def graded(tmp_path_factory):
+    """The class graded once through the CLI, by two grading processes."""
     from click.testing import CliRunner
 
-    from conftest import _SharedSandbox
     from gradkit.cli import main
 
     root = tmp_path_factory.mktemp("batch")
     folder = make_class(root)
     out = root / "out"
-    patch = pytest.MonkeyPatch()
-    patch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
-    try:
-        result = CliRunner().invoke(main, ["grade", str(folder), "--out", str(out), "--jobs",
-                                           "2", "--timeout", "4"], catch_exceptions=False)
-    finally:
-        patch.undo()
+    result = CliRunner().invoke(main, ["grade", str(folder), "--out", str(out), "--jobs", "2",
+                                       "--timeout", "4"], catch_exceptions=False)
     return folder, out, result
 
 
@@ -177,6 +170,50 @@ def test_a_gradkit_failure_on_one_submission_does_not_stop_the_batch(tmp_path, m
     assert rows[0].internal_error and "gradkit bug" in rows[0].error
     assert rows[1].passed
     assert batch.summarize(rows).internal_errors == 1
+
+
+def test_grading_processes_start_fresh_when_this_process_runs_threads(tmp_path):
+    """A fork is only safe with no other thread running; otherwise the grading processes are
+    fresh interpreters, with the same settings (sent as plain data) and the same results."""
+    import threading
+
+    shutil.copy(EXAMPLES / "correct.py", tmp_path / "a.py")
+    shutil.copy(EXAMPLES / "buggy" / "predict_returns_C.py", tmp_path / "b.py")
+    settings = batch.Settings(points={"training": 0})
+    assert batch.Settings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    try:
+        rows = batch.grade_all(batch.find_submissions([tmp_path]), batch.Batch(tmp_path / "out"),
+                               jobs=2, settings=settings)
+    finally:
+        stop.set()
+        busy.join()
+    assert [(r.student, r.passed, r.max, r.failing) for r in rows] == \
+        [("a", True, 80.0, []), ("b", False, 80.0, ["predict"])]
+
+
+def test_a_grading_process_that_dies_costs_one_row_and_is_replaced(tmp_path, monkeypatch):
+    import os
+
+    import gradkit.api
+
+    for name in ("a", "b", "c"):
+        shutil.copy(EXAMPLES / "correct.py", tmp_path / f"{name}.py")
+    real = gradkit.api.check
+
+    def dies_on_b(path, **options):
+        if Path(path).stem == "b":
+            os._exit(9)  # in the grading process (a fork, so it sees this patch)
+        return real(path, **options)
+
+    monkeypatch.setattr(gradkit.api, "check", dies_on_b)
+    rows = batch.grade_all(batch.find_submissions([tmp_path]), batch.Batch(tmp_path / "out"))
+    assert [(r.student, r.passed, r.internal_error) for r in rows] == \
+        [("a", True, False), ("b", False, True), ("c", True, False)]
+    assert "grading process stopped" in rows[1].error
+    assert not (tmp_path / "out" / "reports" / "b.json").exists()
 
 
 def test_exit_codes(gradkit_cli, tmp_path, monkeypatch):
