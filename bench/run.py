@@ -15,6 +15,7 @@ between the processes sharing them) of the command's whole process tree, sampled
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -83,7 +84,11 @@ def median_time(cmd: list[str], repeats: int) -> float:
 
 
 def build_class(folder: Path, size: int) -> list[Path]:
-    """A class of ``size`` submissions: correct, other styles, buggy and notebooks, in turn."""
+    """A class of ``size`` submissions: correct, other styles, buggy and notebooks, in turn.
+
+    Each file is made distinct (a line naming its student), as a real class's files are: no
+    two share a hash, so nothing keyed on a file's content can be reused between students.
+    """
     sources = sorted(p for p in EXAMPLES.rglob("*.py") if p.read_text().startswith("# gradkit-expect"))
     sources += sorted(EXAMPLES.glob("*.ipynb"))
     folder.mkdir(parents=True)
@@ -91,7 +96,14 @@ def build_class(folder: Path, size: int) -> list[Path]:
     for i in range(size):
         source = sources[i % len(sources)]
         target = folder / f"student_{i:03d}{source.suffix}"
-        shutil.copy(source, target)
+        signature = f"submitted by student {i:03d}"
+        if source.suffix == ".ipynb":
+            notebook = json.loads(source.read_text())
+            notebook["cells"].append({"cell_type": "markdown", "metadata": {},
+                                      "source": [signature]})
+            target.write_text(json.dumps(notebook, indent=1))
+        else:
+            target.write_text(source.read_text() + f"\n# {signature}\n")
         made.append(target)
     return made
 
