@@ -99,7 +99,8 @@ def build_class(folder: Path, size: int) -> list[Path]:
         signature = f"submitted by student {i:03d}"
         if source.suffix == ".ipynb":
             notebook = json.loads(source.read_text())
-            notebook["cells"].append({"cell_type": "markdown", "metadata": {},
+            notebook["cells"].append({"cell_type": "markdown", "id": f"student-{i:03d}",
+                                      "metadata": {},
                                       "source": [signature]})
             target.write_text(json.dumps(notebook, indent=1))
         else:

@@ -84,10 +84,14 @@ def _neutralise(line: str) -> str:
 
 
 def _notebook_source(raw: bytes, path: Path) -> tuple[str, dict[int, LineOrigin]]:
+    import warnings
+
     import nbformat
 
     try:
-        notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        with warnings.catch_warnings():  # a notebook from an older Jupyter (cells without ids)
+            warnings.simplefilter("ignore")  # is still a notebook: no warning on the terminal
+            notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
     except UnicodeDecodeError:
         raise LoadError(f"{path.name} is not UTF-8 text, so it is not a Jupyter notebook") from None
     except Exception as exc:  # nbformat raises several unrelated types for bad JSON/schema

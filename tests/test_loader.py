@@ -37,6 +37,20 @@ def test_ipython_lines_are_neutralised_and_lines_map_to_cells(tmp_path):
     assert submission.origins[error.line].cell == 4
 
 
+def test_a_notebook_from_an_older_jupyter_loads_without_a_warning(tmp_path, recwarn):
+    """Cells without ids (nbformat 4.4 and before) are a notebook all the same: no warning."""
+    import json
+
+    notebook = json.loads(_notebook([("code", "import torch\nx = 1")]))
+    notebook["nbformat_minor"] = 5
+    for cell in notebook["cells"]:
+        cell.pop("id", None)
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert "x = 1" in load_submission(path).source
+    assert [str(w.message) for w in recwarn] == []
+
+
 @pytest.mark.parametrize("content, words", [
     (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8"),
     (b'{"nbformat": 4}', "not a readable Jupyter notebook"),
