@@ -269,7 +269,8 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
     covered: set[str] = set()
     # without a single intermediate held, a wrong update says nothing about where the mistake
     # is: GK002 localises from the parameter gradients instead
-    steps = facts.localisation.wrong_steps() if facts.localisation.captured_any() else []
+    steps = facts.localisation.wrong_steps() if unexplained and \
+        facts.localisation.captured_any() else []
     named = {m.line for m in matches if m.line is not None}
     by_line: dict[object, tuple[str, list[str]]] = {}
     for step in steps:

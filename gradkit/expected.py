@@ -69,6 +69,12 @@ def expect_step(X: Tensor, Y: Tensor, weights: Weights, learning_rate: float) ->
     return result
 
 
+def scaled(value: Tensor, scale: float) -> Tensor:
+    """A reference value under a loss convention's ``scale``: ``value * scale``, or ``value``
+    itself for the documented convention (x * 1.0 is x, so no new tensor is needed)."""
+    return value if scale == 1.0 else value * scale
+
+
 def predictions(X: Tensor, weights: Weights) -> Tensor:
     return network.forward(X.to(F64), {n: w.to(F64) for n, w in weights.items()}).P
 

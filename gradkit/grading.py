@@ -343,15 +343,17 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                 verdict.error = f"train_neural_net {problem}"
             continue
         lr = case.learning_rate
+        before = {name: given[name].to(F64) for name in names}
         implied: dict[str, Optional[Tensor]] = {}
         gradient_tolerance: dict[str, Tolerance] = {}
         for name in names:
-            after, before = returned[name], given[name].to(F64)
-            if tuple(after.shape) != tuple(before.shape) or not after.dtype.is_floating_point:
+            after = returned[name]
+            if tuple(after.shape) != tuple(before[name].shape) or \
+                    not after.dtype.is_floating_point:
                 implied[name] = None
                 continue
-            implied[name] = (before - after.to(F64)) / lr
-            weight_scale = float(before.abs().max()) if before.numel() else 1.0
+            implied[name] = (before[name] - after.to(F64)) / lr
+            weight_scale = float(before[name].abs().max()) if before[name].numel() else 1.0
             gradient_tolerance[name] = tolerances.implied_gradient(after.dtype, weight_scale, lr)
         documented = assignment.loss_convention
         convention, scale = _convention(implied, exp, gradient_tolerance, X.shape[0], documented,
@@ -360,13 +362,16 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
         steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale))
         under = "" if convention == documented else \
             f", under the accepted {convention!r} convention"
+        value_tolerance: dict[torch.dtype, Tolerance] = {}
         for name in names:
-            after, before = returned[name], given[name].to(F64)
+            after = returned[name]
             quantity = GRADIENT_QUANTITY[name]
-            updated = before - lr * scale * exp.gradients[name]
+            updated = before[name] - lr * scale * exp.gradients[name]
+            if after.dtype not in value_tolerance:
+                value_tolerance[after.dtype] = tolerances.values(after.dtype)
             if implied[name] is None:
                 bad = compare(f"weights[{name!r}]", case.id, after, updated,
-                              tolerances.values(after.dtype), step=step)
+                              value_tolerance[after.dtype], step=step)
                 per_check[f"gradient.{name}"].comparisons.append(bad)
                 per_check["update"].comparisons.append(bad)
                 continue
@@ -374,11 +379,11 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                                    ("autograd", exp.autograd[name])):
                 per_check[f"gradient.{name}"].comparisons.append(compare(
                     f"{quantity} (implied by the update{under})", case.id, implied[name],
-                    scale * truth, gradient_tolerance[name], against=against, step=step,
+                    oracle.scaled(truth, scale), gradient_tolerance[name], against=against, step=step,
                     computed_in=after.dtype))
             per_check["update"].comparisons.append(compare(
                 f"weights[{name!r}] after the step{under}", case.id, after, updated,
-                tolerances.values(after.dtype), step=step))
+                value_tolerance[after.dtype], step=step))
     for key, verdict in per_check.items():
         verdicts[key].append(verdict)
 

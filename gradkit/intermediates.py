@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Iterable, Literal, Optional
 
 import numpy as np
@@ -29,11 +30,11 @@ import torch
 from torch import Tensor
 
 from gradkit.cases import Case
-from gradkit.compare import compare
-from gradkit.expected import StepExpectation
+from gradkit.compare import compare, float64_array, passes
+from gradkit.expected import StepExpectation, scaled
 from gradkit.loader import Submission, assignment_lines
 from gradkit.plan import StepResult, Value
-from gradkit.report import Comparison, IntermediateResult, Tolerance
+from gradkit.report import IntermediateResult, Tolerance
 from gradkit.tolerances import Tolerances
 from reference.network import GRADIENT_NAMES, sigmoid
 
@@ -65,37 +66,34 @@ def _sum_rows(t: Tensor) -> Tensor:
     return t.sum(dim=0, keepdim=True)
 
 
-def _ones_like(t: Tensor) -> Tensor:
-    return torch.ones_like(t)
-
-
 @dataclass(frozen=True)
 class Step:
     """One step of the network: its inputs, how it is computed, and the scale of its rounding.
 
     ``magnitude`` is the same computation on the inputs' absolute values (sums instead of
     differences): a float32 matrix product's rounding is bounded by eps times it, which a plain
-    relative tolerance on a result that cancels is not.
+    relative tolerance on a result that cancels is not. None for a sigmoid and its derivative,
+    whose rounding is relative to 1.
     """
 
     name: str
     inputs: tuple[str, ...]
     compute: Callable[..., Tensor]
-    magnitude: Callable[..., Tensor]
+    magnitude: Optional[Callable[..., Tensor]]
 
 
 STEPS: tuple[Step, ...] = (
     Step("A", ("X", "V", "I"), lambda X, V, I: X @ V + I, lambda X, V, I: X @ V + I),
-    Step("B", ("A",), sigmoid, _ones_like),
+    Step("B", ("A",), sigmoid, None),
     Step("C", ("B", "W", "J"), lambda B, W, J: B @ W + J, lambda B, W, J: B @ W + J),
-    Step("P", ("C",), sigmoid, _ones_like),
+    Step("P", ("C",), sigmoid, None),
     Step("dLdP", ("P", "Y"), lambda P, Y: P - Y, lambda P, Y: P + Y),
-    Step("dPdC", ("C",), lambda C: sigmoid(C, deriv=True), _ones_like),
+    Step("dPdC", ("C",), lambda C: sigmoid(C, deriv=True), None),
     Step("dLdC", ("dLdP", "dPdC"), lambda a, b: a * b, lambda a, b: a * b),
     Step("dLdW", ("B", "dLdC"), lambda B, g: B.T @ g, lambda B, g: B.T @ g),
     Step("dLdJ", ("dLdC",), _sum_rows, _sum_rows),
     Step("dLdB", ("dLdC", "W"), lambda g, W: g @ W.T, lambda g, W: g @ W.T),
-    Step("dBdA", ("A",), lambda A: sigmoid(A, deriv=True), _ones_like),
+    Step("dBdA", ("A",), lambda A: sigmoid(A, deriv=True), None),
     Step("dLdA", ("dLdB", "dBdA"), lambda a, b: a * b, lambda a, b: a * b),
     Step("dLdV", ("X", "dLdA"), lambda X, g: X.T @ g, lambda X, g: X.T @ g),
     Step("dLdI", ("dLdA",), _sum_rows, _sum_rows),
@@ -133,24 +131,41 @@ def allowance(expected: Tensor, tolerance: Tolerance, magnitude: Optional[Tensor
     return tolerance.atol + tolerance.rtol * scale
 
 
+# Diagnosis compares tiny tensors thousands of times per submission, in numpy (see
+# ``float64_array``): the same float64 arithmetic as torch's, at a fraction of the cost.
+
+def _allowed(e: np.ndarray, tolerance: Tolerance,
+             magnitude: Optional[np.ndarray | float] = None) -> np.ndarray:
+    """``allowance`` on arrays (call under ``np.errstate``: a huge rtol may overflow)."""
+    scale = np.abs(e) if magnitude is None else np.maximum(np.abs(magnitude), np.abs(e))
+    return tolerance.atol + tolerance.rtol * scale
+
+
+def _agree(a: np.ndarray, e: np.ndarray, allowed: np.ndarray) -> bool:
+    """Every element within its allowance, or equal (equal non-finite values agree)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: judged by ``same``
+        near = np.abs(a - e) <= allowed
+    if near.all():
+        return True
+    same = (a == e) | (np.isnan(a) & np.isnan(e))
+    return bool((same | near).all())
+
+
 def within(actual: Tensor, expected: Tensor, allowed: Tensor) -> bool:
     """Same shape and every element within its allowance; equal non-finite values agree."""
     if actual.shape != expected.shape:
         return False
-    # tiny tensors, called thousands of times: numpy's per-operation cost is torch's fraction
-    a = actual.detach().to(F64).numpy()
-    e = expected.detach().to(F64).numpy()
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: judged by ``same``
-        same = (a == e) | (np.isnan(a) & np.isnan(e))
-        close = np.abs(a - e) <= allowed.detach().to(F64).numpy()
-    return bool((same | close).all())
+    return _agree(float64_array(actual), float64_array(expected), float64_array(allowed))
 
 
 def close(actual: Optional[Tensor], expected: Tensor, tolerance: Tolerance) -> bool:
     """``actual`` matches ``expected`` within ``tolerance`` (False when missing or misshapen)."""
-    if actual is None:
+    if actual is None or actual.shape != expected.shape:
         return False
-    return within(actual, expected, allowance(expected.to(F64), tolerance))
+    e = float64_array(expected)
+    with np.errstate(invalid="ignore", over="ignore"):
+        allowed = _allowed(e, tolerance)
+    return _agree(float64_array(actual), e, allowed)
 
 
 def distinct(one: Tensor, other: Tensor, tolerance: Tolerance, margin: float = 4.0) -> bool:
@@ -158,10 +173,11 @@ def distinct(one: Tensor, other: Tensor, tolerance: Tolerance, margin: float = 4
     match at most one of them."""
     if one.shape != other.shape:
         return True
-    a, b = one.to(F64), other.to(F64)
-    if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
-        return not bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
-    return bool(((a - b).abs() > margin * allowance(b, tolerance)).any())
+    a, b = float64_array(one), float64_array(other)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return not bool(((a == b) | (np.isnan(a) & np.isnan(b))).all())
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool((np.abs(a - b) > margin * _allowed(b, tolerance)).any())
 
 
 @dataclass(frozen=True)
@@ -201,9 +217,15 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
 
 def holds(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]], factor: float) -> bool:
     """Every ``actual`` equals ``factor * expected`` within its tolerance."""
-    return all(a.shape == e.shape and within(a.to(F64), factor * e.to(F64),
-                                             allowance(factor * e.to(F64), t))
-               for a, e, t in pairs)
+    for a, e, t in pairs:
+        if a.shape != e.shape:
+            return False
+        with np.errstate(invalid="ignore", over="ignore"):
+            target = factor * float64_array(e)
+            allowed = _allowed(target, t)
+        if not _agree(float64_array(a), target, allowed):
+            return False
+    return True
 
 
 def snap(value: float, holds: Callable[[float], bool]) -> float:
@@ -239,6 +261,11 @@ class StepObservation:
     tolerances: Tolerances
     #: the loss convention's factor the grader judged this call under (1 unless accepted)
     scale: float = 1.0
+    # tolerances asked for again and again, worked out once for this call
+    _gradient_tolerances: dict[str, Tolerance] = field(default_factory=dict, init=False,
+                                                       repr=False, compare=False)
+    _value_tolerances: dict[torch.dtype, Tolerance] = field(default_factory=dict, init=False,
+                                                           repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -255,24 +282,32 @@ class StepObservation:
 
     def gradient_tolerance(self, name: str) -> Tolerance:
         """The tolerance of an implied gradient of weight ``name`` (as the grader uses it)."""
-        before = self.given[name]
-        scale = float(before.abs().max()) if before.numel() else 1.0
-        return self.tolerances.implied_gradient(self.dtype, scale, self.learning_rate)
+        tolerance = self._gradient_tolerances.get(name)
+        if tolerance is None:
+            before = self.given[name]
+            scale = float(before.abs().max()) if before.numel() else 1.0
+            tolerance = self.tolerances.implied_gradient(self.dtype, scale, self.learning_rate)
+            self._gradient_tolerances[name] = tolerance
+        return tolerance
 
     def value_tolerance(self, dtype: Optional[torch.dtype] = None) -> Tolerance:
         dtype = dtype or self.dtype
-        return self.tolerances.values(dtype if dtype.is_floating_point else torch.float64)
+        dtype = dtype if dtype.is_floating_point else torch.float64
+        tolerance = self._value_tolerances.get(dtype)
+        if tolerance is None:
+            tolerance = self._value_tolerances[dtype] = self.tolerances.values(dtype)
+        return tolerance
 
     def gradient(self, name: str, scale: Optional[float] = None) -> Tensor:
         """The reference gradient of weight ``name`` (float64) under the call's convention."""
-        return self.expectation.gradients[name] * (self.scale if scale is None else scale)
+        return scaled(self.expectation.gradients[name], self.scale if scale is None else scale)
 
     def reference(self, quantity: str) -> Tensor:
         """The reference's value of a notebook quantity (A ... P, dLdP ... dLdI), float64."""
         if quantity in FORWARD:
             return getattr(self.expectation.forward, quantity)
         value = getattr(self.expectation.backward, quantity)
-        return value * self.scale if quantity in LOSS_LINEAR else value
+        return scaled(value, self.scale) if quantity in LOSS_LINEAR else value
 
     def captured(self, function: str, variable: str) -> Optional[Tensor]:
         value = self.result.captured.get(function, {}).get(variable)
@@ -453,25 +488,31 @@ def compare_intermediates(observations: list[StepObservation], found: dict[str, 
         if where is None:
             results.append(IntermediateResult(name=quantity, status="not_found"))
             continue
-        comparisons: list[Comparison] = []
+        # the report shows the first call that fails (else the first call): only its numbers
+        # are written up
+        shown: Optional[tuple[StepObservation, Tensor, Tensor]] = None
+        failed = False
         for obs in observations:
             actual = student_value(obs, where)
             if actual is None:
                 continue
             expected = obs.reference(quantity)
             actual = as_expected_shape(actual, expected)
-            comparisons.append(compare(f"{quantity} ({where.label})", obs.case.id, actual,
-                                       expected, obs.value_tolerance(actual.dtype),
-                                       step=obs.step))
-        if not comparisons:
+            if not passes(actual, expected, obs.value_tolerance(actual.dtype)):
+                shown, failed = (obs, actual, expected), True
+                break
+            if shown is None:
+                shown = (obs, actual, expected)
+        if shown is None:
             results.append(IntermediateResult(name=quantity, status="not_found"))
             continue
-        failed = [c for c in comparisons if not c.passed]
+        obs, actual, expected = shown
+        comparison = compare(f"{quantity} ({where.label})", obs.case.id, actual, expected,
+                             obs.value_tolerance(actual.dtype), step=obs.step)
         line = source.assignment_line(where.function, where.variable)
         results.append(IntermediateResult(
             name=quantity, status="mismatch" if failed else "match", found_as=where.label,
-            matched_by=where.by, location=submission.location(line),
-            comparison=failed[0] if failed else comparisons[0]))
+            matched_by=where.by, location=submission.location(line), comparison=comparison))
     return results
 
 
@@ -496,11 +537,20 @@ class StepCheck:
     problem: Optional[Literal["shape", "values", "nonfinite"]] = None
 
 
-@dataclass
 class Localisation:
-    """Every step of every call, judged from the student's own upstream values."""
+    """Every step of every call, judged from the student's own upstream values.
 
-    checks: list[dict[str, StepCheck]] = field(default_factory=list)
+    The steps are worked out when first read: a submission with nothing wrong never needs them.
+    """
+
+    def __init__(self, observations: list[StepObservation], found: dict[str, Found]) -> None:
+        self.observations = observations
+        self.found = found
+
+    @cached_property
+    def checks(self) -> list[dict[str, StepCheck]]:
+        """``localise_call`` of each call, in order."""
+        return [localise_call(obs, self.found) for obs in self.observations]
 
     def of(self, step: str) -> list[StepCheck]:
         return [c[step] for c in self.checks if step in c]
@@ -517,21 +567,33 @@ class Localisation:
                    if not n.startswith("update."))
 
 
+#: The magnitude of a step whose rounding is relative to 1 (``Step.magnitude`` None).
+UNIT = 1.0
+
+
 def _judge(step: str, obs: StepObservation, actual: Optional[Tensor], expected: Optional[Tensor],
-           magnitude: Optional[Tensor], tolerance: Tolerance, span: tuple[str, ...]) -> StepCheck:
+           magnitude: Optional[Tensor | float], tolerance: Tolerance, span: tuple[str, ...]
+           ) -> StepCheck:
     if expected is None:
         return StepCheck(step, obs, "unknown", None, actual, span=span)
     if actual is None:
         return StepCheck(step, obs, "unknown", expected, span=span)
     actual = as_expected_shape(actual.to(F64), expected)
-    allowed = allowance(expected, tolerance, magnitude)
+    e = float64_array(expected)
+    if isinstance(magnitude, Tensor):
+        magnitude = float64_array(magnitude)
+    with np.errstate(invalid="ignore", over="ignore"):
+        allowed = _allowed(e, tolerance, magnitude)
     if actual.shape != expected.shape:
-        return StepCheck(step, obs, "wrong", expected, actual, allowed, tolerance, span, "shape")
-    if within(actual, expected, allowed):
-        return StepCheck(step, obs, "right", expected, actual, allowed, tolerance, span)
-    finite = bool(torch.isfinite(actual).all())
-    return StepCheck(step, obs, "wrong", expected, actual, allowed, tolerance, span,
-                     "values" if finite else "nonfinite")
+        return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed),
+                         tolerance, span, "shape")
+    a = float64_array(actual)
+    if _agree(a, e, allowed):
+        return StepCheck(step, obs, "right", expected, actual, torch.from_numpy(allowed),
+                         tolerance, span)
+    finite = bool(np.isfinite(a).all())
+    return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed), tolerance,
+                     span, "values" if finite else "nonfinite")
 
 
 def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, StepCheck]:
@@ -553,7 +615,8 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
         if all(i is not None for i in inputs):
             try:
                 expected = step.compute(*inputs)
-                magnitude = step.magnitude(*(i.abs() for i in inputs))
+                magnitude = UNIT if step.magnitude is None else \
+                    step.magnitude(*(i.abs() for i in inputs))
             except RuntimeError:  # the student's upstream value has a shape that cannot combine
                 expected = None
             if expected is not None and step.name == "dLdP":
@@ -577,18 +640,21 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             checks[key] = StepCheck(key, obs, "unknown", None, span=span)
             continue
         implied = obs.implied.get(name)
-        # the update the student's own gradient implies, broadcast as torch would
+        if implied is not None:
+            # the student's own gradient, broadcast as their update would have broadcast it
+            shape = tuple(implied.shape)
+            if tuple(gradient.shape) != shape and \
+                    _broadcast(tuple(obs.given[name].shape), tuple(gradient.shape)) == shape:
+                gradient = torch.broadcast_to(gradient, shape)
+            checks[key] = _judge(key, obs, implied, gradient, None,
+                                 obs.gradient_tolerance(name), span)
+            continue
+        # the returned weight has another shape: compare it with the update the student's own
+        # gradient implies, broadcast as torch would
         try:
             expected = obs.given[name] - obs.learning_rate * gradient
         except RuntimeError:
             expected = None
-        if implied is not None:
-            if expected is not None and expected.shape == implied.shape:
-                gradient = torch.broadcast_to(gradient, implied.shape)
-            checks[key] = _judge(key, obs, implied, gradient, None,
-                                 obs.gradient_tolerance(name), span)
-            continue
-        # the returned weight has another shape: compare it with that update
         returned = obs.returned.get(name)
         if returned is None or not returned.dtype.is_floating_point:
             checks[key] = StepCheck(key, obs, "wrong", expected, None, span=span, problem="shape")
@@ -599,8 +665,8 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
 
 
 def localise(observations: list[StepObservation], found: dict[str, Found]) -> Localisation:
-    """``localise_call`` on every call."""
-    return Localisation([localise_call(obs, found) for obs in observations])
+    """``localise_call`` on every call (when first read)."""
+    return Localisation(observations, found)
 
 
 def credit(checks: dict[str, StepCheck], check_id: str) -> Optional[tuple[str, ...]]:
