@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from gradkit.cases import Case
+from gradkit.expected import scaled
 from gradkit.grading import weights_of
 from gradkit.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
                                    Found, Localisation, SourceIndex, StepObservation, aliases,
@@ -384,8 +385,7 @@ class Facts:
         if self._wrong is None:
             self._wrong = frozenset(
                 name for name in PARAMETERS for obs in self.steps
-                if not any(close(obs.implied.get(name), s * obs.expectation.gradients[name],
-                                 obs.gradient_tolerance(name)) for s in self.scales(obs)))
+                if not any(obs.gradient_right(name, s) for s in self.scales(obs)))
         return self._wrong
 
     def step_base(self) -> Optional[StepObservation]:
@@ -488,8 +488,8 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
                 continue
             verdict = None
             for scale in scales or facts.scales(obs):
-                verdict = _one(obs, name, scale * alternative_gradients[name],
-                               scale * obs.expectation.gradients[name]) or verdict
+                verdict = _one(obs, name, scaled(alternative_gradients[name], scale),
+                               scale) or verdict
                 if verdict == "hit":
                     break
             if verdict == "hit":
@@ -505,15 +505,17 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
     return outcomes
 
 
-def _one(obs: StepObservation, name: str, alternative: Tensor, reference: Tensor
-         ) -> Optional[str]:
+def _one(obs: StepObservation, name: str, alternative: Tensor, scale: float) -> Optional[str]:
+    """One call, one weight: "hit", "miss", or None where the alternative (under the loss
+    ``scale``) cannot be told apart from the reference."""
+    reference = obs.gradient(name, scale)
     implied = obs.implied.get(name)
     if implied is not None:
         tolerance = obs.gradient_tolerance(name)
         if alternative.shape == reference.shape and not distinct(alternative, reference,
                                                                   tolerance):
             return None
-        hit = close(implied, alternative, tolerance) and not close(implied, reference, tolerance)
+        hit = close(implied, alternative, tolerance) and not obs.gradient_right(name, scale)
         return "hit" if hit else "miss"
     returned = obs.returned.get(name)
     if returned is None or not returned.dtype.is_floating_point:

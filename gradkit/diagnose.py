@@ -149,7 +149,7 @@ def _parameter_pattern(observations: list[StepObservation], name: str
         if implied is None:
             return None
         reference = obs.gradient(name)
-        if close(implied, reference, obs.gradient_tolerance(name)):
+        if obs.gradient_right(name):
             continue  # right here: the pattern is about the calls where it is wrong
         pairs.append((implied, reference, obs.gradient_tolerance(name), obs.batch_size,
                       obs.learning_rate))
@@ -253,10 +253,8 @@ def _from_match(match: Match, facts: Facts) -> Diagnosis:
 
 
 def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
-    implied = obs.implied.get(name)
-    return implied is not None and any(
-        close(implied, scale * obs.expectation.gradients[name], obs.gradient_tolerance(name))
-        for scale in facts.scales(obs))
+    return obs.implied.get(name) is not None and any(
+        obs.gradient_right(name, scale) for scale in facts.scales(obs))
 
 
 def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:

@@ -266,6 +266,8 @@ class StepObservation:
                                                        repr=False, compare=False)
     _value_tolerances: dict[torch.dtype, Tolerance] = field(default_factory=dict, init=False,
                                                            repr=False, compare=False)
+    _gradients_right: dict[tuple[str, float], bool] = field(default_factory=dict, init=False,
+                                                            repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -297,6 +299,18 @@ class StepObservation:
         if tolerance is None:
             tolerance = self._value_tolerances[dtype] = self.tolerances.values(dtype)
         return tolerance
+
+    def gradient_right(self, name: str, scale: Optional[float] = None) -> bool:
+        """The gradient of weight ``name`` implied by the update is the reference's, under the
+        loss scale ``scale`` (the call's convention by default), within its tolerance.
+        Every matcher asks this again: it is worked out once for each scale."""
+        key = (name, self.scale if scale is None else scale)
+        right = self._gradients_right.get(key)
+        if right is None:
+            right = self._gradients_right[key] = close(
+                self.implied.get(name), self.gradient(name, key[1]),
+                self.gradient_tolerance(name))
+        return right
 
     def gradient(self, name: str, scale: Optional[float] = None) -> Tensor:
         """The reference gradient of weight ``name`` (float64) under the call's convention."""
