@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,20 +73,20 @@ class Value:
 
 def rebuild(desc: Any, payload: bytes) -> Value:
     """A wire description as a ``Value`` of plain tensors. Raises ``wire.WireError``."""
-    if wire.is_array(desc):
-        dtype, shape, raw = wire.check_array(desc, payload)
-        if dtype == "bfloat16":
-            t = torch.frombuffer(bytearray(raw), dtype=torch.int16).view(torch.bfloat16) \
-                if raw else torch.empty(0, dtype=torch.bfloat16)
-        else:
-            t = torch.frombuffer(bytearray(raw), dtype=getattr(torch, dtype)) \
-                if raw else torch.empty(0, dtype=getattr(torch, dtype))
-        source = desc.get("source")
-        return Value("array", tensor=t.reshape(shape),
-                     source=source if isinstance(source, str) else "tensor")
     if not isinstance(desc, dict):
         return Value("object", type_name=type(desc).__name__)
     kind = desc.get("kind")
+    if kind == "array":
+        dtype, shape, raw = wire.check_array(desc, payload)
+        if dtype == "bfloat16":  # numpy has no bfloat16
+            t = torch.frombuffer(bytearray(raw), dtype=torch.int16).view(torch.bfloat16) \
+                if raw else torch.empty(0, dtype=torch.bfloat16)
+            t = t.reshape(shape)
+        else:
+            # a copy the tensor owns; numpy reshapes a tiny array at half torch's cost
+            t = torch.from_numpy(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
+        source = desc.get("source")
+        return Value("array", tensor=t, source=source if isinstance(source, str) else "tensor")
     if kind == "dict" and isinstance(desc.get("items"), dict):
         return Value("dict", items={str(k): rebuild(v, payload) for k, v in desc["items"].items()},
                      type_name=str(desc.get("type", "dict")))

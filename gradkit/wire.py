@@ -143,14 +143,15 @@ def check_array(desc: Any, payload: bytes) -> tuple[str, tuple[int, ...], bytes]
     offset, nbytes = desc.get("offset"), desc.get("nbytes")
     if dtype not in ITEMSIZE:
         raise WireError(f"dtype {dtype!r} is not one gradkit rebuilds")
-    if not (isinstance(shape, list) and len(shape) <= 8
-            and all(isinstance(s, int) and 0 <= s < 1 << 31 for s in shape)):
+    if not (isinstance(shape, list) and len(shape) <= 8):
         raise WireError(f"shape {shape!r} is not a list of sizes")
-    if not (isinstance(offset, int) and isinstance(nbytes, int) and offset >= 0 and nbytes >= 0):
-        raise WireError("array offset and length must be non-negative integers")
     numel = 1
     for s in shape:
+        if not (isinstance(s, int) and 0 <= s < 1 << 31):
+            raise WireError(f"shape {shape!r} is not a list of sizes")
         numel *= s
+    if not (isinstance(offset, int) and isinstance(nbytes, int) and offset >= 0 and nbytes >= 0):
+        raise WireError("array offset and length must be non-negative integers")
     if numel * ITEMSIZE[dtype] != nbytes:
         raise WireError(f"{nbytes} bytes do not hold a {dtype} array of shape {tuple(shape)}")
     if offset + nbytes > len(payload):
