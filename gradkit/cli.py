@@ -199,8 +199,10 @@ def schema() -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Submissions graded at once, each by its own isolated worker.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+              show_default="the number of CPUs",
+              help="Submissions graded at once, each by its own grading process and isolated "
+                   "worker.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("gradkit-reports"), show_default=True,
               help="Folder for reports/<student>.json and gradebook.csv.")
