@@ -132,19 +132,25 @@ def allowance(expected: Tensor, tolerance: Tolerance, magnitude: Optional[Tensor
 
 
 # Diagnosis compares tiny tensors thousands of times per submission, in numpy (see
-# ``float64_array``): the same float64 arithmetic as torch's, at a fraction of the cost.
+# ``float64_array``): the same float64 arithmetic as torch's, at a fraction of the cost. Torch
+# computes inf - inf or an overflow silently; the numpy below runs under ``_quiet()`` to do the
+# same.
+
+def _quiet() -> np.errstate:
+    return np.errstate(invalid="ignore", over="ignore")
+
 
 def _allowed(e: np.ndarray, tolerance: Tolerance,
              magnitude: Optional[np.ndarray | float] = None) -> np.ndarray:
-    """``allowance`` on arrays (call under ``np.errstate``: a huge rtol may overflow)."""
+    """``allowance`` on arrays (under ``_quiet()``)."""
     scale = np.abs(e) if magnitude is None else np.maximum(np.abs(magnitude), np.abs(e))
     return tolerance.atol + tolerance.rtol * scale
 
 
 def _agree(a: np.ndarray, e: np.ndarray, allowed: np.ndarray) -> bool:
-    """Every element within its allowance, or equal (equal non-finite values agree)."""
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: judged by ``same``
-        near = np.abs(a - e) <= allowed
+    """Every element within its allowance, or equal (equal non-finite values agree; inf - inf
+    is judged by that). Under ``_quiet()``."""
+    near = np.abs(a - e) <= allowed
     if near.all():
         return True
     same = (a == e) | (np.isnan(a) & np.isnan(e))
@@ -155,7 +161,8 @@ def within(actual: Tensor, expected: Tensor, allowed: Tensor) -> bool:
     """Same shape and every element within its allowance; equal non-finite values agree."""
     if actual.shape != expected.shape:
         return False
-    return _agree(float64_array(actual), float64_array(expected), float64_array(allowed))
+    with _quiet():
+        return _agree(float64_array(actual), float64_array(expected), float64_array(allowed))
 
 
 def close(actual: Optional[Tensor], expected: Tensor, tolerance: Tolerance) -> bool:
@@ -163,9 +170,8 @@ def close(actual: Optional[Tensor], expected: Tensor, tolerance: Tolerance) -> b
     if actual is None or actual.shape != expected.shape:
         return False
     e = float64_array(expected)
-    with np.errstate(invalid="ignore", over="ignore"):
-        allowed = _allowed(e, tolerance)
-    return _agree(float64_array(actual), e, allowed)
+    with _quiet():
+        return _agree(float64_array(actual), e, _allowed(e, tolerance))
 
 
 def distinct(one: Tensor, other: Tensor, tolerance: Tolerance, margin: float = 4.0) -> bool:
@@ -176,7 +182,7 @@ def distinct(one: Tensor, other: Tensor, tolerance: Tolerance, margin: float = 4
     a, b = float64_array(one), float64_array(other)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return not bool(((a == b) | (np.isnan(a) & np.isnan(b))).all())
-    with np.errstate(invalid="ignore", over="ignore"):
+    with _quiet():
         return bool((np.abs(a - b) > margin * _allowed(b, tolerance)).any())
 
 
@@ -205,7 +211,11 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     expected = torch.cat([e.to(F64).reshape(-1) for _, e, _ in pairs])
     if not bool(torch.isfinite(actual).all() and torch.isfinite(expected).all()):
         return None
-    weight = torch.cat([1.0 / allowance(e.to(F64), t).reshape(-1) ** 2 for _, e, t in pairs])
+    # every element's allowance at once, with its own call's atol and rtol
+    sizes = torch.tensor([e.numel() for _, e, _ in pairs])
+    atol = torch.tensor([t.atol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
+    rtol = torch.tensor([t.rtol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
+    weight = 1.0 / (atol + rtol * expected.abs()) ** 2
     denominator = float((weight * expected) @ expected)
     if denominator == 0.0:
         return None
@@ -217,14 +227,13 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
 
 def holds(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]], factor: float) -> bool:
     """Every ``actual`` equals ``factor * expected`` within its tolerance."""
-    for a, e, t in pairs:
-        if a.shape != e.shape:
-            return False
-        with np.errstate(invalid="ignore", over="ignore"):
+    with _quiet():
+        for a, e, t in pairs:
+            if a.shape != e.shape:
+                return False
             target = factor * float64_array(e)
-            allowed = _allowed(target, t)
-        if not _agree(float64_array(a), target, allowed):
-            return False
+            if not _agree(float64_array(a), target, _allowed(target, t)):
+                return False
     return True
 
 
@@ -596,15 +605,15 @@ def _judge(step: str, obs: StepObservation, actual: Optional[Tensor], expected: 
     e = float64_array(expected)
     if isinstance(magnitude, Tensor):
         magnitude = float64_array(magnitude)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with _quiet():
         allowed = _allowed(e, tolerance, magnitude)
-    if actual.shape != expected.shape:
-        return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed),
-                         tolerance, span, "shape")
-    a = float64_array(actual)
-    if _agree(a, e, allowed):
-        return StepCheck(step, obs, "right", expected, actual, torch.from_numpy(allowed),
-                         tolerance, span)
+        if actual.shape != expected.shape:
+            return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed),
+                             tolerance, span, "shape")
+        a = float64_array(actual)
+        if _agree(a, e, allowed):
+            return StepCheck(step, obs, "right", expected, actual, torch.from_numpy(allowed),
+                             tolerance, span)
     finite = bool(np.isfinite(a).all())
     return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed), tolerance,
                      span, "values" if finite else "nonfinite")
