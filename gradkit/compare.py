@@ -55,7 +55,7 @@ def passes(actual: Optional[Tensor], expected: Tensor, tolerance: Tolerance, *,
             (computed_in or actual.dtype) not in FLOAT_DTYPES:
         return False
     a = float64_array(actual)
-    if not np.isfinite(a).all():
+    if np.count_nonzero(np.isfinite(a)) != a.size:
         return False
     e = float64_array(expected)
     return not (np.abs(a - e) > tolerance.atol + tolerance.rtol * np.abs(e)).any()
@@ -97,8 +97,8 @@ def compare(
     a = float64_array(actual).reshape(-1)
     e = float64_array(expected).reshape(-1)
     finite = np.isfinite(a)
-    if not finite.all():
-        bad = int(finite.size - np.count_nonzero(finite))
+    bad = finite.size - np.count_nonzero(finite)
+    if bad:
         index = _unravel(int(finite.argmin()), tuple(expected.shape))
         return Comparison(**base, passed=False, problem="nonfinite", actual_shape=shape,
                           actual_dtype=dtype, mismatched=bad, worst_index=index,

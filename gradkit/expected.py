@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from gradkit.cases import TRAINING_CHECKPOINTS, Case
+from gradkit.compare import float64_array
 from reference import network
 from reference.oracles import autograd_gradients
 from reference.toy_data import cross_entropy
@@ -40,9 +41,8 @@ class TrainingExpectation:
 def _key(*tensors: Tensor) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     for t in tensors:
-        t = t.detach().to(F64).contiguous()
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.numpy().tobytes())
+        digest.update(float64_array(t).tobytes())  # row-major bytes of the float64 values
     return digest.digest()
 
 

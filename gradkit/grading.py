@@ -88,6 +88,9 @@ class SeenStep:
     #: the loss convention its gradients were judged under (the documented one unless accepted)
     convention: LossConvention
     scale: float  # that convention's factor on the documented gradients
+    #: the gradients the update implies, (given - returned) / learning_rate in float64 (None
+    #: where the returned weight has another shape or dtype)
+    implied: dict[str, Optional[Tensor]]
 
 
 @dataclass
@@ -263,7 +266,8 @@ def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool 
     from gradkit.intermediates import observe
 
     return [observe(s.case, s.index, s.expectation, s.result, s.given, s.returned, tolerances,
-                    s.scale) for s in steps if probes or not is_probe(s.case)]
+                    s.scale, implied=s.implied)
+            for s in steps if probes or not is_probe(s.case)]
 
 
 def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenStep],
@@ -356,7 +360,8 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
         convention, scale = _convention(implied, exp, gradient_tolerance, X.shape[0], documented,
                                         accepted) if accepted else \
             (documented, convention_scale(documented, X.shape[0]))
-        steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale))
+        steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale,
+                                   implied))
         under = "" if convention == documented else \
             f", under the accepted {convention!r} convention"
         value_tolerance: dict[torch.dtype, Tolerance] = {}

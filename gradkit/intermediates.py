@@ -351,16 +351,19 @@ def _computed_dtype(returned: dict[str, Tensor], X: Tensor) -> torch.dtype:
 
 def observe(case: Case, index: int, expectation: StepExpectation, result: StepResult,
             given: dict[str, Tensor], returned: dict[str, Tensor], tolerances: Tolerances,
-            scale: float = 1.0) -> StepObservation:
-    """A ``StepObservation`` of one call (the grader's ``SeenStep`` carries these parts)."""
+            scale: float = 1.0, *, implied: Optional[dict[str, Optional[Tensor]]] = None
+            ) -> StepObservation:
+    """A ``StepObservation`` of one call (the grader's ``SeenStep`` carries these parts, the
+    gradients its update implies included: ``implied``, worked out here when not given)."""
     X, Y = (case.batches[index] if case.kind == "chain" else (case.X, case.Y))
     lr = case.learning_rate
-    implied: dict[str, Optional[Tensor]] = {}
-    for name, before in given.items():
-        after = returned.get(name)
-        ok = after is not None and tuple(after.shape) == tuple(before.shape) and \
-            after.dtype.is_floating_point
-        implied[name] = (before.to(F64) - after.to(F64)) / lr if ok else None
+    if implied is None:
+        implied = {}
+        for name, before in given.items():
+            after = returned.get(name)
+            ok = after is not None and tuple(after.shape) == tuple(before.shape) and \
+                after.dtype.is_floating_point
+            implied[name] = (before.to(F64) - after.to(F64)) / lr if ok else None
     return StepObservation(
         case=case, index=index, X=X.to(F64), Y=Y.to(F64),
         given={n: w.to(F64) for n, w in given.items()}, learning_rate=lr,
