@@ -381,8 +381,8 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                                    ("autograd", exp.autograd[name])):
                 per_check[f"gradient.{name}"].comparisons.append(compare(
                     f"{quantity} (implied by the update{under})", case.id, implied[name],
-                    oracle.scaled(truth, scale), gradient_tolerance[name], against=against, step=step,
-                    computed_in=after.dtype))
+                    oracle.scaled(truth, scale), gradient_tolerance[name], against=against,
+                    step=step, computed_in=after.dtype))
             per_check["update"].comparisons.append(compare(
                 f"weights[{name!r}] after the step{under}", case.id, after, updated,
                 value_tolerance[after.dtype], step=step))

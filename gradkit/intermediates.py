@@ -556,7 +556,6 @@ class StepCheck:
     #: the value the step should have, computed from the student's own upstream values
     expected: Optional[Tensor]
     actual: Optional[Tensor] = None  # the student's value (float64), None if not captured
-    allowed: Optional[Tensor] = None  # elementwise allowance used
     tolerance: Optional[Tolerance] = None
     #: steps the student's function did not hold, folded into this one (the mistake may be there)
     span: tuple[str, ...] = ()
@@ -597,29 +596,43 @@ class Localisation:
 UNIT = 1.0
 
 
+def _magnitude(step: Step, inputs: list[Tensor], scale: float) -> Tensor | float:
+    """The scale of a step's rounding (see ``Step``), from its inputs; ``scale`` is the loss
+    convention's factor, which dLdP carries."""
+    if step.magnitude is None:
+        return UNIT
+    magnitude = step.magnitude(*(i.abs() for i in inputs))
+    return magnitude * abs(scale) if step.name == "dLdP" else magnitude
+
+
 def _judge(step: str, obs: StepObservation, actual: Optional[Tensor], expected: Optional[Tensor],
-           magnitude: Optional[Tensor | float], tolerance: Tolerance, span: tuple[str, ...]
-           ) -> StepCheck:
+           tolerance: Tolerance, span: tuple[str, ...],
+           magnitude: Optional[Callable[[], Tensor | float]] = None) -> StepCheck:
+    """The student's value of a step against what it should be. ``magnitude`` (the scale of the
+    step's rounding) widens the allowance to atol + rtol * max(|magnitude|, |expected|)."""
     if expected is None:
         return StepCheck(step, obs, "unknown", None, actual, span=span)
     if actual is None:
         return StepCheck(step, obs, "unknown", expected, span=span)
     actual = as_expected_shape(actual.to(F64), expected)
-    e = float64_array(expected)
-    if isinstance(magnitude, Tensor):
-        magnitude = float64_array(magnitude)
+    if actual.shape != expected.shape:
+        return StepCheck(step, obs, "wrong", expected, actual, tolerance, span, "shape")
+    a, e = float64_array(actual), float64_array(expected)
     with _quiet():
-        allowed = _allowed(e, tolerance, magnitude)
-        if actual.shape != expected.shape:
-            return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed),
-                             tolerance, span, "shape")
-        a = float64_array(actual)
-        if _agree(a, e, allowed):
-            return StepCheck(step, obs, "right", expected, actual, torch.from_numpy(allowed),
-                             tolerance, span)
+        # The magnitude is worked out only for a value not within atol + rtol * |expected|:
+        # with rtol > 0 the wider allowance accepts everything the narrow one does (a NaN in
+        # the magnitude comes with a NaN in the expected value, which no allowance accepts).
+        right = (magnitude is None or tolerance.rtol > 0) and _agree(a, e, _allowed(e, tolerance))
+        if not right and magnitude is not None:
+            scale = magnitude()
+            if isinstance(scale, Tensor):
+                scale = float64_array(scale)
+            right = _agree(a, e, _allowed(e, tolerance, scale))
+    if right:
+        return StepCheck(step, obs, "right", expected, actual, tolerance, span)
     finite = bool(np.isfinite(a).all())
-    return StepCheck(step, obs, "wrong", expected, actual, torch.from_numpy(allowed), tolerance,
-                     span, "values" if finite else "nonfinite")
+    return StepCheck(step, obs, "wrong", expected, actual, tolerance, span,
+                     "values" if finite else "nonfinite")
 
 
 def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, StepCheck]:
@@ -637,19 +650,18 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
         inputs = [values.get(name) for name in step.inputs]
         span = tuple(dict.fromkeys(s for name in step.inputs if name in filled
                                    for s in (*spans.get(name, ()), name)))
-        expected = magnitude = None
+        expected = None
         if all(i is not None for i in inputs):
             try:
                 expected = step.compute(*inputs)
-                magnitude = UNIT if step.magnitude is None else \
-                    step.magnitude(*(i.abs() for i in inputs))
             except RuntimeError:  # the student's upstream value has a shape that cannot combine
                 expected = None
             if expected is not None and step.name == "dLdP":
-                expected, magnitude = expected * obs.scale, magnitude * abs(obs.scale)
+                expected = expected * obs.scale
         actual = student_value(obs, found.get(step.name))
         tolerance = obs.value_tolerance(actual.dtype if actual is not None else None)
-        check = _judge(step.name, obs, actual, expected, magnitude, tolerance, span)
+        check = _judge(step.name, obs, actual, expected, tolerance, span,
+                       lambda: _magnitude(step, inputs, obs.scale))
         checks[step.name] = check
         if actual is not None:
             values[step.name] = check.actual
@@ -672,8 +684,7 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             if tuple(gradient.shape) != shape and \
                     _broadcast(tuple(obs.given[name].shape), tuple(gradient.shape)) == shape:
                 gradient = torch.broadcast_to(gradient, shape)
-            checks[key] = _judge(key, obs, implied, gradient, None,
-                                 obs.gradient_tolerance(name), span)
+            checks[key] = _judge(key, obs, implied, gradient, obs.gradient_tolerance(name), span)
             continue
         # the returned weight has another shape: compare it with the update the student's own
         # gradient implies, broadcast as torch would
@@ -685,7 +696,7 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
         if returned is None or not returned.dtype.is_floating_point:
             checks[key] = StepCheck(key, obs, "wrong", expected, None, span=span, problem="shape")
             continue
-        checks[key] = _judge(key, obs, returned.to(F64), expected, None,
+        checks[key] = _judge(key, obs, returned.to(F64), expected,
                              obs.value_tolerance(returned.dtype), span)
     return checks
 
