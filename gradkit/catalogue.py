@@ -378,6 +378,7 @@ class Facts:
     tolerances: Tolerances
     accepted: tuple[str, ...] = ()
     _wrong: Optional[frozenset[str]] = field(default=None, repr=False)
+    _lines: dict[str, Optional[int]] = field(default_factory=dict, repr=False)
 
     @property
     def wrong_parameters(self) -> frozenset[str]:
@@ -405,6 +406,11 @@ class Facts:
 
     def line_of(self, step: str) -> Optional[int]:
         """The line of the student's source where a step is computed, if known."""
+        if step not in self._lines:
+            self._lines[step] = self._line_of(step)
+        return self._lines[step]
+
+    def _line_of(self, step: str) -> Optional[int]:
         if step.startswith("update."):
             name = step.split(".")[1]
             gradient = self.found.get(GRADIENT_OF[name])

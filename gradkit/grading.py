@@ -368,7 +368,10 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
         for name in names:
             after = returned[name]
             quantity = GRADIENT_QUANTITY[name]
-            updated = before[name] - lr * scale * exp.gradients[name]
+            # under the documented convention this is the reference's own update (expect_step
+            # computes w - lr * gradient from the same float64 weights)
+            updated = exp.updated[name] if scale == 1.0 else \
+                before[name] - lr * scale * exp.gradients[name]
             if after.dtype not in value_tolerance:
                 value_tolerance[after.dtype] = tolerances.values(after.dtype)
             if implied[name] is None:

@@ -207,10 +207,12 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     pairs = list(pairs)
     if not pairs or any(a.shape != e.shape for a, e, _ in pairs):
         return None
-    actual = torch.cat([a.to(F64).reshape(-1) for a, _, _ in pairs])
-    expected = torch.cat([e.to(F64).reshape(-1) for _, e, _ in pairs])
-    if not bool(torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+    # concatenated in numpy (a view per call, not a tensor), then copied into fresh tensors
+    actual_values = np.concatenate([float64_array(a).reshape(-1) for a, _, _ in pairs])
+    expected_values = np.concatenate([float64_array(e).reshape(-1) for _, e, _ in pairs])
+    if not (np.isfinite(actual_values).all() and np.isfinite(expected_values).all()):
         return None
+    actual, expected = torch.tensor(actual_values), torch.tensor(expected_values)
     # every element's allowance at once, with its own call's atol and rtol
     sizes = torch.tensor([e.numel() for _, e, _ in pairs])
     atol = torch.tensor([t.atol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
