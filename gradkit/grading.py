@@ -220,11 +220,10 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
     steps_seen: list[SeenStep] = []
     for case in cases:
         if is_probe(case):
-            # probes feed diagnosis only: their steps are kept, their verdicts thrown away
+            # probes feed diagnosis only: their steps are kept, nothing of them is compared
             call = calls.get(case.id)
             if case.kind == "step" and call is not None and call.steps and call.error is None:
-                _steps(case, call, tolerances, assignment, _empty_verdicts(), steps_seen,
-                       accepted)
+                _steps(case, call, tolerances, assignment, None, steps_seen, accepted)
             continue
         call = calls.get(case.id)
         function = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
@@ -255,10 +254,6 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
               for check_id in verdicts]
     return Grading(checks=checks, verdicts=verdicts, steps=steps_seen,
                    accepted_conventions=accepted)
-
-
-def _empty_verdicts() -> dict[str, list[CaseVerdict]]:
-    return {k: [] for k in DEFAULT_POINTS if k != "load"}
 
 
 def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool = False):
@@ -320,8 +315,10 @@ def _convention(implied: dict[str, Optional[Tensor]], exp: oracle.StepExpectatio
 
 
 def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment,
-           verdicts: dict[str, list[CaseVerdict]], steps_seen: list[SeenStep],
+           verdicts: Optional[dict[str, list[CaseVerdict]]], steps_seen: list[SeenStep],
            accepted: tuple[LossConvention, ...] = ()) -> None:
+    """A step or chain case's calls: their comparisons into ``verdicts``, and the calls that
+    returned weights into ``steps_seen``. A probe (``verdicts`` None) is only seen."""
     names = assignment.parameter_names
     results = call.steps[:1] if case.repeat else call.steps
     inputs = _step_inputs(case, results, assignment)
@@ -362,6 +359,8 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
             (documented, convention_scale(documented, X.shape[0]))
         steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale,
                                    implied))
+        if verdicts is None:
+            continue  # a probe feeds diagnosis only: no comparison of it is reported
         under = "" if convention == documented else \
             f", under the accepted {convention!r} convention"
         value_tolerance: dict[torch.dtype, Tolerance] = {}
@@ -389,8 +388,9 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
             per_check["update"].comparisons.append(compare(
                 f"weights[{name!r}] after the step{under}", case.id, after, updated,
                 value_tolerance[after.dtype], step=step))
-    for key, verdict in per_check.items():
-        verdicts[key].append(verdict)
+    if verdicts is not None:
+        for key, verdict in per_check.items():
+            verdicts[key].append(verdict)
 
 
 def _predict(case: Case, call: CallResult, tolerances: Tolerances) -> CaseVerdict:
