@@ -79,16 +79,17 @@ def _is_false(node: ast.AST) -> bool:
 def scan_source(tree: ast.AST) -> list[Violation]:
     """Violations visible in the source's syntax tree, in line order."""
     found: dict[tuple[str, Optional[int]], Violation] = {}
+    nodes = list(ast.walk(tree))
     # a file that defines its own backward() (a layer class, say) may call it
     own_backward = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       and node.name == "backward" for node in ast.walk(tree))
+                       and node.name == "backward" for node in nodes)
 
     def add(code: Optional[str], node: ast.AST, detail: str = "") -> None:
         if code is not None:
             line = getattr(node, "lineno", None)
             found.setdefault((code, line), Violation(code, "source", line, detail))
 
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(_module_code(alias.name), node, f"import {alias.name}")
