@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from gradkit.cases import Case
+from gradkit.compare import all_finite
 from gradkit.expected import scaled
 from gradkit.grading import weights_of
 from gradkit.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
@@ -1200,17 +1201,16 @@ def _non_finite(facts: Facts) -> list[Match]:
             returned = obs.returned.get(name)
             if returned is None or not returned.dtype.is_floating_point:
                 continue
-            if not bool(torch.isfinite(returned.to(F64)).all()) and \
-                    bool(torch.isfinite(obs.expectation.updated[name]).all()):
+            if not all_finite(returned) and all_finite(obs.expectation.updated[name]):
                 bad.setdefault(name, []).append(obs.label)
     for obs in facts.predicts:
-        if obs.P is not None and not bool(torch.isfinite(obs.P).all()):
+        if obs.P is not None and not all_finite(obs.P):
             bad.setdefault("P", []).append(obs.case.id)
     if not bad:
         return []
     first = next((s for s in ("A", "B", "C", "P", "dLdP", "dPdC", "dLdC", "dLdW", "dLdJ", "dLdB",
                               "dBdA", "dLdA", "dLdV", "dLdI")
-                  if any(c.problem == "nonfinite" and bool(torch.isfinite(c.expected).all())
+                  if any(c.problem == "nonfinite" and all_finite(c.expected)
                          for c in facts.localisation.wrong(s) if c.expected is not None)), None)
     names = [n for n in PARAMETERS if n in bad]
     what = [f"weights['{n}']" for n in names] + (["neural_net_predict's P"] if "P" in bad else [])

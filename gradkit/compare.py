@@ -39,6 +39,11 @@ def float64_array(t: Tensor) -> np.ndarray:
     return t.to(torch.float64).numpy()
 
 
+def all_finite(t: Tensor) -> bool:
+    """No NaN or infinity among ``t``'s values (as float64)."""
+    return bool(np.isfinite(float64_array(t)).all())
+
+
 def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
     """The index of element ``flat`` of a row-major tensor (torch.unravel_index imports sympy)."""
     index = []

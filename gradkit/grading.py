@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gradkit import expected as oracle
 from gradkit.cases import TRAINING_CHECKPOINTS, Case, is_probe
-from gradkit.compare import compare
+from gradkit.compare import all_finite, compare
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
 from gradkit.report import Check, CheckGroup, Comparison, Tolerance
@@ -197,7 +197,7 @@ def _step_inputs(case: Case, results: list[StepResult], assignment: Assignment
 def _usable(weights: Optional[dict[str, Tensor]], assignment: Assignment) -> bool:
     return weights is not None and all(
         tuple(weights[n].shape) == shape and weights[n].dtype.is_floating_point
-        and bool(torch.isfinite(weights[n].to(F64)).all())
+        and all_finite(weights[n])
         for n, shape in assignment.parameter_shapes.items())
 
 
@@ -419,7 +419,7 @@ def _init(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assi
         t = returned[name]
         ok_shape = tuple(t.shape) == shape
         ok_dtype = t.dtype == case.dtype
-        finite = bool(torch.isfinite(t.to(F64)).all()) if t.dtype.is_floating_point else False
+        finite = all_finite(t) if t.dtype.is_floating_point else False
         problem_kind = None if ok_shape and ok_dtype and finite else (
             "shape" if not ok_shape else "dtype" if not ok_dtype else "nonfinite")
         message = "" if problem_kind is None else {
