@@ -137,12 +137,14 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     render_options = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {})} if fmt == "gradescope" else {}
     from gradkit.api import check as run_check
-    import torch  # noqa: F401  (first, so the worker can be forked with torch loaded)
+    import torch  # (first, so the worker can be forked with torch loaded)
 
     from gradkit.sandbox import Sandbox
 
     options = _check_options(**grading)
     sandbox = Sandbox(fork=True)  # before any tensor operation or thread in this process
+    # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
+    torch.set_num_threads(1)
     try:
         report = run_check(path, sandbox=sandbox, **options)
     finally:
