@@ -222,3 +222,15 @@ def test_when_the_grader_dies_its_worker_and_the_run_go_too(tmp_path):
         finally:
             grader.kill()
     _wait_for(lambda: not any(running(pid) for pid in [worker, *run]), seconds=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PID namespaces need root")
+def test_without_cat_the_namespace_init_is_a_bare_interpreter(tmp_path, monkeypatch):
+    """Each run's PID 1 is `cat` on a pipe the worker holds; with no cat on PATH, the same loop
+    in a bare interpreter: the run still gets its own PID namespace and is graded the same."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cat
+    with Sandbox() as sandbox:
+        report = check(EXAMPLES / "correct.py", sandbox=sandbox)
+        assert children_of(sandbox.worker_pid) == []  # the init went with the run
+    assert report.passed, [c.message for c in report.checks if c.status != "pass"]
+    assert report.isolation.process.startswith("own PID namespace (it is PID 2")
