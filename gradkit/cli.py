@@ -236,6 +236,11 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
                                "student folders, or the submissions themselves")
     where = batch.Batch(out=out, gradebook=gradebook)
+    try:
+        where.reports.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {where.reports}: {exc.strerror}",
+                                 param_hint="--out") from None
     started = time.monotonic()
     console = Console(stderr=True, highlight=False)
     if progress:

@@ -221,11 +221,15 @@ def test_exit_codes(gradkit_cli, tmp_path, monkeypatch):
     empty.mkdir()
     assert gradkit_cli("grade", empty).exit_code == 2
     assert gradkit_cli("grade", tmp_path / "missing").exit_code == 2
+    shutil.copy(EXAMPLES / "correct.py", tmp_path / "x.py")
+    (tmp_path / "a_file").write_text("")
+    unwritable = gradkit_cli("grade", tmp_path / "x.py", "--out", tmp_path / "a_file" / "out")
+    assert unwritable.exit_code == 2 and "Traceback" not in unwritable.output
+    assert "Invalid value for --out: cannot create" in unwritable.stderr
     import gradkit.batch
 
     monkeypatch.setattr(gradkit.batch, "grade_all", lambda *a, **k: [batch.Row(
         student="x", score=0, max=100, passed=False, internal_error=True)])
-    shutil.copy(EXAMPLES / "correct.py", tmp_path / "x.py")
     assert gradkit_cli("grade", tmp_path / "x.py", "--out", tmp_path / "o").exit_code == 3
 
 
