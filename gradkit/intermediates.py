@@ -21,6 +21,7 @@ Comparison here is data (``StepCheck``, ``Fit``); ``gradkit.diagnose`` turns it 
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Iterable, Literal, Optional
@@ -841,15 +842,18 @@ class SourceIndex:
         return sorted({n.lineno for n in ast.walk(node)
                        if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)})
 
+    @functools.cached_property
+    def _module_assigned(self) -> dict[str, list[int]]:
+        """Names assigned at module level (outside functions and classes), and their lines."""
+        if self.tree is None:
+            return {}
+        body = [node for node in self.tree.body
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        return assignment_lines(ast.Module(body=body, type_ignores=[]))
+
     def module_assignment(self, name: str) -> Optional[int]:
         """The last top-level line that assigns ``name`` (the value a function reads)."""
-        if self.tree is None:
-            return None
-        lines = []
-        for node in self.tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            lines += assignment_lines(ast.Module(body=[node], type_ignores=[])).get(name, [])
+        lines = self._module_assigned.get(name)
         return max(lines) if lines else None
 
     def update_line(self, parameter: str, gradient: Optional[str]) -> Optional[int]:
@@ -939,22 +943,12 @@ class SourceIndex:
                 while isinstance(root, (ast.Subscript, ast.Attribute)):
                     root = root.value
                 if isinstance(root, ast.Name) and root.id not in local and root.id in \
-                        self._module_names() and sub.func.attr in _MUTATORS | {"__setitem__"}:
+                        self._module_assigned and sub.func.attr in _MUTATORS | {"__setitem__"}:
                     lines.append(sub.lineno)
         if lines:
             return min(lines)
         globals_ = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Global)]
         return min(globals_) if globals_ else None
-
-    def _module_names(self) -> set[str]:
-        if self.tree is None:
-            return set()
-        names = set()
-        for node in self.tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            names |= set(assignment_lines(ast.Module(body=[node], type_ignores=[])))
-        return names
 
     def return_line(self, function: str) -> Optional[int]:
         node = self.function(function)
