@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from gradkit import __version__
 from gradkit.report import Report
-from gradkit.sandbox import Sandbox
+from gradkit.sandbox import ForkedProcess, Sandbox
 
 SUFFIXES = (".py", ".ipynb")
 SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
@@ -384,7 +383,7 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         todo.put(submission)
 
     # every grading process starts here, while this process has no other thread (a fork)
-    graders = [_Grader(settings, batch) for _ in range(max(1, min(jobs, todo.qsize())))]
+    graders = [_Grader(settings, batch) for _ in range(min(jobs, todo.qsize()))]
 
     def work(grader: _Grader) -> None:
         try:
@@ -413,14 +412,10 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
 
     threads = [threading.Thread(target=work, args=(grader,), name=f"gradkit-grader-{i}",
                                 daemon=True) for i, grader in enumerate(graders)]
-    if todo.empty():
-        for grader in graders:
-            grader.close()
-    else:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
@@ -442,13 +437,12 @@ class _Grader:
     def __init__(self, settings: Settings, batch: Batch) -> None:
         ours, theirs = socket.socketpair()
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports)})
-        self.pid = 0
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: ForkedProcess | subprocess.Popen
         if threading.active_count() == 1:
             import torch  # noqa: F401  (once, here: every grading process shares it)
 
-            self.pid = os.fork()
-            if self.pid == 0:
+            pid = os.fork()
+            if pid == 0:
                 code = 0
                 try:
                     ours.close()
@@ -457,12 +451,12 @@ class _Grader:
                     code = 70
                 finally:
                     os._exit(code)
+            self.proc = ForkedProcess(pid)
         else:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from gradkit.batch import _serve_fd; "
                  "_serve_fd(int(sys.argv[1]), sys.argv[2])", str(theirs.fileno()), job],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
-            self.pid = self.proc.pid
         theirs.close()
         self.sock = ours
         self.replies = ours.makefile("rb")
@@ -487,25 +481,10 @@ class _Grader:
             except OSError:
                 pass
         try:  # it exits when its socket closes; a grader stuck for a minute is killed
-            if self.proc is not None:
-                self.proc.wait(timeout=60)
-            else:
-                _wait_pid(self.pid, 60)
-        except (subprocess.TimeoutExpired, TimeoutError):
-            os.kill(self.pid, 9)
-            os.waitpid(self.pid, 0)
-
-
-def _wait_pid(pid: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.01)
-    raise TimeoutError
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _serve_fd(fd: int, job: str) -> None:

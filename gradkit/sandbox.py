@@ -159,8 +159,9 @@ class _Protocol:
         return kind
 
 
-class _ForkedWorker:
-    """The few ``subprocess.Popen`` methods the sandbox uses, for a worker made by ``os.fork``."""
+class ForkedProcess:
+    """The few ``subprocess.Popen`` methods gradkit uses (``poll``, ``kill``, ``wait``), for a
+    child made by ``os.fork``: the sandbox's worker, ``gradkit grade``'s grading processes."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -248,7 +249,7 @@ class Sandbox:
                 os._exit(code)
         theirs.close()
         self._sock = ours
-        self._proc = _ForkedWorker(pid)
+        self._proc = ForkedProcess(pid)
         return True
 
     def _stop_worker(self) -> None:
