@@ -48,6 +48,8 @@ def gradkit_cli(sandbox, monkeypatch):
     import gradkit.sandbox
 
     monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
+    # a terminal wide enough that no file:line is wrapped, wherever the clone's paths lead
+    monkeypatch.setenv("COLUMNS", "240")
 
     def run(*args: str) -> Result:
         from gradkit.cli import main
