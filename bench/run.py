@@ -119,7 +119,7 @@ FLOOR = """
 import sys, time
 from gradkit.cases import build_cases
 from gradkit.loader import load_submission
-from gradkit.sandbox import SHIMS
+from gradkit.sandbox.runner import SHIMS
 sys.path.append(SHIMS)
 case = next(c for c in build_cases() if c.kind == "training")
 rows = case.rows.tolist()

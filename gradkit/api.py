@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from gradkit import __version__, wire
+from gradkit import __version__
+from gradkit.sandbox import wire
 from gradkit.loader import LoadError, Submission, load_submission
 from gradkit.report import (Check, Isolation, Output, Report, SourceLocation, SubmissionInfo)
 from gradkit.sandbox import Limits, RunOutcome, Sandbox, prepare_workdir
@@ -285,7 +286,7 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
     grading = grade(submission, cases, calls, tolerances, points,
                     accept_conventions=accept_conventions, credit_upstream=credit_upstream)
     report.checks += grading.checks
-    from gradkit.diagnose import diagnose, module_globals
+    from gradkit.diagnosis.diagnose import diagnose, module_globals
 
     load_frame = next((f for f in outcome.frames if f.header.get("type") == "load"), None)
     report.intermediates, report.diagnoses = diagnose(

@@ -176,7 +176,8 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
 @click.argument("code")
 def explain(code: str) -> None:
     """Print the long explanation of a diagnosis code (e.g. gradkit explain GK101)."""
-    from gradkit import catalogue, policy
+    from gradkit import policy
+    from gradkit.diagnosis import catalogue
 
     code = code.upper()
     entry = catalogue.ENTRIES.get(code)

@@ -211,7 +211,7 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
     conventions whose gradients (and updates) count as correct besides the documented one.
     ``credit_upstream``: partial credit follows the steps; a case in which a gradient is wrong
     only because it was computed, correctly, from an earlier wrong step that another check is
-    charged with passes (see ``gradkit.intermediates.CHARGED``). Probe cases are not graded.
+    charged with passes (see ``gradkit.diagnosis.intermediates.CHARGED``). Probe cases are not graded.
     """
     verdicts: dict[str, list[CaseVerdict]] = {k: [] for k in DEFAULT_POINTS if k != "load"}
     accepted = tuple(dict.fromkeys(
@@ -258,7 +258,7 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
 
 def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool = False):
     """The graded calls (or, with ``probes``, every call) as ``intermediates.StepObservation``."""
-    from gradkit.intermediates import observe
+    from gradkit.diagnosis.intermediates import observe
 
     return [observe(s.case, s.index, s.expectation, s.result, s.given, s.returned, tolerances,
                     s.scale, implied=s.implied)
@@ -269,7 +269,7 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
                      tolerances: Tolerances, assignment: Assignment) -> None:
     """Pass a case's failing gradient (or update) verdict when, in every call of it that is
     wrong, the check's own steps were right from the student's own upstream values."""
-    from gradkit import intermediates
+    from gradkit.diagnosis import intermediates
 
     seen = observations(steps, tolerances)
     found = intermediates.find(seen)

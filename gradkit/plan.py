@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gradkit import wire
+from gradkit.sandbox import wire
 from gradkit.cases import TRAINING_CHECKPOINTS, Case
 
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import EXAMPLES, ROOT
-from gradkit import catalogue, check
-from gradkit.diagnose import FactorPattern, factor_pattern, factor_words
+from gradkit import check
+from gradkit.diagnosis import catalogue
+from gradkit.diagnosis.diagnose import FactorPattern, factor_pattern, factor_words
 from gradkit.report import Tolerance
 
 PLANTED = sorted((ROOT / "tests" / "data" / "catalogue").glob("*.py"))

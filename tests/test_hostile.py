@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from gradkit import check
 from gradkit.report import Report
 from conftest import _SharedSandbox
-from gradkit._zygote import children_of
+from gradkit.sandbox.worker import children_of
 from gradkit.sandbox import Limits, Sandbox
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"

@@ -1,4 +1,4 @@
-"""gradkit.intermediates: finding the notebook's intermediates, comparing them, following the steps.
+"""gradkit.diagnosis.intermediates: finding the notebook's intermediates, comparing them, following the steps.
 
 The first half builds observations by hand from the reference (no student code runs) to pin the
 step-by-step localisation and the name/value matching; the second half runs real submissions
@@ -16,7 +16,7 @@ from conftest import EXAMPLES
 from gradkit import check
 from gradkit.cases import build_cases
 from gradkit.expected import expect_step
-from gradkit.intermediates import (STEP_NAMES, SourceIndex, credit, find, fit_factor,
+from gradkit.diagnosis.intermediates import (STEP_NAMES, SourceIndex, credit, find, fit_factor,
                                    localise_call, observe)
 from gradkit.loader import Submission
 from gradkit.plan import StepResult, Value

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gradkit.compare import all_finite, compare, passes
-from gradkit.intermediates import (StepCheck, _judge, allowance, close, distinct, fit_factor, holds,
+from gradkit.diagnosis.intermediates import (StepCheck, _judge, allowance, close, distinct, fit_factor, holds,
                                    within)
 from gradkit.report import Tolerance
 

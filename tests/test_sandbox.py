@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from gradkit import _confine, check, wire
-from gradkit._zygote import children_of
-from gradkit.sandbox import Limits, Sandbox, _Protocol
+from gradkit import check
+from gradkit.sandbox import confine as _confine, wire
+from gradkit.sandbox.worker import children_of
+from gradkit.sandbox import Limits, Sandbox
+from gradkit.sandbox.runner import _Protocol
 
 EXAMPLES = Path(__file__).parent.parent / "submissions_example"
 HOSTILE = Path(__file__).parent / "data" / "hostile"

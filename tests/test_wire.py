@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradkit import _child, wire
+from gradkit.sandbox import child as _child, wire
 from gradkit.plan import read_call, rebuild
 
 

@@ -12,7 +12,7 @@ from helper import sigmoid
 
 
 try:
-    import gradkit.wire  # noqa: F401
+    import gradkit.sandbox.wire  # noqa: F401
     from reference.network import neural_net_predict as reference_predict  # noqa: F401
 except ImportError:
     reference_predict = None

@@ -15,7 +15,7 @@ Everything here reads the tensors each function of the student's file held when 
 - ``SourceIndex``: where things are in the student's source (the line that assigns a variable,
   updates a weight, reads a global, changes an argument in place).
 
-Comparison here is data (``StepCheck``, ``Fit``); ``gradkit.diagnose`` turns it into words.
+Comparison here is data (``StepCheck``, ``Fit``); ``gradkit.diagnosis.diagnose`` turns it into words.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ privileges, a system-call filter and resource limits.
 
 Every step is best effort and returns what it achieved, so the report can say which isolation this
 machine allowed. Everything goes through ``ctypes`` to libc; nothing here imports torch. The
-functions are called by ``gradkit._zygote`` in the processes it forks, never in the grader.
+functions are called by ``gradkit.sandbox.worker`` in the processes it forks, never in the grader.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
-``Sandbox`` owns one pre-loaded worker process (``gradkit._zygote``) and runs one submission at a
+``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``) and runs one submission at a
 time in processes the worker forks (see there for what confines them). The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
 run's whole process group with SIGKILL when one runs out. It stops waiting as soon as the worker
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from gradkit import wire
-from gradkit._zygote import LENGTH
+from gradkit.sandbox import wire
+from gradkit.sandbox.worker import LENGTH
 
-SHIMS = str(Path(__file__).parent / "shims")
+SHIMS = str(Path(__file__).parent.parent / "shims")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class Sandbox:
             return
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from gradkit._zygote import main; "
+            [sys.executable, "-c", "import sys; from gradkit.sandbox.worker import main; "
              "main(int(sys.argv[1]))", str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
@@ -240,7 +240,7 @@ class Sandbox:
                 os.environ["OMP_NUM_THREADS"] = "1"
                 for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
                     signal.signal(number, signal.SIG_DFL)
-                from gradkit._zygote import serve
+                from gradkit.sandbox.worker import serve
 
                 serve(socket.socket(fileno=3))
             except BaseException:

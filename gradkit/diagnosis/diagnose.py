@@ -4,10 +4,10 @@
 intermediates), never message strings:
 
 1. The intermediates the student's ``train_neural_net`` held are found and compared with the
-   reference (``gradkit.intermediates``), and every step of the backward pass is recomputed
+   reference (``gradkit.diagnosis.intermediates``), and every step of the backward pass is recomputed
    from the student's own upstream values, so the report names the step that is wrong rather
    than the cascade below it.
-2. Every entry of the catalogue (``gradkit.catalogue``) is matched against the numbers; an entry
+2. Every entry of the catalogue (``gradkit.diagnosis.catalogue``) is matched against the numbers; an entry
    is reported only when it matches on every call where it can be told apart from the reference.
 3. Whatever is still unexplained gets the localisation (GK001: the wrong step and its line; GK002:
    from the parameter gradients alone when no intermediates could be followed) and the fitted
@@ -23,11 +23,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from gradkit import catalogue
+from gradkit.diagnosis import catalogue
 from gradkit.cases import Case, is_probe
-from gradkit.catalogue import Facts, Match, PredictObservation
+from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation
 from gradkit.grading import Grading, observations
-from gradkit.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
+from gradkit.diagnosis.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
                                    STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
                                    close, compare_intermediates, find, fit_factor, holds,
                                    localise, snap)

@@ -5,7 +5,7 @@ that one mistake would produce, built from the reference's float64 intermediates
 own inputs, or read from a probe. The student's numbers are matched against it within the
 tolerance the grader used for that call. An entry is reported only when it matches on every call
 where it can be told apart from the reference (and the reference itself does not match there):
-an unknown mistake never gets a confident wrong label (``gradkit.diagnose`` gives it the
+an unknown mistake never gets a confident wrong label (``gradkit.diagnosis.diagnose`` gives it the
 localisation and the fitted factor instead).
 
 ``ENTRIES`` maps each code to its ``Entry``; ``explain(entry)`` is what ``gradkit explain CODE``
@@ -27,7 +27,7 @@ from gradkit.cases import Case
 from gradkit.compare import all_finite
 from gradkit.expected import scaled
 from gradkit.grading import weights_of
-from gradkit.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
+from gradkit.diagnosis.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
                                    Found, Localisation, SourceIndex, StepObservation, aliases,
                                    allowance, close, distinct, fit_factor, holds, normalise,
                                    snap, within)

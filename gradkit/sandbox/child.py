@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gradkit import wire
+from gradkit.sandbox import wire
 
 MAX_ELEMENTS = 1_000_000
 MAX_ITEMS = 64

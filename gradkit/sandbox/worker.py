@@ -16,7 +16,7 @@ or escape it:
 - the *submission's process*, forked from the worker (PID 2 of that namespace): its own session
   and process group (the grader kills that group by the pid the worker reports), new mount,
   network and IPC namespaces, a read-only view of the files and a private working folder; then
-  no privileges, rlimits, a system-call filter, and ``gradkit._child`` loads the student's
+  no privileges, rlimits, a system-call filter, and ``gradkit.sandbox.child`` loads the student's
   source and makes the planned calls.
 
 Forking a process with torch loaded costs milliseconds (its page tables), so the run forks it
@@ -39,7 +39,7 @@ import time
 import traceback
 from typing import Any, Optional
 
-from gradkit import _confine, wire
+from gradkit.sandbox import confine as _confine, wire
 
 LENGTH = struct.Struct(">Q")
 NOBODY = 65534
@@ -217,7 +217,7 @@ def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
     import torch
 
     torch.set_num_threads(1)
-    from gradkit import _child
+    from gradkit.sandbox import child as _child
 
     sender = _child.Sender(RESULT_FD)
     sender.send({"type": "isolation", **isolation})
@@ -318,7 +318,7 @@ def serve(sock: socket.socket) -> None:
 
     # preloaded too: the submission's process must not need the (hidden) reference package
     import reference.toy_data  # noqa: F401
-    from gradkit import _child  # noqa: F401
+    from gradkit.sandbox import child as _child  # noqa: F401
 
     PLAN = _Plan()
     _confine.become_subreaper()
