@@ -31,6 +31,7 @@ import os
 import queue
 import re
 import socket
+import stat
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
 from gradkit.report import Report
@@ -49,10 +50,15 @@ SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
 GRADEBOOK_COLUMNS = ("student", "score", "max", "passed", "diagnoses", "failing", "duration",
                      "error", "submission", "sha256", "reused")
 MANIFEST = ".gradkit-batch.json"
-_DEFINES = {name: re.compile(rf"def\s+{name}\s*\(") for name in
-            ("train_neural_net", "neural_net_predict")}
+_FUNCTIONS = ("train_neural_net", "neural_net_predict")
 _MAX_SCAN_BYTES = 2 << 20
 _MAX_FOLDER_FILES = 500
+#: how deep a student's folder is searched, and how many of its entries are looked at: a folder
+#: of a thousand nested folders, or of a million files, costs no more than this
+_MAX_FOLDER_DEPTH = 8
+_MAX_FOLDER_ENTRIES = 20_000
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -151,27 +157,109 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in SKIPPED_NAMES
 
 
-def _defines(path: Path) -> set[str]:
+def _open_regular(path: Path) -> Optional[int]:
+    """A descriptor of a regular file that is not a link, or None.
+
+    Opened with ``O_NOFOLLOW`` (a link, even one made after the folder was listed, is never
+    followed) and ``O_NONBLOCK`` (a FIFO never blocks), then checked by ``fstat``.
+    """
     try:
-        with open(path, "rb") as f:
-            text = f.read(_MAX_SCAN_BYTES).decode("utf-8", "replace")
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError:
-        return set()
-    return {name for name, pattern in _DEFINES.items() if pattern.search(text)}
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _chunks(path: Path, limit: int) -> Iterator[bytes]:
+    """The first ``limit`` bytes of a regular file that is not a link, a MiB at a time."""
+    fd = _open_regular(path)
+    if fd is None:
+        return
+    try:
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+            limit -= len(chunk)
+            yield chunk
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _defines(path: Path) -> set[str]:
+    text = b"".join(_chunks(path, _MAX_SCAN_BYTES)).decode("utf-8", "replace")
+    return {name for name in _FUNCTIONS if _has_def(text, name)}
+
+
+def _has_def(text: str, name: str) -> bool:
+    """``def NAME(`` (any whitespace) appears in ``text``: a plain scan, linear in the text."""
+    start = 0
+    while (at := text.find(name, start)) >= 0:
+        start = at + 1
+        after = at + len(name)
+        while after < len(text) and text[after].isspace():
+            after += 1
+        before = at
+        while before > 0 and text[before - 1].isspace():
+            before -= 1
+        if after < len(text) and text[after] == "(" and before < at and \
+                text[max(0, before - 3):before] == "def":
+            return True
+    return False
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The visible regular files under ``folder`` (sorted, breadth first) and the links met.
+
+    Iterative, at most ``_MAX_FOLDER_DEPTH`` folders deep and ``_MAX_FOLDER_ENTRIES`` entries in
+    all; no link is followed, to a folder or to a file.
+    """
+    files: list[Path] = []
+    links: list[Path] = []
+    level, depth, seen = [folder], 0, 0
+    while level and depth < _MAX_FOLDER_DEPTH and len(files) < _MAX_FOLDER_FILES:
+        deeper: list[Path] = []
+        for current in level:
+            try:
+                with os.scandir(current) as listing:
+                    entries = []
+                    for entry in listing:
+                        seen += 1
+                        if seen > _MAX_FOLDER_ENTRIES:
+                            break
+                        entries.append(entry)
+            except OSError:
+                continue
+            for entry in sorted(entries, key=lambda e: e.name):
+                if not _visible(Path(entry.name)):
+                    continue
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    if path.suffix in SUFFIXES:
+                        links.append(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    deeper.append(path)
+                elif path.suffix in SUFFIXES and entry.is_file(follow_symlinks=False):
+                    files.append(path)
+            if seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES:
+                break
+        level, depth = deeper, depth + 1
+    return files[:_MAX_FOLDER_FILES], links
 
 
 def pick_file(folder: Path) -> Optional[Path]:
     """The file of a student's folder that gradkit grades (see the module's docstring)."""
-    candidates = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if _visible(Path(d)))
-        for name in sorted(files):
-            path = Path(root) / name
-            if path.suffix in SUFFIXES and _visible(path) and path.is_file() \
-                    and not path.is_symlink():
-                candidates.append(path)
-        if len(candidates) >= _MAX_FOLDER_FILES:
-            break
+    return _pick(folder)[0]
+
+
+def _pick(folder: Path) -> tuple[Optional[Path], str]:
+    """The file to grade in a student's folder, or None and why."""
+    candidates, links = _walk(folder)
     ranked = []
     for path in candidates:
         defined = _defines(path)
@@ -181,9 +269,15 @@ def pick_file(folder: Path) -> Optional[Path]:
         ranked.append((depth, "neural_net_predict" not in defined, path.suffix != ".py",
                        path.name, path))
     if ranked:
-        return min(ranked)[-1]
+        return min(ranked)[-1], ""
     top = [p for p in candidates if p.parent == folder]
-    return top[0] if len(top) == 1 else None
+    if len(top) == 1:
+        return top[0], ""
+    problem = f"no .py or .ipynb file in {folder} defines train_neural_net"
+    if links:
+        named = ", ".join(str(p.relative_to(folder)) for p in links[:3])
+        problem += f" ({named}: a symbolic link, which gradkit never follows)"
+    return None, problem
 
 
 def _name(path: Path) -> str:
@@ -191,20 +285,28 @@ def _name(path: Path) -> str:
 
 
 def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
-    """One submission per student, named uniquely, sorted by name."""
+    """One submission per student, named uniquely, sorted by name.
+
+    No symbolic link is followed: a link among the class's entries (to a file or a folder,
+    inside the class or out of it) is a student whose row says what it links to, graded as no
+    one's work, and a link inside a student's folder is never picked.
+    """
     excluded = {p.resolve() for p in exclude}
     if len(paths) == 1 and paths[0].is_dir():
         entries = [p for p in sorted(paths[0].iterdir())
-                   if _visible(p) and p.resolve() not in excluded
-                   and (p.is_dir() or p.suffix in SUFFIXES)]
+                   if _visible(p) and (p.is_symlink() or p.resolve() not in excluded)
+                   and (p.suffix in SUFFIXES or _is_folder(p))]
+        classmates = {p.resolve(): p for p in entries if not p.is_symlink()}
     else:
         entries = list(paths)
+        classmates = {p.resolve(): p for p in entries if not p.is_symlink()}
     found = []
     for entry in entries:
-        if entry.is_dir():
-            picked = pick_file(entry)
-            problem = "" if picked else (f"no .py or .ipynb file in {entry} defines "
-                                         "train_neural_net")
+        if entry.is_symlink():
+            found.append((entry, Submission("", entry, problem=_link_problem(entry,
+                                                                             classmates))))
+        elif entry.is_dir():
+            picked, problem = _pick(entry)
             found.append((entry, Submission("", picked or entry, entry, problem)))
         elif entry.is_file():
             found.append((entry, Submission("", entry)))
@@ -213,6 +315,31 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> lis
     names = _unique_names([entry for entry, _ in found])
     return sorted((Submission(name, s.path, s.folder, s.problem)
                    for name, (_, s) in zip(names, found)), key=lambda s: s.student)
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder, or a link that points at one (it becomes a row that says it is a link)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _link_problem(link: Path, classmates: dict[Path, Path]) -> str:
+    """Why a linked entry is not graded: what it links to, and whose work that is."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    where = f"{link.name} is a symbolic link to {target[:200]}"
+    resolved = link.resolve()
+    owner = classmates.get(resolved) or next(
+        (entry for path, entry in classmates.items() if path in resolved.parents), None)
+    if owner is not None:
+        return (f"{where}, in another student's submission ({owner.name}): a link is graded "
+                "as neither student's work")
+    return (f"{where}, and gradkit follows no link in a class folder (one could lead out of "
+            "it): it is not a regular file")
 
 
 def _safe(name: str) -> str:
@@ -247,16 +374,11 @@ def fingerprint(submission: Submission) -> str:
 
 
 def _file_digest(path: Path, limit: int = 64 << 20) -> bytes:
-    """sha256 of a regular file's first ``limit`` bytes; of nothing for anything else."""
+    """sha256 of a regular file's first ``limit`` bytes; of nothing for anything else (a link
+    included)."""
     one = hashlib.sha256()
-    try:
-        if path.is_file():
-            with open(path, "rb") as f:
-                while limit > 0 and (chunk := f.read(min(1 << 20, limit))):
-                    one.update(chunk)
-                    limit -= len(chunk)
-    except OSError:
-        pass
+    for chunk in _chunks(path, limit):
+        one.update(chunk)
     return one.digest()
 
 
@@ -393,7 +515,8 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 except queue.Empty:
                     return
                 on_start(submission)
-                if submission.problem and not submission.path.is_dir():
+                if submission.problem and (submission.path.is_symlink()
+                                           or not submission.path.is_dir()):
                     finish(Row(student=submission.student, score=0.0, max=0.0, passed=False,
                                error=submission.problem, submission=str(submission.path)))
                     continue
