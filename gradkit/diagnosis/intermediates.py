@@ -744,13 +744,16 @@ def _names_in(node: ast.AST) -> set[str]:
 
 def _bound(target: ast.AST) -> set[str]:
     """The names an assignment target binds: ``a``, ``a, b``, ``*a``; not ``a[k]`` or ``a.x``."""
-    if isinstance(target, ast.Name):
-        return {target.id}
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return {n for element in target.elts for n in _bound(element)}
-    if isinstance(target, ast.Starred):
-        return _bound(target.value)
-    return set()
+    names, stack = set(), [target]
+    while stack:  # iterative: a target can be nested as deep as the parser allows
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            stack.extend(node.elts)
+        elif isinstance(node, ast.Starred):
+            stack.append(node.value)
+    return names
 
 
 def _subscript_key(node: ast.AST) -> Optional[str]:
@@ -986,33 +989,42 @@ _TRANSPOSE_CALLS = frozenset({"t", "transpose", "permute"})
 _PRODUCT_CALLS = frozenset({"mm", "matmul", "dot"})
 
 
-def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]]) -> Optional[tuple[int, ...]]:
+#: how deep ``_shape`` follows an expression: a student's line nested deeper (thousands of
+#: ``@`` or ``.T``) has no shape gradkit reads, rather than a RecursionError in the grader
+_MAX_SHAPE_DEPTH = 64
+
+
+def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]], depth: int = 0
+           ) -> Optional[tuple[int, ...]]:
+    if depth > _MAX_SHAPE_DEPTH:
+        return None
+    depth += 1
     if isinstance(node, ast.Name):
         return shapes.get(node.id)
     key = _subscript_key(node)
     if key is not None:
         return shapes.get(f"weights[{key!r}]")
     if isinstance(node, ast.Attribute) and node.attr in ("T", "mT"):
-        inner = _shape(node.value, shapes)
+        inner = _shape(node.value, shapes, depth)
         return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
-        return _product(_shape(node.left, shapes), _shape(node.right, shapes))
+        return _product(_shape(node.left, shapes, depth), _shape(node.right, shapes, depth))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         method, owner = node.func.attr, node.func.value
         owner_is_module = isinstance(owner, ast.Name) and owner.id in ("torch", "np", "numpy")
         args = node.args
         if method in _TRANSPOSE_CALLS:
-            inner = _shape(args[0], shapes) if owner_is_module and args else \
-                _shape(owner, shapes)
+            inner = _shape(args[0], shapes, depth) if owner_is_module and args else \
+                _shape(owner, shapes, depth)
             return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
         if method in _PRODUCT_CALLS:
             if owner_is_module and len(args) == 2:
-                return _product(_shape(args[0], shapes), _shape(args[1], shapes))
+                return _product(_shape(args[0], shapes, depth), _shape(args[1], shapes, depth))
             if not owner_is_module and len(args) == 1:
-                return _product(_shape(owner, shapes), _shape(args[0], shapes))
+                return _product(_shape(owner, shapes, depth), _shape(args[0], shapes, depth))
         if method in ("to", "clone", "detach", "float", "double", "contiguous") and \
                 not owner_is_module:
-            return _shape(owner, shapes)
+            return _shape(owner, shapes, depth)
     return None
 
 
