@@ -128,7 +128,7 @@ def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, sib
                                      submission.location(error.line, error.column))]
         report.checks += _not_run("the file has a syntax error", points)
         return report
-    outcome, interrupted = _run(submission, cases, limits, sandbox, siblings)
+    outcome, interrupted = _run(submission, cases, limits, sandbox, siblings, allow_autograd)
     _finish(report, submission, cases, outcome, tolerances, points, accept_conventions,
             credit_upstream, interrupted)
     from gradkit import policy
@@ -164,8 +164,8 @@ def _assignment_info() -> dict:
 MAX_RESUMES = 2
 
 
-def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblings: bool
-         ) -> tuple[RunOutcome, dict[str, str]]:
+def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblings: bool,
+         allow_autograd: bool = False) -> tuple[RunOutcome, dict[str, str]]:
     """Run every case; returns the (merged) outcome and, for each case a run stopped in, why."""
     from gradkit.expected import prepare
     from gradkit.plan import build_request
@@ -177,7 +177,7 @@ def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblin
     warm = threading.Thread(target=prepare, args=(cases,), daemon=True)
     try:
         request, payload = build_request(cases, submission.source, str(submission.path),
-                                         str(workdir))
+                                         str(workdir), allow_autograd)
         warm.start()
         outcome = sandbox.run(request, payload, limits, [case.id for case in cases])
         for _ in range(MAX_RESUMES):
@@ -188,7 +188,7 @@ def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblin
             shutil.rmtree(workdir, ignore_errors=True)
             workdir = prepare_workdir(submission.path, siblings)
             request, payload = build_request(remaining, submission.source,
-                                             str(submission.path), str(workdir))
+                                             str(submission.path), str(workdir), allow_autograd)
             later = sandbox.run(request, payload, replace(limits, total_seconds=budget),
                                 [case.id for case in remaining])
             outcome = _merge(outcome, later)

@@ -268,7 +268,11 @@ def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool 
 def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenStep],
                      tolerances: Tolerances, assignment: Assignment) -> None:
     """Pass a case's failing gradient (or update) verdict when, in every call of it that is
-    wrong, the check's own steps were right from the student's own upstream values."""
+    wrong, the check's own steps were right from the student's own upstream values, and the
+    returned weights show it (``_weights_show``).
+
+    The captured intermediates are the student's to forge: they explain and localise, but a
+    call earns credit only through what the function returned."""
     from gradkit.diagnosis import intermediates
 
     seen = observations(steps, tolerances)
@@ -283,6 +287,8 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
             reasons: set[str] = set()
             for checks in by_case[verdict.case]:
                 upstream = intermediates.credit(checks, check_id)
+                if upstream is not None and not _weights_show(checks, check_id):
+                    break
                 if upstream is None:
                     # a call whose own numbers for this check are right needs no credit
                     if not _check_right(checks, check_id):
@@ -292,6 +298,28 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
             else:
                 if reasons:
                     verdict.credited = tuple(sorted(reasons, key=intermediates.STEP_NAMES.index))
+
+
+def _weights_show(checks: dict, check_id: str) -> bool:
+    """The returned weights carry what would be credited: each weight the check is about moved
+    where the reference's moves (a step that leaves the weights where they were earns nothing
+    for gradients or the update), by exactly the learning rate
+    times the student's own gradient that was right from its upstream values (the update step
+    judged from the returned weights, not from a captured local alone)."""
+    from gradkit.diagnosis.intermediates import close
+
+    obs = next(iter(checks.values())).observation
+    names = obs.given if check_id == "update" else [check_id.split(".")[1]]
+    for name in names:
+        applied = checks.get(f"update.{name}")
+        implied = obs.implied.get(name)
+        if applied is None or applied.status != "right" or applied.span or implied is None:
+            return False
+        still = torch.zeros_like(implied)
+        tolerance = obs.gradient_tolerance(name)
+        if close(implied, still, tolerance) and not close(obs.gradient(name), still, tolerance):
+            return False  # the weight did not move, where the reference's does
+    return True
 
 
 def _check_right(checks: dict, check_id: str) -> bool:

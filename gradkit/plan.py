@@ -23,9 +23,10 @@ def _encode_tensor(t: Tensor, out: wire.PayloadWriter) -> dict[str, Any]:
     return out.add(str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numpy().tobytes())
 
 
-def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: str
-                  ) -> tuple[dict[str, Any], bytes]:
-    """The request a child runs: the source to load and one call per case."""
+def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: str,
+                  allow_autograd: bool = False) -> tuple[dict[str, Any], bytes]:
+    """The request a child runs: the source to load and one call per case. Unless
+    ``allow_autograd``, the child switches autograd off before the submission loads."""
     out = wire.PayloadWriter()
     calls = []
     for case in cases:
@@ -42,7 +43,8 @@ def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: 
         calls.append({"id": case.id, "kind": case.kind, "inputs": inputs, "seed": case.seed,
                       "learning_rate": case.learning_rate, "repeat": case.repeat,
                       "capture": case.capture, "checkpoints": list(TRAINING_CHECKPOINTS)})
-    request = {"source": source, "filename": filename, "workdir": workdir, "calls": calls}
+    request = {"source": source, "filename": filename, "workdir": workdir, "calls": calls,
+               "autograd_allowed": allow_autograd}
     return request, out.getvalue()
 
 

@@ -25,6 +25,9 @@ TITLE = "uses no autograd, and imports neither gradkit nor the reference solutio
 HINT = ("Write every gradient by hand, as the notebook does (dL/dP = P - Y, then the chain rule "
         "through each sigmoid and matrix product); remove imports of gradkit and of the "
         "reference. An instructor can allow autograd with --allow-autograd.")
+#: added to the hint when autograd fails the submission: why its other checks may have raised
+AUTOGRAD_OFF = ("gradkit runs submissions with autograd switched off, so code that relies on it "
+                "raises (\"does not require grad\") in the other checks.")
 
 #: code -> (what it is about, words for the student)
 CODES: dict[str, tuple[str, str]] = {
@@ -35,6 +38,10 @@ CODES: dict[str, tuple[str, str]] = {
     "GKP110": ("autograd", "ran autograd while it was graded"),
     "GKP111": ("autograd", "returned tensors that carry autograd history (requires_grad or "
                            "grad_fn)"),
+    "GKP112": ("autograd", "switched autograd back on while it was graded (gradkit runs "
+                           "submissions with grad mode off)"),
+    "GKP113": ("autograd", "started threads while it was graded, where gradkit cannot watch "
+                           "for autograd"),
     "GKP201": ("import", "imports gradkit"),
     "GKP202": ("import", "imports the reference solution"),
 }
@@ -134,12 +141,28 @@ def _arrays_with_history(value: Any) -> Iterable[bool]:
             yield from _arrays_with_history(item)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _during(places: list[str]) -> str:
+    return ", ".join(places[:4]) + (f" and {len(places) - 4} more" if len(places) > 4 else "")
+
+
 def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
-    """Violations in what the child reported: its load frame and its call frames."""
+    """Violations in what the child reported: its load frame and its call frames.
+
+    Autograd is seen by two routes, both named in the detail: the entry points the child
+    counted by name, and torch's engine itself (graph nodes built, grad mode found switched
+    back on, threads started where the engine cannot be read).
+    """
     found: list[Violation] = []
     calls: dict[str, int] = {}
     modules: set[str] = set()
     history = 0
+    nodes: dict[str, int] = {}
+    switched: list[str] = []
+    threads: dict[str, int] = {}
     for header in headers:
         for name, count in (header.get("autograd_calls") or {}).items():
             calls[name] = max(calls.get(name, 0), count)
@@ -147,11 +170,33 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
             modules.update(header.get("new_modules") or [])
         for step in header.get("steps") or []:
             history += sum(_arrays_with_history(step.get("returned")))
+        engine = header.get("engine") or {}
+        where = "loading" if header.get("type") == "load" else str(header.get("id"))[:40]
+        if engine.get("nodes"):
+            nodes[where] = engine["nodes"]
+        if engine.get("grad_mode"):
+            switched.append(where)
+        if engine.get("threads"):
+            threads[where] = engine["threads"]
     ran = {name: count for name, count in calls.items() if count}
-    if ran:
-        found.append(Violation("GKP110", "run time", detail=", ".join(
-            f"{name} {count} time{'s' if count > 1 else ''}"
-            for name, count in sorted(ran.items()))))
+    routes = [f"{name} {_plural(count, 'time')}" for name, count in sorted(ran.items())]
+    if nodes:
+        routes.append(f"torch's engine built {_plural(sum(nodes.values()), 'graph node')} "
+                      f"in {_during(list(nodes))}")
+    if routes:
+        found.append(Violation("GKP110", "run time", detail="; ".join(routes)))
+    if switched:
+        found.append(Violation("GKP112", "run time", detail=f"found on after {_during(switched)}"))
+    if threads:
+        tampered = [where for where, count in threads.items() if count < 0]
+        started = {where: count for where, count in threads.items() if count > 0}
+        words = []
+        if started:
+            words.append(f"{_plural(sum(started.values()), 'thread')} started in "
+                         f"{_during(list(started))}")
+        if tampered:
+            words.append(f"gradkit's thread watch closed or replaced in {_during(tampered)}")
+        found.append(Violation("GKP113", "run time", detail="; ".join(words)))
     if history:
         found.append(Violation("GKP111", "run time", detail=f"{history} returned tensor"
                                                             f"{'s' if history > 1 else ''}"))
@@ -183,7 +228,9 @@ def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
             "; ".join(v.words(submission) for v in allowed)
     return Check(id="policy", group="policy", title=TITLE,
                  status="fail" if failing else "pass", points=0.0, max_points=0.0,
-                 message=message, hint=HINT if failing else "", location=location), \
+                 message=message, location=location,
+                 hint="" if not failing else HINT + (" " + AUTOGRAD_OFF if any(
+                     v.kind == "autograd" for v in failing) else "")), \
         {v.kind for v in failing}
 
 

@@ -198,6 +198,97 @@ def _count_autograd() -> None:
             setattr(module, name, functools.wraps(original)(counting))
 
 
+# --- run-time evidence of autograd, from the engine itself (for gradkit.policy) --------------
+#
+# The entry points above are names a submission can route around (a built getattr, the wrapper's
+# own ``__wrapped__``). These are not: every autograd graph node takes a number from torch's
+# per-thread sequence counter, which only grows; grad mode (and forward-mode AD) is switched off
+# before the submission loads, so using autograd means switching it back on; and a thread, where
+# neither can be read from here, takes a process id from the run's own PID namespace.
+
+_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
+_is_grad_enabled, _set_grad_enabled = torch._C.is_grad_enabled, torch._C._set_grad_enabled
+_is_fwd_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: False)
+_set_fwd_grad_enabled = getattr(torch._C, "_set_fwd_grad_enabled", None)
+_pread, _fstat, _getpid, _listdir = os.pread, os.fstat, os.getpid, os.listdir
+_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+class _ThreadWatch:
+    """Threads the submission started: in a PID namespace of the run's own (this process is PID
+    2 or so), the namespace's last process id, which every new thread moves, read through a
+    descriptor opened before the submission loads; elsewhere, the threads alive when read."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.identity = None
+        self.tasks = os.path.isdir("/proc/self/task")  # not on every system
+        if _getpid() <= 3:
+            try:
+                self.fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
+                info = _fstat(self.fd)
+                self.identity = (info.st_dev, info.st_ino)
+            except OSError:
+                self.fd = None
+        self.mark = self._read()
+
+    def _read(self) -> int:
+        """A number that grows with every thread started; -1 if the watch was tampered with."""
+        try:
+            if self.fd is None:
+                return len(_listdir("/proc/self/task")) - 1 if self.tasks else 0
+            info = _fstat(self.fd)
+            if (info.st_dev, info.st_ino) != self.identity:
+                return -1
+            return int(_pread(self.fd, 32, 0))
+        except BaseException:
+            return -1
+
+    def started(self) -> int:
+        """Threads started since the last call (-1: the watch cannot tell any more)."""
+        now = self._read()
+        if now < 0 or self.mark < 0:
+            return -1
+        started, self.mark = max(0, now - self.mark), now
+        return started
+
+
+class _EngineWatch:
+    """What torch's autograd engine did while the submission's code ran, read from the engine.
+
+    ``switch_off`` (autograd not allowed): grad mode and forward-mode AD are switched off before
+    the submission loads and again after each read, so a submission that uses autograd has to
+    switch them on, which the next read sees (this thread's grad mode, or a new thread).
+    """
+
+    def __init__(self, switch_off: bool) -> None:
+        self.switch_off = switch_off
+        self._switch_off()
+        self.threads = _ThreadWatch()
+        self.nodes = self._nodes()
+
+    def _switch_off(self) -> None:
+        if self.switch_off:
+            _set_grad_enabled(False)
+            if _set_fwd_grad_enabled is not None:
+                _set_fwd_grad_enabled(False)
+
+    @staticmethod
+    def _nodes() -> int:
+        return _sequence_nr() if _sequence_nr is not None else 0
+
+    def read(self) -> dict[str, Any]:
+        """Since the last read: autograd graph nodes built in this thread, whether grad mode was
+        found switched on, threads started; then grad mode is switched off again."""
+        nodes = self._nodes()
+        grad_mode = self.switch_off and bool(_is_grad_enabled() or _is_fwd_grad_enabled())
+        seen = {"nodes": max(0, nodes - self.nodes), "grad_mode": grad_mode,
+                "threads": self.threads.started()}
+        self.nodes = nodes
+        self._switch_off()
+        return seen
+
+
 def _student_error(exc: BaseException, filename: str) -> dict[str, Any]:
     """The exception, with the traceback trimmed to the student's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
@@ -280,8 +371,8 @@ def _signature(fn: Any, args: int) -> str | None:
     return None
 
 
-def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], filename: str
-              ) -> tuple[dict[str, Any], bytes]:
+def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], filename: str,
+              engine: _EngineWatch | None = None) -> tuple[dict[str, Any], bytes]:
     encoder = _Encoder()
     encode = encoder.encode
     kind = call["kind"]
@@ -342,6 +433,8 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
         result["error"] = _student_error(exc, filename)
     result["seconds"] = _perf_counter() - started
     result["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    if engine is not None:
+        result["engine"] = engine.read()
     return result, encoder.out.getvalue()
 
 
@@ -371,6 +464,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     module.__file__ = filename
     sys.modules["submission"] = module
     _count_autograd()
+    engine = _EngineWatch(switch_off=not request.get("autograd_allowed"))
     modules_before = set(sys.modules)
     started = _perf_counter()
     try:
@@ -389,6 +483,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     load["new_modules"] = sorted(m for m in set(sys.modules) - modules_before
                                  if isinstance(m, str))[:500]
     load["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    load["engine"] = engine.read()
     # module-level tensors, so the grader can recognise a forward pass that reads globals
     encoder = _Encoder()
     load["globals"] = _module_tensors(namespace, encoder)
@@ -398,7 +493,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
             needed = FUNCTIONS[1] if call["kind"] == "predict" else FUNCTIONS[0]
             if load["functions"][needed] != "ok":
                 continue
-            header, data = _run_call(call, payload, namespace, filename)
+            header, data = _run_call(call, payload, namespace, filename, engine)
             sender.send(header, data)
     for stream in (_STDOUT, _STDERR):
         try:

@@ -282,6 +282,10 @@ def _check_common(header: dict[str, Any], where: str) -> None:
     _need(_is_number(header.get("seconds", 0)), where, "seconds is not a number")
     calls = _str_dict(header.get("autograd_calls", {}), f"{where}.autograd_calls")
     _need(all(type(v) is int for v in calls.values()), where, "autograd_calls are not counts")
+    engine = _str_dict(header.get("engine", {}), f"{where}.engine")
+    _need(type(engine.get("nodes", 0)) is int and type(engine.get("threads", 0)) is int
+          and type(engine.get("grad_mode", False)) is bool, where,
+          "engine evidence is not counts and a flag")
     if "error" in header:
         _check_error(header["error"], f"{where}.error")
 
