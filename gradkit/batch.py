@@ -57,6 +57,8 @@ _MAX_FOLDER_FILES = 500
 #: of a thousand nested folders, or of a million files, costs no more than this
 _MAX_FOLDER_DEPTH = 8
 _MAX_FOLDER_ENTRIES = 20_000
+#: bytes of a submission's files hashed to tell whether it changed (their sizes and times always)
+_MAX_DIGEST_BYTES = 96 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
     getattr(os, "O_CLOEXEC", 0)
 
@@ -366,10 +368,17 @@ def fingerprint(submission: Submission) -> str:
     digest = hashlib.sha256()
     files = [submission.path]
     if submission.siblings and submission.path.is_file():
-        files += [p for p in sorted(submission.path.parent.iterdir())
+        files += [p for p in sorted(submission.path.parent.iterdir())[:_MAX_FOLDER_ENTRIES]
                   if p != submission.path and p.is_file() and not p.is_symlink()]
+    budget = _MAX_DIGEST_BYTES  # bounded however many and however large the files are
     for path in files:
-        digest.update(path.name.encode() + b"\0" + _file_digest(path))
+        try:
+            info = path.lstat()
+            digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
+        except OSError:
+            pass
+        digest.update(path.name.encode() + b"\0" + _file_digest(path, min(budget, 64 << 20)))
+        budget = max(0, budget - (path.stat().st_size if path.is_file() else 0))
     return digest.hexdigest()
 
 
