@@ -38,8 +38,8 @@ CODES: dict[str, tuple[str, str]] = {
     "GKP110": ("autograd", "ran autograd while it was graded"),
     "GKP111": ("autograd", "returned tensors that carry autograd history (requires_grad or "
                            "grad_fn)"),
-    "GKP112": ("autograd", "switched autograd back on while it was graded (gradkit runs "
-                           "submissions with grad mode off)"),
+    "GKP112": ("autograd", "switched autograd back on, or gradkit's watch of it off, while it "
+                           "was graded (gradkit runs submissions with grad mode off)"),
     "GKP113": ("autograd", "started threads while it was graded, where gradkit cannot watch "
                            "for autograd"),
     "GKP201": ("import", "imports gradkit"),
@@ -176,7 +176,8 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
             nodes[where] = engine["nodes"]
         if engine.get("grad_mode"):
             switched.append(where)
-        if engine.get("threads"):
+        # a thread matters where the engine's nodes could not be counted in every thread
+        if engine.get("threads") and not (engine.get("all_threads") and engine["threads"] > 0):
             threads[where] = engine["threads"]
     ran = {name: count for name, count in calls.items() if count}
     routes = [f"{name} {_plural(count, 'time')}" for name, count in sorted(ran.items())]

@@ -279,7 +279,8 @@ def test_a_real_upstream_mistake_keeps_its_credit(tmp_path):
 
 @pytest.mark.parametrize("attack, code, words", [
     ("autograd_by_other_routes", "GKP110", "torch's engine built"),
-    ("autograd_in_a_thread", "GKP113", "started threads while it was graded"),
+    ("autograd_in_a_thread", "GKP110", "torch's engine built"),
+    ("autograd_watch_switched_off", "GKP112", "or gradkit's watch of it off"),
 ])
 def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, words):
     """Built names, the counter's own __wrapped__, setattr(requires_grad), detached results,
@@ -299,3 +300,21 @@ def test_a_solution_by_hand_shows_no_autograd(tmp_path):
     report, run = check(tmp_path, EXAMPLES / "correct.py")
     assert run.code == 0 and verdicts(report)["policy"]["status"] == "pass"
     assert verdicts(report)["policy"]["message"] == ""
+
+
+@pytest.mark.parametrize("engine, codes", [
+    ({"nodes": 0, "grad_mode": False, "threads": 2, "all_threads": True}, []),
+    ({"nodes": 0, "grad_mode": False, "threads": 2, "all_threads": False}, ["GKP113"]),
+    ({"nodes": 0, "grad_mode": False, "threads": -1, "all_threads": True}, ["GKP113"]),
+    ({"nodes": 7, "grad_mode": True, "threads": 0, "all_threads": True}, ["GKP110", "GKP112"]),
+])
+def test_what_the_engine_saw_is_judged_by_the_policy(engine, codes):
+    """A thread that builds no graph (a progress bar's monitor) is no violation where nodes are
+    counted in every thread; where they cannot be, any thread is, and so is a watch closed."""
+    from gradkit.policy import scan_run
+
+    found = scan_run([{"type": "load", "ok": True, "engine": {"nodes": 0}},
+                      {"type": "call", "id": "batch5", "ok": True, "engine": engine}])
+    assert [v.code for v in found] == codes
+    if "GKP110" in codes:
+        assert "torch's engine built 7 graph nodes in batch5" in found[0].detail

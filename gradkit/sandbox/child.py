@@ -211,7 +211,56 @@ _is_grad_enabled, _set_grad_enabled = torch._C.is_grad_enabled, torch._C._set_gr
 _is_fwd_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: False)
 _set_fwd_grad_enabled = getattr(torch._C, "_set_fwd_grad_enabled", None)
 _pread, _fstat, _getpid, _listdir = os.pread, os.fstat, os.getpid, os.listdir
+_set_anomaly_enabled = getattr(torch._C, "set_anomaly_enabled", None)
+_is_anomaly_enabled = getattr(torch._C, "is_anomaly_enabled", lambda: False)
 _LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+class _NodesInAnyThread:
+    """Graph nodes built in any thread. With anomaly mode on (one switch for the whole process),
+    torch's engine calls ``torch.fx.traceback.format_stack`` for every node it builds, in
+    whatever thread; that function is replaced by a counter. ``intact`` says whether the switch
+    and the counter are still in place (a submission that turns them off is seen at the next
+    read). A submission that builds no graph never calls it: it costs nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.module = sys.modules.get("torch.fx.traceback")
+        self.hook: Any = None
+        if _set_anomaly_enabled is None:
+            return
+        try:
+            import torch.fx.traceback as module
+
+            def counted(*args: Any, **kwargs: Any) -> list:
+                self.count += 1
+                return []
+
+            module.format_stack = counted
+            self.module, self.hook = module, counted
+            _set_anomaly_enabled(True)
+        except BaseException:
+            self.hook = None
+
+    @property
+    def active(self) -> bool:
+        return self.hook is not None
+
+    def intact(self) -> bool:
+        try:
+            return bool(_is_anomaly_enabled()) and \
+                sys.modules.get("torch.fx.traceback") is self.module and \
+                self.module.__dict__.get("format_stack") is self.hook
+        except BaseException:
+            return False
+
+    def restore(self) -> None:
+        try:
+            sys.modules["torch.fx.traceback"] = self.module
+            self.module.__dict__["format_stack"] = self.hook
+            _set_anomaly_enabled(True)
+        except BaseException:
+            pass
 
 
 class _ThreadWatch:
@@ -264,8 +313,11 @@ class _EngineWatch:
     def __init__(self, switch_off: bool) -> None:
         self.switch_off = switch_off
         self._switch_off()
+        # anomaly mode also checks backward passes for NaN: only where autograd is not allowed
+        self.anywhere = _NodesInAnyThread() if switch_off else None
         self.threads = _ThreadWatch()
         self.nodes = self._nodes()
+        self.counted = 0
 
     def _switch_off(self) -> None:
         if self.switch_off:
@@ -278,12 +330,21 @@ class _EngineWatch:
         return _sequence_nr() if _sequence_nr is not None else 0
 
     def read(self) -> dict[str, Any]:
-        """Since the last read: autograd graph nodes built in this thread, whether grad mode was
-        found switched on, threads started; then grad mode is switched off again."""
+        """Since the last read: autograd graph nodes built (in this thread, and in any thread
+        while the all-thread counter is in place), whether grad mode, or the all-thread counter,
+        was found switched back on or off, and threads started; then all is switched back."""
         nodes = self._nodes()
         grad_mode = self.switch_off and bool(_is_grad_enabled() or _is_fwd_grad_enabled())
-        seen = {"nodes": max(0, nodes - self.nodes), "grad_mode": grad_mode,
-                "threads": self.threads.started()}
+        built = max(0, nodes - self.nodes)
+        anywhere = self.anywhere is not None and self.anywhere.active
+        if anywhere:
+            built = max(built, self.anywhere.count - self.counted)
+            self.counted = self.anywhere.count
+            if not self.anywhere.intact():
+                grad_mode = True  # its watch switched off is autograd switched on, unseen
+                self.anywhere.restore()
+        seen = {"nodes": built, "grad_mode": grad_mode, "threads": self.threads.started(),
+                "all_threads": anywhere}
         self.nodes = nodes
         self._switch_off()
         return seen

@@ -284,7 +284,8 @@ def _check_common(header: dict[str, Any], where: str) -> None:
     _need(all(type(v) is int for v in calls.values()), where, "autograd_calls are not counts")
     engine = _str_dict(header.get("engine", {}), f"{where}.engine")
     _need(type(engine.get("nodes", 0)) is int and type(engine.get("threads", 0)) is int
-          and type(engine.get("grad_mode", False)) is bool, where,
+          and type(engine.get("grad_mode", False)) is bool
+          and type(engine.get("all_threads", False)) is bool, where,
           "engine evidence is not counts and a flag")
     if "error" in header:
         _check_error(header["error"], f"{where}.error")

@@ -1,7 +1,8 @@
 """Hostile submission: autograd run in a thread of its own, where grad mode is on by default
 and torch's per-thread node counter of the calling thread does not move; the entry point is
-reached through built names and the results are detached. The numbers are right; the policy
-check must fail it (it started threads gradkit cannot watch), unless autograd is allowed.
+reached through built names, past any counting wrapper, and the results are detached. The
+numbers are right; the policy check must fail it from the engine's count of graph nodes built in
+any thread, unless autograd is allowed.
 """
 
 import threading
