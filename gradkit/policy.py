@@ -25,9 +25,7 @@ TITLE = "uses no autograd, and imports neither gradkit nor the reference solutio
 HINT = ("Write every gradient by hand, as the notebook does (dL/dP = P - Y, then the chain rule "
         "through each sigmoid and matrix product); remove imports of gradkit and of the "
         "reference. An instructor can allow autograd with --allow-autograd.")
-#: added to the hint when autograd fails the submission: why its other checks may have raised
-AUTOGRAD_OFF = ("gradkit runs submissions with autograd switched off, so code that relies on it "
-                "raises (\"does not require grad\") in the other checks.")
+
 
 #: code -> (what it is about, words for the student)
 CODES: dict[str, tuple[str, str]] = {
@@ -38,8 +36,8 @@ CODES: dict[str, tuple[str, str]] = {
     "GKP110": ("autograd", "ran autograd while it was graded"),
     "GKP111": ("autograd", "returned tensors that carry autograd history (requires_grad or "
                            "grad_fn)"),
-    "GKP112": ("autograd", "switched autograd back on, or gradkit's watch of it off, while it "
-                           "was graded (gradkit runs submissions with grad mode off)"),
+    "GKP112": ("autograd", "switched forward-mode autograd back on, or gradkit's watch of "
+                           "autograd off, while it was graded"),
     "GKP113": ("autograd", "started threads while it was graded, where gradkit cannot watch "
                            "for autograd"),
     "GKP201": ("import", "imports gradkit"),
@@ -153,8 +151,8 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
     """Violations in what the child reported: its load frame and its call frames.
 
     Autograd is seen by two routes, both named in the detail: the entry points the child
-    counted by name, and torch's engine itself (graph nodes built, grad mode found switched
-    back on, threads started where the engine cannot be read).
+    counted by name, and torch's engine itself (graph nodes built, forward-mode AD or the
+    watch found switched, threads started where nodes cannot be counted in every thread).
     """
     found: list[Violation] = []
     calls: dict[str, int] = {}
@@ -229,9 +227,7 @@ def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
             "; ".join(v.words(submission) for v in allowed)
     return Check(id="policy", group="policy", title=TITLE,
                  status="fail" if failing else "pass", points=0.0, max_points=0.0,
-                 message=message, location=location,
-                 hint="" if not failing else HINT + (" " + AUTOGRAD_OFF if any(
-                     v.kind == "autograd" for v in failing) else "")), \
+                 message=message, hint=HINT if failing else "", location=location), \
         {v.kind for v in failing}
 
 

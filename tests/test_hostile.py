@@ -191,11 +191,8 @@ def test_the_environment_holds_no_secrets(sandbox):
 
 def test_autograd_fails_the_policy_check_unless_allowed(sandbox):
     report = grade(sandbox, HOSTILE / "autograd.py", 5)
-    # autograd is off in the submission's process: its calls raise, and the policy says why
-    assert "policy" in failing(report) and "predict" not in failing(report)
-    assert "does not require grad" in report.check("gradient.V").message
+    assert failing(report) == {"policy"}
     policy = report.check("policy")
-    assert "autograd switched off" in policy.hint
     for code in ("GKP101", "GKP103", "GKP110"):
         assert code in policy.message
     assert "calls .backward()" in policy.message and policy.location.line is not None

@@ -202,12 +202,12 @@ def _count_autograd() -> None:
 #
 # The entry points above are names a submission can route around (a built getattr, the wrapper's
 # own ``__wrapped__``). These are not: every autograd graph node takes a number from torch's
-# per-thread sequence counter, which only grows; grad mode (and forward-mode AD) is switched off
-# before the submission loads, so using autograd means switching it back on; and a thread, where
-# neither can be read from here, takes a process id from the run's own PID namespace.
+# per-thread sequence counter, which only grows, and anomaly mode makes the engine report every
+# node it builds in any thread; forward-mode AD (which builds no node) is switched off before the
+# submission loads, so using it means switching it back on; and a thread takes a process id from
+# the run's own PID namespace.
 
 _sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
-_is_grad_enabled, _set_grad_enabled = torch._C.is_grad_enabled, torch._C._set_grad_enabled
 _is_fwd_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: False)
 _set_fwd_grad_enabled = getattr(torch._C, "_set_fwd_grad_enabled", None)
 _pread, _fstat, _getpid, _listdir = os.pread, os.fstat, os.getpid, os.listdir
@@ -238,7 +238,7 @@ class _NodesInAnyThread:
 
             module.format_stack = counted
             self.module, self.hook = module, counted
-            _set_anomaly_enabled(True)
+            _set_anomaly_enabled(True, False)  # no NaN checks: only the count is wanted
         except BaseException:
             self.hook = None
 
@@ -258,38 +258,45 @@ class _NodesInAnyThread:
         try:
             sys.modules["torch.fx.traceback"] = self.module
             self.module.__dict__["format_stack"] = self.hook
-            _set_anomaly_enabled(True)
+            _set_anomaly_enabled(True, False)
         except BaseException:
             pass
 
 
 class _ThreadWatch:
     """Threads the submission started: in a PID namespace of the run's own (this process is PID
-    2 or so), the namespace's last process id, which every new thread moves, read through a
-    descriptor opened before the submission loads; elsewhere, the threads alive when read."""
+    2 or so), the namespace's last process id, which every new thread moves (the file is opened
+    afresh for each read, so the submission sees no extra descriptor, and must be the same file
+    as before it loaded); elsewhere, the threads alive when read."""
 
     def __init__(self) -> None:
-        self.fd: int | None = None
         self.identity = None
         self.tasks = os.path.isdir("/proc/self/task")  # not on every system
         if _getpid() <= 3:
             try:
-                self.fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
-                info = _fstat(self.fd)
-                self.identity = (info.st_dev, info.st_ino)
+                fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    info = _fstat(fd)
+                    self.identity = (info.st_dev, info.st_ino)
+                finally:
+                    os.close(fd)
             except OSError:
-                self.fd = None
+                self.identity = None
         self.mark = self._read()
 
     def _read(self) -> int:
         """A number that grows with every thread started; -1 if the watch was tampered with."""
         try:
-            if self.fd is None:
+            if self.identity is None:
                 return len(_listdir("/proc/self/task")) - 1 if self.tasks else 0
-            info = _fstat(self.fd)
-            if (info.st_dev, info.st_ino) != self.identity:
-                return -1
-            return int(_pread(self.fd, 32, 0))
+            fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                info = _fstat(fd)
+                if (info.st_dev, info.st_ino) != self.identity:
+                    return -1
+                return int(_pread(fd, 32, 0))
+            finally:
+                os.close(fd)
         except BaseException:
             return -1
 
@@ -305,25 +312,24 @@ class _ThreadWatch:
 class _EngineWatch:
     """What torch's autograd engine did while the submission's code ran, read from the engine.
 
-    ``switch_off`` (autograd not allowed): grad mode and forward-mode AD are switched off before
-    the submission loads and again after each read, so a submission that uses autograd has to
-    switch them on, which the next read sees (this thread's grad mode, or a new thread).
+    ``watch`` (autograd not allowed): forward-mode AD is switched off before the submission
+    loads and again after each read, so using it means switching it back on, which the next read
+    sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
+    is left as it is: the node counters see every graph built, and a submission that uses
+    autograd still runs, so the gradient checks can say whether its numbers are right.
     """
 
-    def __init__(self, switch_off: bool) -> None:
-        self.switch_off = switch_off
+    def __init__(self, watch: bool) -> None:
+        self.watch = watch
         self._switch_off()
-        # anomaly mode also checks backward passes for NaN: only where autograd is not allowed
-        self.anywhere = _NodesInAnyThread() if switch_off else None
+        self.anywhere = _NodesInAnyThread() if watch else None
         self.threads = _ThreadWatch()
         self.nodes = self._nodes()
         self.counted = 0
 
     def _switch_off(self) -> None:
-        if self.switch_off:
-            _set_grad_enabled(False)
-            if _set_fwd_grad_enabled is not None:
-                _set_fwd_grad_enabled(False)
+        if self.watch and _set_fwd_grad_enabled is not None:
+            _set_fwd_grad_enabled(False)
 
     @staticmethod
     def _nodes() -> int:
@@ -331,10 +337,10 @@ class _EngineWatch:
 
     def read(self) -> dict[str, Any]:
         """Since the last read: autograd graph nodes built (in this thread, and in any thread
-        while the all-thread counter is in place), whether grad mode, or the all-thread counter,
-        was found switched back on or off, and threads started; then all is switched back."""
+        while the all-thread counter is in place), whether forward-mode AD was found switched
+        back on or the all-thread counter off, and threads started; then all is switched back."""
         nodes = self._nodes()
-        grad_mode = self.switch_off and bool(_is_grad_enabled() or _is_fwd_grad_enabled())
+        grad_mode = self.watch and bool(_is_fwd_grad_enabled())
         built = max(0, nodes - self.nodes)
         anywhere = self.anywhere is not None and self.anywhere.active
         if anywhere:
@@ -525,7 +531,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     module.__file__ = filename
     sys.modules["submission"] = module
     _count_autograd()
-    engine = _EngineWatch(switch_off=not request.get("autograd_allowed"))
+    engine = _EngineWatch(watch=not request.get("autograd_allowed"))
     modules_before = set(sys.modules)
     started = _perf_counter()
     try:
