@@ -143,6 +143,9 @@ def _nested(depth: int) -> dict:
     ({"error": "boom"}, "not an object"),
     ({"error": {"type": "E", "message": 3}}, "must be strings"),
     ({"autograd_calls": {"torch.autograd.grad": "many"}}, "not counts"),
+    ({"engine": {"nodes": "many"}}, "engine evidence is not counts and a flag"),
+    ({"engine": {"grad_mode": 1}}, "engine evidence is not counts and a flag"),
+    ({"engine": [3]}, "not an object"),
 ])
 def test_call_frames_of_the_wrong_shape_are_refused(changes, words):
     with pytest.raises(wire.WireError) as error:
