@@ -178,6 +178,32 @@ def _remove_chain(top: Path, name: str = "d") -> None:
             os.close(fd)
 
 
+def test_finding_def_train_neural_net_is_the_old_pattern_in_linear_time():
+    """``gradkit grade`` looks for ``def train_neural_net(`` in every candidate file: the plain
+    scan agrees with the pattern it replaced, and a 2 MiB adversarial text takes milliseconds."""
+    import re
+
+    from hypothesis import given, settings, strategies as st
+
+    from gradkit.batch import _has_def
+
+    name = "train_neural_net"
+    old = re.compile(rf"def\s+{name}\s*\(")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(["def", " ", "\t", "\n", "\u00a0", name, "(", "x",
+                                     "undef", "train_neural_ne"]), max_size=12))
+    def agree(parts):
+        text = "".join(parts)
+        assert _has_def(text, name) == bool(old.search(text))
+
+    agree()
+    for text in ("def" + " " * (2 << 20) + name, (name + " ") * 100_000, "def " * 500_000):
+        started = time.monotonic()
+        assert not _has_def(text, name)
+        assert time.monotonic() - started < 2
+
+
 def test_result_frames_that_describe_the_same_bytes_many_times_count_for_nothing(tmp_path):
     """16 MiB described as 220 arrays was rebuilt 220 times: 3.6 GB in the grader."""
     report, run = check(tmp_path, HOSTILE / "frames_sharing_bytes.py", seconds=60)
