@@ -28,6 +28,7 @@ kills and reaps every one of them before it reports the run's end.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import shutil
@@ -74,20 +75,22 @@ def _describe_status(status: int) -> dict[str, Any]:
 
 
 def _needed_folders() -> list[str]:
-    """The folders a submission's process reads Python, torch, numpy and gradkit from."""
-    import numpy
-    import torch
-
+    """The folders a submission's process reads Python, torch, numpy and the harness from: the
+    entries of ``sys.path`` (this interpreter's, started isolated) and gradkit's sandbox and
+    shims folders, never gradkit's or the reference's own folders (nor a folder holding them)."""
     import gradkit
 
-    return [os.path.dirname(os.__file__), os.path.dirname(torch.__file__),
-            os.path.dirname(numpy.__file__), os.path.dirname(gradkit.__file__)]
-
-
-def _reference_folder() -> Optional[str]:
-    import reference
-
-    return os.path.dirname(reference.__file__) if reference.__file__ else None
+    package = os.path.realpath(gradkit.__path__[0])
+    project = os.path.dirname(package)
+    found = []
+    for entry in sys.path:
+        real = os.path.realpath(entry or os.curdir)
+        if not os.path.isdir(real) or real in found:
+            continue
+        if package == real or package.startswith(real + os.sep) or real == project:
+            continue  # a folder holding gradkit (an editable install's project folder)
+        found.append(real)
+    return found + [os.path.join(package, "sandbox"), os.path.join(package, "shims")]
 
 
 class _Plan:
@@ -97,7 +100,6 @@ class _Plan:
         self.root = os.geteuid() == 0
         self.needed = _needed_folders()
         self.private = next((f for f in self.needed if not _confine.others_can_read(f)), None)
-        self.reference = _reference_folder()
         self.worker = os.getpid()
         self.namespaces = _confine.PidNamespaces() if self.root else None
         # a stand-in where there is no cat: the same loop in a bare interpreter
@@ -155,8 +157,9 @@ def _isolate(request: dict[str, Any], pid_namespace: bool) -> dict[str, Any]:
                              None) or _confine.blocking_folder(workdir)
         drop = still_private is None
         hidden = []
-        if plan.reference and os.path.isdir(plan.reference):
-            _confine.hide(plan.reference)
+        reference = request.get("reference")
+        if reference and os.path.isdir(reference):
+            _confine.hide(reference)
             hidden.append("the reference package hidden")
         _confine.private_workdir(workdir, limits["workdir_bytes"], NOBODY if drop else None)
         _confine.read_only_except([workdir])
@@ -224,11 +227,31 @@ def _submission(request: dict[str, Any], payload: bytes, result_fd: int,
     _child.main(request, payload, sender)
 
 
-def _run(request: dict[str, Any], payload: bytes, fds: list[int], sock: socket.socket,
-         pid_namespace: bool) -> None:
+def _recv_into(sock: socket.socket, size: int) -> bytearray:
+    """``size`` bytes from ``sock`` into one buffer (no intermediate copies to leave behind)."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        count = sock.recv_into(view[done:], min(size - done, 1 << 20))
+        if not count:
+            raise EOFError
+        done += count
+    view.release()
+    return buffer
+
+
+def _wipe(buffer: bytearray) -> None:
+    if buffer:
+        ctypes.memset((ctypes.c_char * len(buffer)).from_buffer(buffer), 0, len(buffer))
+
+
+def _run(message: bytearray, fds: list[int], sock: socket.socket, pid_namespace: bool) -> None:
     """The submission's process, from the worker's fork to its exit."""
     code = CHILD_FAILED
     try:
+        frames, _ = wire.unpack_stream(bytes(message), max_header=64 << 20)
+        _wipe(message)
+        request, payload = frames[0].header, frames[0].payload
         result_fd, out_fd, err_fd = fds
         sock.close()
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -316,8 +339,6 @@ def serve(sock: socket.socket) -> None:
     import numpy  # noqa: F401  (preloaded so every child starts with it)
     import torch  # noqa: F401
 
-    # preloaded too: the submission's process must not need the (hidden) reference package
-    import reference.toy_data  # noqa: F401
     from gradkit.sandbox import child as _child  # noqa: F401
 
     PLAN = _Plan()
@@ -330,16 +351,16 @@ def serve(sock: socket.socket) -> None:
                 return
             head += _recv_exactly(sock, LENGTH.size - len(head))
             (size,) = LENGTH.unpack(head)
-            frames, _ = wire.unpack_stream(_recv_exactly(sock, size), max_header=64 << 20)
+            message = _recv_into(sock, size)
         except (EOFError, ConnectionError, OSError):
             return
-        request, payload = frames[0].header, frames[0].payload
-        for fd in fds:
-            os.set_inheritable(fd, False)  # the init must not hold the run's pipes open
         init, alive_w = _start_init()
         pid = os.fork()
         if pid == 0:
-            _run(request, payload, fds, sock, init is not None)
+            _run(message, fds, sock, init is not None)
+        # the worker never reads a request: its bytes are wiped, so no later run finds them
+        _wipe(message)
+        del message
         if init is not None:
             PLAN.namespaces.ordinary()
         for fd in fds:
