@@ -101,10 +101,11 @@ class _Plan:
     whose worker entered a user namespace of its own at start: the same namespaces, no user to
     drop to) or "unprivileged" (user namespaces refused: Landlock and seccomp only)."""
 
-    def __init__(self, mode: str, refused: Optional[str] = None) -> None:
+    def __init__(self, mode: str, refused: Optional[str] = None, uid: Optional[int] = None
+                 ) -> None:
         self.mode = mode
         self.refused = refused  # why the kernel refused a user namespace, if it did
-        self.uid = os.getuid()
+        self.uid = os.getuid() if uid is None else uid  # (outside the user namespace)
         self.root = mode == "root"
         self.needed = _needed_folders()
         self.private = next((f for f in self.needed if not _confine.others_can_read(f)), None)
@@ -180,7 +181,7 @@ def _isolate(request: dict[str, Any], pid_namespace: bool, new_session: bool = T
         hidden = []
         if reference and _confine.cover([reference], []):
             hidden.append("the reference package hidden")
-        temporary = _confine.cover(TEMPORARY, [workdir])
+        temporary = _confine.cover(TEMPORARY, plan.needed + [workdir])
         opened: list[str] = []
         if plan.root:
             try:  # what nobody must reach: the Python install, and the working folder's parents
@@ -483,14 +484,15 @@ def _sweep(deadline: float) -> None:
         time.sleep(0.005)
 
 
-def serve(sock: socket.socket, mode: str = "root", refused: Optional[str] = None) -> None:
+def serve(sock: socket.socket, mode: str = "root", refused: Optional[str] = None,
+          uid: Optional[int] = None) -> None:
     global PLAN
     import numpy  # noqa: F401  (preloaded so every child starts with it)
     import torch  # noqa: F401
 
     from gradkit.sandbox import child as _child  # noqa: F401
 
-    PLAN = _Plan(mode, refused)
+    PLAN = _Plan(mode, refused, uid)
     _confine.become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
@@ -578,11 +580,11 @@ def main(fd: int) -> None:
     """The worker, started by ``boot``: as an ordinary user it first enters a user namespace of
     its own (while it is still one thread, before torch), where it can make the rest."""
     sys.stdin.close()
-    mode, refused = "root", None
+    mode, refused, uid = "root", None, os.getuid()
     if os.geteuid() != 0:
         refused = _confine.enter_user_namespace()
         mode = "unprivileged" if refused else "user namespace"
-    serve(socket.socket(fileno=fd), mode, refused)
+    serve(socket.socket(fileno=fd), mode, refused, uid)
 
 
 if __name__ == "__main__":
