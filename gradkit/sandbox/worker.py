@@ -233,6 +233,28 @@ def _own_user() -> str:
             "capabilities")
 
 
+def _readable(request: dict[str, Any]) -> list[str]:
+    """What Landlock lets a run read: the folders it needs, less gradkit's grading side and the
+    reference where an installed copy lies inside one of them (site-packages): each other entry
+    of that folder is allowed instead."""
+    grader = [os.path.realpath(f) for f in (request.get("gradkit"), request.get("reference"))
+              if f]
+    found: list[str] = []
+    for folder in PLAN.needed:
+        if not any(g.startswith(folder + os.sep) for g in grader):
+            found.append(folder)
+            continue
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry)
+            if not any(g == path or g.startswith(path + os.sep) for g in grader):
+                found.append(path)
+    return found
+
+
 def _isolate_unprivileged(request: dict[str, Any], isolation: dict[str, Any]
                           ) -> dict[str, Any]:
     """No namespace to enter: Landlock for the files (and TCP), seccomp for the sockets."""
@@ -246,7 +268,7 @@ def _isolate_unprivileged(request: dict[str, Any], isolation: dict[str, Any]
     isolation["network"] = ("sockets of the unix family only (seccomp)" if limits["no_network"]
                             else "shared (no_network is off)")
     try:
-        done = _landlock.restrict(PLAN.needed, [workdir], limits["no_network"])
+        done = _landlock.restrict(_readable(request), [workdir], limits["no_network"])
     except OSError as exc:
         done, why = None, f"Landlock refused the ruleset ({exc.strerror})"
     else:

@@ -1,13 +1,19 @@
 """Hostile submission (a leak): reads the other students' files by absolute path during
-`gradkit grade`: every file in the folder its own path names (its class folder, from __file__)
-and in that folder's subfolders. Prints the marker lines it finds; then is a correct solution.
+`gradkit grade`: a classmate's file (its path, __CLASSMATE__, is filled in by the test), every
+file in the folder its own path names (its class folder, from __file__) and in that folder's
+subfolders. Prints the marker lines it finds; then is a correct solution.
 """
 
 import os
 
 _folder = os.path.dirname(os.path.abspath(__file__))
 _found = []
-for _where in (_folder, os.path.dirname(_folder)):
+try:
+    with open("__CLASSMATE__", errors="replace") as _f:
+        _found += [line.strip() for line in _f if "classmate" + "-marker-" in line]
+except OSError as exc:
+    print("cannot read __CLASSMATE__", exc.strerror)
+for _where in (_folder, os.path.dirname(_folder), os.path.dirname("__CLASSMATE__")):
     try:
         _names = os.listdir(_where)
     except OSError as exc:

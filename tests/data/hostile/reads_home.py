@@ -6,9 +6,11 @@ solution.
 import os
 
 _found = []
-for _path in ["__HOME__/private.txt"] + [os.path.join("/home", n, "private.txt")
-                                         for n in (os.listdir("/home") if os.path.isdir("/home")
-                                                   else [])]:
+try:
+    _homes = [os.path.join("/home", n, "private.txt") for n in os.listdir("/home")]
+except OSError:
+    _homes = []
+for _path in ["__HOME__/private.txt"] + _homes:
     try:
         with open(_path) as _f:
             _found.append(_f.read())
