@@ -1,7 +1,10 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
-``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``) and runs one submission at a
-time in processes the worker forks (see there for what confines them). The grader keeps the read
+``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``, a fresh interpreter
+started by ``gradkit.sandbox.boot``) and runs one submission at a time in processes the worker
+forks (see there for what confines them). Each request names, as data, what the run must not
+see (every home, the submission's folder, the caller's ``hidden`` folders, gradkit's grading
+side, the reference) and carries the toy data the nn_helper shim serves. The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
 run's whole process group with SIGKILL when one runs out. It stops waiting as soon as the worker
 reports the run over, so a process that escaped the group and holds a pipe cannot keep it waiting;
