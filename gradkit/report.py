@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
 
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
 CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
@@ -143,6 +143,15 @@ class Isolation(_Model):
     filesystem: str = Field("", description="What the submission could write, and what was hidden.")
     syscalls: str = Field("", description="The system-call filter, if one was installed.")
     limits: list[str] = Field(default_factory=list, description="The rlimits that were set.")
+    namespaces: list[str] = Field(
+        default_factory=list, description="The Linux namespaces the run had of its own (user, "
+        "pid, mount, ipc, network).")
+    landlock: str = Field("", description="What Landlock restricted, where no user namespace "
+                                         "was allowed (empty where it was not needed).")
+    exposed: list[str] = Field(
+        default_factory=list, description="What this run could reach that the default "
+        "confinement keeps from it, one plain sentence each ('files: your home is readable by "
+        "the submission'); empty when the run was fully confined.")
 
 
 class Output(_Model):
@@ -154,7 +163,7 @@ class Output(_Model):
 class Report(_Model):
     """Everything gradkit found about one submission."""
 
-    format_version: Literal["1.0"] = FORMAT_VERSION
+    format_version: Literal["2.0"] = FORMAT_VERSION
     gradkit_version: str
     torch_version: str
     python_version: str
@@ -201,4 +210,6 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
+            if data.get("format_version") == "1.0":  # 2.0 only added fields
+                data["format_version"] = FORMAT_VERSION
         return data
