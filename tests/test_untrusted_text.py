@@ -490,6 +490,7 @@ def test_under_github_actions_only_gradkits_own_commands_reach_stdout(gradkit_cl
     assert own and all(line in stdout.splitlines() for line in own)
     no_commands(stdout, own)
     assert "##[" not in stdout
+    no_commands(result.stderr)  # the runner reads a step's stderr for commands too
     ran = commands_in(stdout)
     assert {name for name, _, _ in ran} <= {"error", "warning", "notice"}
     assert len(ran) == len(own)
