@@ -499,6 +499,7 @@ def _serve(sock: socket.socket, job_text: str) -> None:
     import torch
 
     from gradkit.api import check
+    from gradkit.render import json_report
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # one grading process per core
@@ -520,8 +521,8 @@ def _serve(sock: socket.socket, job_text: str) -> None:
             try:
                 report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
                                **settings.check_options())
-                _write_atomic(reports / f"{submission.student}.json",
-                              report.model_dump_json(indent=2))
+                # the same text as `gradkit check --format json`: safe to print, same data
+                _write_atomic(reports / f"{submission.student}.json", json_report.render(report))
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)

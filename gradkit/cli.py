@@ -245,8 +245,11 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     started = time.monotonic()
     console = Console(stderr=True, highlight=False)
     if progress:
+        from rich.markup import escape
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn)
+
+        from gradkit.render.untrusted import visible
 
         # redrawn on each event, by no thread of its own: the grading processes are forks of
         # this one, made while it runs no other thread
@@ -257,7 +260,8 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
         with bar:
             rows = batch.grade_all(
                 submissions, where, jobs=jobs, settings=settings, force=force,
-                on_start=lambda s: bar.update(task, description=s.student, refresh=True),
+                on_start=lambda s: bar.update(task, description=escape(visible(s.student)),
+                                              refresh=True),
                 on_done=lambda r: bar.update(task, advance=1, refresh=True))
     else:
         rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)

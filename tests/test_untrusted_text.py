@@ -157,6 +157,18 @@ def test_command_safe_breaks_both_command_syntaxes_and_nothing_else():
     assert untrusted.command_safe("a :: b\n") == "a :: b\n"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.characters(codec="utf-8"),
+    st.sampled_from(["::", "##[", "]", " ", "\t", "\u3000", "\n", "\r", "\x1b[1m", "\xa0"])),
+    max_size=30).map("".join))
+def test_no_line_of_command_safe_text_is_a_command(text):
+    safe = untrusted.command_safe(text)
+    assert commands_in(safe) == []
+    # and it changes nothing else: undoing its two escapes gives the text back
+    assert safe.replace("\\:", ":").replace("##\\[", "##[") == text or "\\" in text
+
+
 # -- how the Actions runner reads a line (ActionCommand.cs) ----------------------------------
 
 def runner_command(line: str):
@@ -533,5 +545,10 @@ def test_a_class_with_formula_file_names_gets_a_gradebook_without_formulas(gradk
         for column in batch.UNTRUSTED_COLUMNS:
             assert not row[column].lstrip().startswith(untrusted.FORMULA_STARTS), row
         assert float(row["score"]) < float(row["max"])  # the wrong solution under the attack
-    reports = sorted(p.stem for p in (tmp_path / "out" / "reports").glob("*.json"))
-    assert reports == sorted(students)  # the report files keep the students' names
+    reports = sorted((tmp_path / "out" / "reports").glob("*.json"))
+    assert [p.stem for p in reports] == sorted(students)  # the files keep the students' names
+    for path in reports:  # safe to print, like --format json, and the same data
+        text = path.read_text(encoding="utf-8")
+        no_hazards(text)
+        no_commands(text)
+        assert "\x1b[2J" in Report.model_validate_json(text).check("predict").message
