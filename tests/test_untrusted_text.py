@@ -552,3 +552,20 @@ def test_a_class_with_formula_file_names_gets_a_gradebook_without_formulas(gradk
         no_hazards(text)
         no_commands(text)
         assert "\x1b[2J" in Report.model_validate_json(text).check("predict").message
+
+
+def test_an_instructors_pytest_sees_the_students_exception_as_inert_text(sandbox):
+    import torch
+
+    from gradkit.session import StudentFunctions, SubmissionError
+
+    student = StudentFunctions(HOSTILE, sandbox)
+    weights = {"V": torch.zeros(3, 4), "I": torch.zeros(1, 4), "W": torch.zeros(4, 1),
+               "J": torch.zeros(1, 1)}
+    with pytest.raises(SubmissionError) as raised:
+        student.predict(torch.zeros(2, 3), weights)
+    message = str(raised.value)
+    assert "\\x1b[2J" in message and "::stop-commands::" in message
+    no_hazards(message)
+    no_commands(message)
+    assert "##[" not in message
