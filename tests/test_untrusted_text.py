@@ -191,9 +191,10 @@ def runner_command(line: str):
             for token, code in (("\r", "%0D"), ("\n", "%0A"), ("%", "%25")):
                 data = data.replace(code, token)
             return name, properties, data
-    if "##[" in line and "]" in line[line.index("##[") + 3:]:
+    if "##[" in line and "]" in line[line.index("##[") + 3:]:  # TryParse: anywhere in the line
         start = line.index("##[") + 3
-        return line[start:line.index("]", start)].split(" ")[0], {}, line[line.index("]", start) + 1:]
+        end = line.index("]", start)
+        return line[start:end].split(" ")[0], {}, line[end + 1:]
     return None
 
 

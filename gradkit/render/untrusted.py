@@ -15,9 +15,10 @@ How it is kept from doing harm, in four layers:
    whole: the mark is on the field, so the quoted part cannot lose it on the way. A model test
    fails when a string field is neither marked nor listed as gradkit's own words.
 2. **Each renderer starts from ``prepared(report, output)``**: a copy whose marked strings have
-   been through that output's character floor (control characters, bidi overrides, invisible and
-   ignorable code points made visible or, where the format can carry them as data, escaped), so no
-   renderer can emit a raw control character from a submission whatever it does next.
+   been through that output's character floor: control characters, bidi overrides, invisible and
+   ignorable code points made visible (for JSON and XML, whose serialisers escape and whose
+   documents are guarded in layer 4, only what they cannot carry), so a text renderer cannot
+   emit a raw control character of a submission whatever it does next.
 3. **Each renderer places the text with the helper for its context**, never by pasting it into
    markup: ``terminal_text`` (a ``rich.text.Text``: rich markup in it is never interpreted),
    ``markdown_text``/``markdown_code``/``markdown_block``, ``actions_data``/``actions_property``
@@ -29,8 +30,9 @@ How it is kept from doing harm, in four layers:
    guard breaks both, and only gradkit's own annotations (``render.github``) are written after it.
 
 ``tests/test_untrusted_text.py`` puts arbitrary strings into every marked field and holds every
-renderer to its invariants; ``tests/test_render_*.py`` and the hostile submissions in
-``tests/data/hostile/`` do the same through the real CLI.
+renderer to its invariants, and runs ``tests/data/hostile/hostile_text.py`` through the real CLI.
+
+For the HTML view: ``html_text`` (controls visible, then escaped, as ``markupsafe.Markup``).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from pydantic import BaseModel
 from gradkit.report import UNTRUSTED, Report, no_lone_surrogates
 
 #: Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties) outside the Cf category:
-#: invisible, and skipped by the culture-aware string matching of .NET, the Actions runner's
-#: language, so "\u3164::" could read as "::"
+#: invisible when shown (a name can start with one), and ignored by collation-based matching such
+#: as .NET's culture-aware ``StartsWith``/``IndexOf``, which the Actions runner uses
 _IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
               (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0),
               (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
@@ -96,7 +98,6 @@ def terminal_text(text: str, style: str = "", *, multiline: bool = False):
     return Text(visible(text, keep="\n" if multiline else ""), style=style)
 
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 #: what may precede a command on its line: white space, rich's own styling, and characters that
 #: are invisible to the runner's matching (the neutralisers above already escape those)
 _LEAD = re.compile(r"(?:\s|\x1b\[[0-?]*[ -/]*[@-~]|[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5"
