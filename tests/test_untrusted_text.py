@@ -62,6 +62,8 @@ TRUSTED = {
     "Isolation.user": "the same", "Isolation.network": "the same",
     "Isolation.filesystem": "the same", "Isolation.syscalls": "the same",
     "Isolation.limits": "the same",
+    "Isolation.namespaces": "the same", "Isolation.landlock": "the same",
+    "Isolation.exposed": "the same",
     "Report.gradkit_version": "gradkit's", "Report.torch_version": "the grader's torch",
     "Report.python_version": "the grader's Python",
     "Report.assignment": "the reference's assignment description",
@@ -552,7 +554,8 @@ def test_a_class_with_formula_file_names_gets_a_gradebook_without_formulas(gradk
         text = path.read_text(encoding="utf-8")
         no_hazards(text)
         no_commands(text)
-        assert "\x1b[2J" in Report.model_validate_json(text).check("predict").message
+        saved = Report.model_validate_json(text)
+        assert "\x1b[2J" in saved.check("predict").message and "\x1b[2J" in saved.output.stdout
 
 
 def test_an_instructors_pytest_sees_the_students_exception_as_inert_text(sandbox):

@@ -143,6 +143,9 @@ def renderables(report: Report) -> list:
                         f"stdout and {len(report.output.stderr)} to stderr (see --format json)",
                         style="dim"))
     text, colour = headline(report)
+    for gap in report.isolation.exposed:  # said plainly: the run was less confined than usual
+        out.append(Text.assemble(("less confined than the default:", "bold yellow"), " ",
+                                 terminal_text(gap)))
     out.append(Text())
     out.append(Text.assemble((text, f"bold {colour}"),
                              f" · {report.duration_seconds:.1f} s · {len(report.cases)} cases"
