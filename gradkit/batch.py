@@ -643,6 +643,7 @@ def _serve(sock: socket.socket, job_text: str) -> None:
     import torch
 
     from gradkit.api import check
+    from gradkit.render import json_report
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # one grading process per core
@@ -662,8 +663,8 @@ def _serve(sock: socket.socket, job_text: str) -> None:
             try:
                 report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
                                **settings.check_options())
-                _write_atomic(reports / f"{submission.student}.json",
-                              report.model_dump_json(indent=2))
+                # the same text as `gradkit check --format json`: safe to print, same data
+                _write_atomic(reports / f"{submission.student}.json", json_report.render(report))
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)
@@ -678,14 +679,25 @@ def natural_key(name: str) -> tuple:
                  for part in re.split(r"(\d+)", name))
 
 
+#: gradebook columns whose text a submission can choose (its file's name, its messages)
+UNTRUSTED_COLUMNS = ("student", "error", "submission")
+
+
 def write_gradebook(rows: Sequence[Row], path: Path) -> None:
+    """The gradebook CSV. Cells a submission can choose go through ``untrusted.csv_cell``: one
+    that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) is prefixed with
+    ``'``, so ``+A2+B2.py`` is the student ``'+A2+B2``, not a sum."""
+    from gradkit.render.untrusted import csv_cell
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=GRADEBOOK_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row.csv_row())
+            cells = row.csv_row()
+            writer.writerow({column: csv_cell(text) if column in UNTRUSTED_COLUMNS else text
+                             for column, text in cells.items()})
     os.replace(tmp, path)
 
 
@@ -741,7 +753,8 @@ def summarize(rows: Sequence[Row], seconds: float = 0.0, top: int = 5) -> Summar
 
 
 def summary_lines(summary: Summary) -> list[str]:
-    """The summary as plain text lines."""
+    """The summary as plain text lines (gradkit's words and numbers: codes, titles, check ids;
+    the CLI still prints them through ``untrusted.command_safe``)."""
     max_text = f" / {summary.max_score:g}" if summary.max_score else ""
     out = [f"{summary.students} submissions: {summary.passed} passed every check, "
            f"{summary.students - summary.passed} did not"

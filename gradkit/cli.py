@@ -246,8 +246,11 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     started = time.monotonic()
     console = Console(stderr=True, highlight=False)
     if progress:
+        from rich.markup import escape
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn)
+
+        from gradkit.render.untrusted import visible
 
         # redrawn on each event, by no thread of its own: the grading processes are forks of
         # this one, made while it runs no other thread
@@ -258,18 +261,21 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
         with bar:
             rows = batch.grade_all(
                 submissions, where, jobs=jobs, settings=settings, force=force,
-                on_start=lambda s: bar.update(task, description=s.student, refresh=True),
+                on_start=lambda s: bar.update(task, description=escape(visible(s.student)),
+                                              refresh=True),
                 on_done=lambda r: bar.update(task, advance=1, refresh=True))
     else:
         rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
+    from gradkit.render.untrusted import command_safe, markdown_block, visible
+
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
-    for line in batch.summary_lines(summary):
-        click.echo(line)
-    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/")
+    lines = [visible(line) for line in batch.summary_lines(summary)]
+    lines.append(visible(f"gradebook: {where.gradebook_path} · reports: {where.reports}/"))
+    click.echo(command_safe("\n".join(lines)))
     if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
-            step_summary.write("### gradkit grade\n\n```text\n"
-                               + "\n".join(batch.summary_lines(summary)) + "\n```\n")
+            step_summary.write("### gradkit grade\n\n"
+                               + markdown_block("\n".join(lines[:-1])) + "\n")
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
 
 

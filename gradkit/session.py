@@ -23,10 +23,15 @@ class SubmissionError(AssertionError):
     """The student's code did not return a usable result: it raised, crashed or returned junk.
 
     An ``AssertionError``, so a pytest test that calls the student fails (rather than errors)
-    with this message. ``line`` is the student's line where it raised, when known.
+    with this message. ``line`` is the student's line where it raised, when known. The message
+    quotes the submission, so its controls are made visible and no line of it is a workflow
+    command (``gradkit.render.untrusted``): pytest prints it to people and to CI logs.
     """
 
     def __init__(self, message: str, line: Optional[int] = None) -> None:
+        from gradkit.render.untrusted import command_safe, visible
+
+        message = command_safe(visible(message, keep="\n"))
         super().__init__(message)
         self.message = message
         self.line = line

@@ -11,40 +11,44 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from gradkit.render._shared import diagnoses_for, first_line, where
+from gradkit.render.untrusted import (json_document, markdown_block, markdown_code,
+                                      markdown_text, prepared)
 from gradkit.report import Check, Report
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 #: the submission's own printing shown to students, at most this many characters
 MAX_PRINTED = 4000
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
 
 
 def render(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
            stdout_visibility: str = "hidden") -> str:
-    """``results.json`` text for this report."""
-    return json.dumps(results(report, visibility=visibility, stdout_visibility=stdout_visibility),
-                      indent=2)
+    """``results.json`` text for this report (safe to print: ``untrusted.json_document``)."""
+    return json_document(json.dumps(
+        results(report, visibility=visibility, stdout_visibility=stdout_visibility), indent=2))
 
 
 def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
             stdout_visibility: str = "hidden") -> dict[str, Any]:
-    """``results.json`` as a dict. ``visibility``: check id, group or ``"*"`` -> visibility."""
+    """``results.json`` as a dict. ``visibility``: check id, group or ``"*"`` -> visibility.
+
+    Text from the submission is literal in the markdown: escaped, or in code spans and blocks
+    that it cannot close (``untrusted.markdown_*``); ``extra_data`` holds it as plain data."""
+    markdown = prepared(report, "markdown")
     visibility = dict(visibility or {})
     for key, value in [*visibility.items(), ("stdout_visibility", stdout_visibility)]:
         if value not in VISIBILITIES:
             raise ValueError(f"visibility {value!r} for {key!r}: use one of "
                              f"{', '.join(VISIBILITIES)}")
-    tests = [_test(report, check, number, visibility)
-             for check, number in zip(report.checks, numbers(report.checks))]
+    tests = [_test(markdown, check, number, visibility)
+             for check, number in zip(markdown.checks, numbers(markdown.checks))]
     return {
         "score": report.score,
         "execution_time": max(0, math.ceil(report.duration_seconds)),
-        "output": _summary(report),
+        "output": _summary(markdown),
         "output_format": "md",
         "test_output_format": "md",
         "stdout_visibility": stdout_visibility,
@@ -55,7 +59,7 @@ def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
             "max_score": report.max_score,
             "passed": report.passed,
             "diagnoses": [d.code for d in report.diagnoses],
-            "error": report.error,
+            "error": prepared(report, "json").error,
         },
         "tests": tests,
     }
@@ -83,12 +87,11 @@ def visibility_of(check: Check, visibility: Mapping[str, str]) -> str:
 
 
 def _md(text: str) -> str:
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return markdown_text(text)
 
 
 def _code(text: str) -> str:
-    fence = "``" if "`" in text else "`"
-    return f"{fence}{text}{fence}" if text else ""
+    return markdown_code(text)
 
 
 def _test(report: Report, check: Check, number: str, visibility: Mapping[str, str]
@@ -161,6 +164,5 @@ def _summary(report: Report) -> str:
     printed = (report.output.stdout + report.output.stderr).strip()
     if printed:
         shown = printed[:MAX_PRINTED] + ("\n..." if len(printed) > MAX_PRINTED else "")
-        parts.append("### Your code printed\n\n```text\n" + shown.replace("```", "ʼʼʼ")
-                     + "\n```")
+        parts.append("### Your code printed\n\n" + markdown_block(shown))
     return "\n\n".join(parts)
