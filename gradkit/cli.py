@@ -24,8 +24,36 @@ FORMATS = {
     "json": "gradkit.render.json_report:render",
     "gradescope": "gradkit.render.gradescope:render",
     "junit": "gradkit.render.junit:render",
+    "html": "gradkit.render.html:render",
+    "prairielearn": "gradkit.render.prairielearn:render",
 }
+#: formats whose view shows the student's source lines (read from the graded file)
+_SHOWS_SOURCE = ("html",)
 CONVENTIONS = ("sum", "half_mean", "mean")
+
+
+def _source(path: Path):
+    """The graded file as gradkit read it, for views that quote its lines (None if unreadable;
+    each view checks its sha256 against the report's)."""
+    from gradkit.loader import LoadError, load_submission
+
+    try:
+        return load_submission(path)
+    except (LoadError, OSError):
+        return None
+
+
+def _github_links(html_path: Optional[Path]) -> None:
+    """Append where the visual report is to the job summary (it cannot embed the page)."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target or html_path is None:
+        return
+    run = "/".join(os.environ.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY"))
+    link = f"{run}/actions/runs/{os.environ['GITHUB_RUN_ID']}" if \
+        os.environ.get("GITHUB_RUN_ID") and run.strip("/") else ""
+    where = f"[this run's artifacts]({link}#artifacts)" if link else "this run's artifacts"
+    with open(target, "a", encoding="utf-8") as out:
+        out.write(f"The visual report (`{html_path.name}`) is in {where}.\n\n")
 
 
 def renderer(name: str):
@@ -129,13 +157,20 @@ def main() -> None:
               help="Gradescope format: when students see a check (a check id, a group such as "
                    "'gradient', or no CHECK for every check): visible, after_due_date, "
                    "after_published or hidden (repeatable).")
+@click.option("--gradescope-output", type=click.Choice(["md", "html"]), default="md",
+              show_default=True,
+              help="Gradescope format: the top-level output as markdown, or as the visual "
+                   "report (Gradescope's output_format html).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the visual report (one self-contained HTML page) here.")
 @grading_options
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
 def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
-          **grading: object) -> None:
+          gradescope_output: str, html_path: Optional[Path], **grading: object) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
-    render_options = {"visibility": click.get_current_context().meta.get(
-        "gradkit.visibility", {})} if fmt == "gradescope" else {}
+    render_options: dict = {"visibility": click.get_current_context().meta.get(
+        "gradkit.visibility", {}), "output_format": gradescope_output} \
+        if fmt == "gradescope" else {}
     from gradkit.api import check as run_check
     import torch  # (first, so the worker can be forked with torch loaded)
 
@@ -158,10 +193,15 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
                                         no_color=color is False))
         text = None
     else:
+        if fmt in _SHOWS_SOURCE or render_options.get("output_format") == "html":
+            render_options["submission"] = _source(path)
         text = renderer(fmt)(report, **render_options)
         click.echo(text)
     if output is not None:
         output.write_text(text if text is not None else renderer("json")(report))
+    if html_path is not None:
+        html_path.write_text(renderer("html")(report, submission=_source(path)),
+                             encoding="utf-8")
     if os.environ.get("GITHUB_ACTIONS") == "true":
         try:
             from gradkit.render import github
@@ -169,6 +209,7 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
             pass
         else:
             github.emit(report, sys.stdout)
+            _github_links(html_path)
     sys.exit(report.return_code)
 
 
