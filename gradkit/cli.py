@@ -53,7 +53,8 @@ def _github_links(html_path: Optional[Path]) -> None:
         os.environ.get("GITHUB_RUN_ID") and run.strip("/") else ""
     where = f"[this run's artifacts]({link}#artifacts)" if link else "this run's artifacts"
     with open(target, "a", encoding="utf-8") as out:
-        out.write(f"The visual report (`{html_path.name}`) is in {where}.\n\n")
+        out.write(f"The visual report (`{html_path}`) is in {where} (upload it with "
+                  "actions/upload-artifact).\n\n")
 
 
 def renderer(name: str):
@@ -303,13 +304,16 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     else:
         rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
+    page = batch.write_summary_page(rows, summary, where)
     for line in batch.summary_lines(summary):
         click.echo(line)
-    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/")
+    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/ · "
+               f"summary: {page}")
     if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
             step_summary.write("### gradkit grade\n\n```text\n"
-                               + "\n".join(batch.summary_lines(summary)) + "\n```\n")
+                               + "\n".join(batch.summary_lines(summary)) + "\n```\n\n")
+        _github_links(page)
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
 
 

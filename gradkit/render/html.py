@@ -321,7 +321,7 @@ def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = 
     if graded:
         pictures.append(Picture(
             "Scores", f"{len(graded)} graded submission(s); mean {summary.mean:.1f}, median "
-            f"{summary.median:g}" if summary.mean is not None else "",
+            f"{summary.median:.1f}" if summary.mean is not None else "",
             Markup(plots.score_histogram([r.score for r in graded], summary.max_score)),
             "scores"))
     if failing_sorted:
@@ -365,12 +365,17 @@ def fragment(report: Report, submission: Optional["Submission"] = None) -> str:
 
 
 def render_summary(rows: Sequence["Row"], summary: "Summary", *,
-                   gradebook: str = "gradebook.csv", reports: str = "reports") -> str:
-    """The class summary as one self-contained HTML page; links are relative to its folder."""
+                   gradebook: str = "gradebook.csv", reports: str = "reports",
+                   pages: Optional[set[str]] = None) -> str:
+    """The class summary as one self-contained HTML page; links are relative to its folder.
+    ``pages``: the students whose report page exists (all, when None)."""
     view = summary_view(rows, summary, gradebook=gradebook, reports=reports)
+
+    def link(student: str) -> Optional[str]:
+        return report_link(reports, student) if pages is None or student in pages else None
+
     return _TEMPLATES.get_template("summary.html.j2").render(
-        view=view, link=lambda student: report_link(reports, student), script=SORT_SCRIPT,
-        csp=policy(SORT_SCRIPT), standalone=True)
+        view=view, link=link, script=SORT_SCRIPT, csp=policy(SORT_SCRIPT), standalone=True)
 
 
 def write_report(report: Report, path: Path, submission: Optional["Submission"] = None) -> None:
