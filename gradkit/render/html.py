@@ -253,7 +253,9 @@ def report_view(report: Report, submission: Optional["Submission"] = None) -> Re
                                _evidence(d)) for d in report.diagnoses]
     gradients = [Picture(f"{p.quantity}: expected, yours, and the difference",
                          _picture_caption_gradient(p),
-                         Markup(plots.gradient_heatmaps(p)), f"gradient-{p.parameter}")
+                         Markup("").join(Markup('<div class="panel">{}</div>').format(
+                             Markup(svg)) for svg in plots.gradient_panels(p)),
+                         f"gradient-{p.parameter}")
                  for p in report.plots.gradients]
     training: list[Picture] = []
     curve = report.plots.training

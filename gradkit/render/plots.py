@@ -75,45 +75,73 @@ def _cell_text(value: float) -> str:
     return "0" if value == 0 else f"{value:.3g}"
 
 
-def gradient_heatmaps(picture: GradientPicture, fmt: Format = "svg") -> str | bytes:
-    """Expected, student's and difference heat maps side by side; the first two on one colour
-    scale, the worst entry outlined in each."""
-    rows, columns = len(picture.expected), len(picture.expected[0])
+PANELS = ("expected", "yours", "difference")
+
+
+def _panels(picture: GradientPicture) -> list[tuple[str, list[list[float]], float, str]]:
+    """(title, values, colour limit, colour map) of each panel: expected and yours on one
+    scale, their difference on its own."""
     difference = [[a - e for a, e in zip(ra, re)]
                   for ra, re in zip(picture.actual, picture.expected)]
     shared = max(max(abs(v) for r in picture.expected + picture.actual for v in r), 1e-300)
     spread = max(max(abs(v) for r in difference for v in r), 1e-300)
-    panel_width = min(3.2, 0.55 * columns + 0.9)
-    height = min(4.2, 0.42 * rows + 1.3)
+    return [(f"expected {picture.quantity}", picture.expected, shared, "RdBu_r"),
+            (f"your {picture.quantity}", picture.actual, shared, "RdBu_r"),
+            ("yours - expected", difference, spread, "PuOr_r")]
+
+
+def _heatmap(ax, picture: GradientPicture, title: str, values: list[list[float]], limit: float,
+             cmap: str):
+    rows, columns = len(values), len(values[0])
+    mesh = ax.pcolormesh(values, cmap=cmap, vmin=-limit, vmax=limit, edgecolors="white",
+                         linewidth=0.6)
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
+    ax.set_xticks([c + 0.5 for c in range(columns)], [str(c) for c in range(columns)])
+    ax.set_yticks([r + 0.5 for r in range(rows)], [str(r) for r in range(rows)])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    row, column = picture.worst_index
+    ax.add_patch(Rectangle((column, row), 1, 1, fill=False, edgecolor=INK, linewidth=2.2))
+    if rows * columns <= ANNOTATE_UP_TO:
+        for r in range(rows):
+            for c in range(columns):
+                strong = abs(values[r][c]) > 0.6 * limit
+                ax.text(c + 0.5, r + 0.5, _cell_text(values[r][c]), ha="center", va="center",
+                        fontsize=7.5, color="white" if strong else INK)
+    return mesh
+
+
+def _panel_size(picture: GradientPicture) -> tuple[float, float]:
+    rows, columns = len(picture.expected), len(picture.expected[0])
+    return min(3.4, 0.6 * columns + 1.3), min(4.2, 0.45 * rows + 1.2)
+
+
+def gradient_panels(picture: GradientPicture) -> list[str]:
+    """Expected, yours and the difference as three SVG heat maps (a page lays them side by
+    side, or one above the other on a phone); the first two share one colour scale, and the
+    worst entry is outlined in each."""
+    width, height = _panel_size(picture)
+    out = []
+    for name, (title, values, limit, cmap) in zip(PANELS, _panels(picture)):
+        with matplotlib.rc_context(_STYLE):
+            figure = _figure(width, height)
+            ax = figure.subplots()
+            mesh = _heatmap(ax, picture, title, values, limit, cmap)
+            figure.colorbar(mesh, ax=ax, shrink=0.85, pad=0.03)
+        out.append(_render(figure, f"gradient-{picture.parameter}-{name}", "svg"))
+    return out  # type: ignore[return-value]
+
+
+def gradient_heatmaps(picture: GradientPicture, fmt: Format = "svg") -> str | bytes:
+    """The three heat maps of ``gradient_panels`` in one figure (one image file)."""
+    width, height = _panel_size(picture)
     with matplotlib.rc_context(_STYLE):
-        figure = _figure(3 * panel_width + 1.2, height)
+        figure = _figure(3 * width - 0.6, height)
         axes = figure.subplots(1, 3)
-        panels = ((f"expected {picture.quantity}", picture.expected, shared, "RdBu_r"),
-                  (f"your {picture.quantity}", picture.actual, shared, "RdBu_r"),
-                  ("yours - expected", difference, spread, "PuOr_r"))
-        meshes = []
-        for ax, (title, values, limit, cmap) in zip(axes, panels):
-            mesh = ax.pcolormesh(values, cmap=cmap, vmin=-limit, vmax=limit,
-                                 edgecolors="white", linewidth=0.6)
-            meshes.append(mesh)
-            ax.set_title(title)
-            ax.invert_yaxis()
-            ax.set_aspect("equal")
-            ax.set_xticks([c + 0.5 for c in range(columns)], [str(c) for c in range(columns)])
-            ax.set_yticks([r + 0.5 for r in range(rows)], [str(r) for r in range(rows)])
-            ax.tick_params(length=0)
-            for side in ax.spines.values():
-                side.set_visible(False)
-            row, column = picture.worst_index
-            ax.add_patch(Rectangle((column, row), 1, 1, fill=False, edgecolor=INK,
-                                   linewidth=2.2))
-            if rows * columns <= ANNOTATE_UP_TO:
-                for r in range(rows):
-                    for c in range(columns):
-                        strong = abs(values[r][c]) > 0.6 * limit
-                        ax.text(c + 0.5, r + 0.5, _cell_text(values[r][c]), ha="center",
-                                va="center", fontsize=7.5,
-                                color="white" if strong else INK)
+        meshes = [_heatmap(ax, picture, *panel) for ax, panel in zip(axes, _panels(picture))]
         figure.colorbar(meshes[1], ax=list(axes[:2]), shrink=0.85, pad=0.02)
         figure.colorbar(meshes[2], ax=axes[2], shrink=0.85, pad=0.02)
     return _render(figure, f"gradient-{picture.parameter}", fmt)
