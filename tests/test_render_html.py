@@ -310,3 +310,13 @@ def test_grade_writes_each_students_page_and_the_summary(gradkit_cli, tmp_path):
     result = gradkit_cli("grade", folder, "--out", out, "--no-progress")
     assert "reports reused" in result.stdout or "unchanged" in result.stdout
     assert (out / "reports" / "correct.html").is_file()
+
+
+def test_the_gradescope_autograder_can_show_the_visual_report(tmp_path):
+    from test_render_gradescope import run_autograder
+
+    results = run_autograder(tmp_path, {"solution.py": BUGGY.read_text()},
+                             GRADKIT_OUTPUT="html")  # validated against the schema there
+    assert results["output_format"] == "html" and 0 < results["score"] < 100
+    assert 'data-step="dLdA" data-status="wrong" data-first-wrong="true"' in results["output"]
+    assert results["output"].count('data-plot="gradient-') == 2
