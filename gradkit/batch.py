@@ -329,6 +329,8 @@ class Batch:
 
     out: Path
     gradebook: Optional[Path] = None
+    #: also write each student's report as HTML (reports/<student>.html)
+    pages: bool = True
 
     @property
     def reports(self) -> Path:
@@ -386,14 +388,14 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
             except (OSError, ValueError):
                 pass
             else:
-                if not batch.page_path(submission.student).is_file():
+                if batch.pages and not batch.page_path(submission.student).is_file():
                     write_report_page(batch.page_path(submission.student), report,
                                       submission.path)
                 finish(row_of(submission, report, reused=True))
                 continue
         todo.put(submission)
 
-    if not todo.empty():
+    if batch.pages and not todo.empty():
         # the HTML views' libraries, loaded once here and shared by every forked grader
         from gradkit.render import html  # noqa: F401
 
@@ -451,7 +453,8 @@ class _Grader:
 
     def __init__(self, settings: Settings, batch: Batch) -> None:
         ours, theirs = socket.socketpair()
-        job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports)})
+        job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
+                          "pages": batch.pages})
         self.proc: ForkedProcess | subprocess.Popen
         if threading.active_count() == 1:
             import torch  # noqa: F401  (once, here: every grading process shares it)
@@ -537,8 +540,9 @@ def _serve(sock: socket.socket, job_text: str) -> None:
                                **settings.check_options())
                 _write_atomic(reports / f"{submission.student}.json",
                               report.model_dump_json(indent=2))
-                write_report_page(reports / f"{submission.student}.html", report,
-                                  submission.path)
+                if job.get("pages", True):
+                    write_report_page(reports / f"{submission.student}.html", report,
+                                      submission.path)
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)

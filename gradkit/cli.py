@@ -255,16 +255,19 @@ def schema() -> None:
               help="Write the gradebook CSV here instead of OUT/gradebook.csv.")
 @click.option("--force", is_flag=True,
               help="Grade every submission again, even those whose report is up to date.")
+@click.option("--html/--no-html", "pages", default=True, show_default=True,
+              help="Also write OUT/summary.html and each student's report as "
+                   "OUT/reports/<student>.html.")
 @grading_options
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
-          progress: bool, **grading: object) -> None:
+          pages: bool, progress: bool, **grading: object) -> None:
     """Grade a class: a folder of submissions, or one file or folder per student.
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
-    each is one student's submission. Writes OUT/reports/<student>.json and a gradebook CSV,
-    then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
+    each is one student's submission. Writes OUT/reports/<student>.json (and .html), a
+    gradebook CSV and OUT/summary.html, then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
     gradkit itself failed on a submission, 2 on a usage error.
     """
     import time
@@ -278,7 +281,7 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
                                "student folders, or the submissions themselves")
-    where = batch.Batch(out=out, gradebook=gradebook)
+    where = batch.Batch(out=out, gradebook=gradebook, pages=pages)
     try:
         where.reports.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -304,11 +307,11 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     else:
         rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
-    page = batch.write_summary_page(rows, summary, where)
+    page = batch.write_summary_page(rows, summary, where) if pages else None
     for line in batch.summary_lines(summary):
         click.echo(line)
-    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/ · "
-               f"summary: {page}")
+    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/"
+               + (f" · summary: {page}" if page else ""))
     if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
             step_summary.write("### gradkit grade\n\n```text\n"

@@ -320,3 +320,12 @@ def test_the_gradescope_autograder_can_show_the_visual_report(tmp_path):
     assert results["output_format"] == "html" and 0 < results["score"] < 100
     assert 'data-step="dLdA" data-status="wrong" data-first-wrong="true"' in results["output"]
     assert results["output"].count('data-plot="gradient-') == 2
+
+
+def test_grade_no_html_writes_no_pages(gradkit_cli, tmp_path):
+    out = tmp_path / "out"
+    result = gradkit_cli("grade", EXAMPLES / "correct.py", "--out", out, "--no-progress",
+                         "--no-html")
+    assert result.exit_code == 0 and "summary:" not in result.stdout
+    assert (out / "reports" / "correct.json").is_file()
+    assert not (out / "reports" / "correct.html").exists() and not (out / "summary.html").exists()
