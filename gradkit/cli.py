@@ -172,16 +172,17 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     render_options: dict = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {}), "output_format": gradescope_output} \
         if fmt == "gradescope" else {}
-    from gradkit.api import check as run_check
-    import torch  # (first, so the worker can be forked with torch loaded)
-
     from gradkit.sandbox import Sandbox
 
-    options = _check_options(**grading)
-    sandbox = Sandbox(fork=True)  # before any tensor operation or thread in this process
-    # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
-    torch.set_num_threads(1)
+    # first thing: the worker (a fresh interpreter) imports torch while this process does
+    sandbox = Sandbox(hidden=[p.resolve().parent for p in (output, html_path) if p is not None])
     try:
+        from gradkit.api import check as run_check
+        import torch
+
+        options = _check_options(**grading)
+        # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
+        torch.set_num_threads(1)
         report = run_check(path, sandbox=sandbox, **options)
     finally:
         sandbox.close()
@@ -267,8 +268,9 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
     each is one student's submission. Writes OUT/reports/<student>.json (and .html), a
-    gradebook CSV and OUT/summary.html, then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
-    gradkit itself failed on a submission, 2 on a usage error.
+    gradebook CSV and OUT/summary.html, then prints a summary. Exit code 0 when the batch
+    completed (whatever the scores), 3 if gradkit itself failed on a submission, 2 on a usage
+    error.
     """
     import time
 

@@ -143,6 +143,15 @@ class Isolation(_Model):
     filesystem: str = Field("", description="What the submission could write, and what was hidden.")
     syscalls: str = Field("", description="The system-call filter, if one was installed.")
     limits: list[str] = Field(default_factory=list, description="The rlimits that were set.")
+    namespaces: list[str] = Field(
+        default_factory=list, description="The Linux namespaces the run had of its own (user, "
+        "pid, mount, ipc, network).")
+    landlock: str = Field("", description="What Landlock restricted, where no user namespace "
+                                         "was allowed (empty where it was not needed).")
+    exposed: list[str] = Field(
+        default_factory=list, description="What this run could reach that the default "
+        "confinement keeps from it, one plain sentence each ('files: your home is readable by "
+        "the submission'); empty when the run was fully confined.")
 
 
 class Output(_Model):
@@ -159,8 +168,8 @@ MAX_PICTURE_ENTRIES = 1024
 
 class GradientPicture(_Model):
     """One parameter's gradient, expected and the student's, in the case that shows its mistake
-    most clearly (the comparison whose worst error is largest against the expected gradient's
-    size). Row-major matrices of the parameter's shape (a vector is one row)."""
+    most clearly (the most entries outside tolerance, then the largest error on two matrices of
+    comparable size). Row-major matrices of the parameter's shape (a vector is one row)."""
 
     parameter: str = Field(description="The parameter, as in the assignment (e.g. 'V').")
     quantity: str = Field(description="What the matrices are, e.g. 'dL/dV'.")
@@ -244,7 +253,6 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
-            if data.get("format_version") == "1.0":
-                # 1.0 -> 2.0 only added fields, each with a default
-                data["format_version"] = "2.0"
+            if data.get("format_version") == "1.0":  # 2.0 only added fields
+                data["format_version"] = FORMAT_VERSION
         return data

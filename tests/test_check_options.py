@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import EXAMPLES
-from gradkit.report import FORMAT_VERSION, Report
+from gradkit.report import Report
 
 BUGGY = EXAMPLES / "buggy" / "mse_without_half.py"
 
@@ -51,7 +51,7 @@ def test_output_file_holds_the_json_report(tmp_path, gradkit_cli):
     assert result.exit_code == 0
     report = Report.model_validate_json(target.read_text())
     assert report.passed and report.score == 100
-    assert json.loads(target.read_text())["format_version"] == FORMAT_VERSION
+    assert json.loads(target.read_text())["format_version"] == "2.0"
 
 
 def test_terminal_view_shows_marks_scores_and_what_to_try(gradkit_cli):
