@@ -329,3 +329,23 @@ def test_grade_no_html_writes_no_pages(gradkit_cli, tmp_path):
     assert result.exit_code == 0 and "summary:" not in result.stdout
     assert (out / "reports" / "correct.json").is_file()
     assert not (out / "reports" / "correct.html").exists() and not (out / "summary.html").exists()
+
+
+@pytest.mark.parametrize("source, verdict", [
+    ("def train_neural_net(X, Y, weights=None, learning_rate=1.0)\n    pass\n", "FAILED"),
+    ("import torch\nraise RuntimeError('my code crashed')\n", "FAILED"),
+    (None, "gradkit could not grade this submission"),
+])
+def test_a_page_for_a_file_that_did_not_get_far(sandbox, tmp_path, source, verdict):
+    path = tmp_path / "solution.py"
+    path.write_text(source or "")
+    report = check(path, sandbox=sandbox)
+    if source is None:
+        report.error = "gradkit failed: RuntimeError: <b>not markup</b>"
+    page = html.render(report, load_submission(path))
+    assert f'<span class="verdict">{verdict}</span>' in page
+    assert 'id="gradkit-report"' in page and "<svg" not in page  # nothing to draw
+    if source is None:
+        assert "&lt;b&gt;not markup&lt;/b&gt;" in page
+    else:
+        assert report.check("load").message.split(":")[0] in page
