@@ -121,14 +121,17 @@ def plots_are_visible(page, expected: list[str]) -> None:
     names = [f.get_attribute("data-plot") for f in page.query_selector_all("figure[data-plot]")]
     assert names == expected
     for name in names:
+        # a gradient is three heat maps (expected, yours, the difference), each a grid of
+        # coloured cells; every other plot is one SVG figure
         pictures = page.query_selector_all(f'figure[data-plot="{name}"] .plot > svg, '
-                                           f'figure[data-plot="{name}"] .panel > svg')
-        # a gradient is three heat maps: expected, yours, the difference
+                                           f'figure[data-plot="{name}"] .heatmap table')
         assert len(pictures) == (3 if name.startswith("gradient-") else 1), name
         for svg in pictures:
             assert svg.is_visible()
             box = svg.bounding_box()
-            assert box is not None and box["width"] > 100 and box["height"] > 50, (name, box)
+            assert box is not None and box["width"] > 40 and box["height"] > 30, (name, box)
+        if name.startswith("gradient-"):  # the worst entry is outlined in each heat map
+            assert len(page.query_selector_all(f'figure[data-plot="{name}"] td.worst')) == 3
 
 
 def fits_a_phone(browser, path: Path, name: str) -> None:

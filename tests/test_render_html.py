@@ -96,7 +96,8 @@ def test_check_format_html_writes_one_self_contained_page(gradkit_cli, tmp_path)
     assert '<div class="named"><span class="n">66</span><span class="t">    dLdA = dLdB</span>' \
         in page
     assert 'data-step="dLdA" data-status="wrong" data-first-wrong="true"' in page
-    assert page.count('data-plot="gradient-') == 2 and page.count("<svg") == 3 * 2 + 2
+    assert page.count('data-plot="gradient-') == 2 and page.count('class="panel heatmap"') == 6
+    assert page.count("<svg") == 2  # the loss curves and the predictions
 
 
 def test_the_page_is_the_same_for_the_same_report(reports):
@@ -183,6 +184,26 @@ def _output_delta(case):
     weights = {n: w.to(torch.float64) for n, w in case.weights.items()}
     P = forward(case.X.to(torch.float64), weights).P
     return (P - case.Y.to(torch.float64)) * P * (1 - P)
+
+
+def test_heat_maps_share_a_scale_and_mark_the_worst_entry(reports):
+    from gradkit.render import plots
+
+    for picture in reports["buggy"].plots.gradients:
+        expected, yours, difference = plots.heat_panels(picture)
+        assert expected.limit == yours.limit  # one colour scale for the two gradients
+        row, column = picture.worst_index
+        for panel in (expected, yours, difference):
+            worst = [(r, c) for r, line in enumerate(panel.cells)
+                     for c, cell in enumerate(line) if cell.worst]
+            assert worst == [(row, column)]
+        # the same value has the same colour in both; zero is the scale's white middle
+        scale = float(expected.limit)
+        top = max((cell for line in expected.cells + yours.cells for cell in line),
+                  key=lambda cell: abs(cell.value))
+        assert abs(abs(top.value) - scale) <= 5e-3 * scale  # (the limit is written to 3 digits)
+        assert [c.value for c in difference.cells[row]][column] == pytest.approx(
+            picture.actual[row][column] - picture.expected[row][column])
 
 
 def test_the_training_curve_is_the_reference_and_the_students(reports):

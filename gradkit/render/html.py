@@ -118,6 +118,8 @@ class Picture:
     caption: str
     svg: Markup
     name: str
+    #: heat maps, drawn by the page as grids of coloured cells (instead of ``svg``)
+    panels: list["plots.HeatPanel"] = field(default_factory=list)
 
 
 @dataclass
@@ -252,10 +254,8 @@ def report_view(report: Report, submission: Optional["Submission"] = None) -> Re
     diagnoses = [DiagnosisView(d, where(d.location), _excerpt(d.location, submission),
                                _evidence(d)) for d in report.diagnoses]
     gradients = [Picture(f"{p.quantity}: expected, yours, and the difference",
-                         _picture_caption_gradient(p),
-                         Markup("").join(Markup('<div class="panel">{}</div>').format(
-                             Markup(svg)) for svg in plots.gradient_panels(p)),
-                         f"gradient-{p.parameter}")
+                         _picture_caption_gradient(p), Markup(""), f"gradient-{p.parameter}",
+                         panels=plots.heat_panels(p))
                  for p in report.plots.gradients]
     training: list[Picture] = []
     curve = report.plots.training

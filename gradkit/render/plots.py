@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
 import matplotlib
@@ -71,6 +72,17 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
+def _axes(width: float, height: float, left: float = 0.62, bottom: float = 0.5,
+          right: float = 0.15, top: float = 0.15):
+    """A figure with one axes placed by margins in inches: per-student pictures are drawn in
+    every grading process, and a layout engine would double what each costs."""
+    with matplotlib.rc_context(_STYLE):
+        figure = Figure(figsize=(width, height))
+        ax = figure.add_axes((left / width, bottom / height, 1 - (left + right) / width,
+                              1 - (bottom + top) / height))
+    return figure, ax
+
+
 def _cell_text(value: float) -> str:
     return "0" if value == 0 else f"{value:.3g}"
 
@@ -114,46 +126,55 @@ def _heatmap(ax, picture: GradientPicture, title: str, values: list[list[float]]
     return mesh
 
 
-def _panel_size(picture: GradientPicture) -> tuple[float, float]:
-    rows, columns = len(picture.expected), len(picture.expected[0])
-    return min(3.4, 0.6 * columns + 1.3), min(4.2, 0.45 * rows + 1.2)
+@dataclass(frozen=True)
+class HeatCell:
+    value: float
+    text: str
+    colour: str  # "#rrggbb" from the panel's colour map
+    light_text: bool  # the colour is dark: write the number in white
+    worst: bool  # the entry that differs most
 
 
-#: a heat map panel's margins in inches: room for the title, the ticks and the colour bar
-_LEFT, _BOTTOM, _TOP, _GAP, _BAR, _BAR_LABELS = 0.3, 0.3, 0.32, 0.1, 0.12, 0.55
+@dataclass(frozen=True)
+class HeatPanel:
+    """One heat map as data, for a page to lay out as a grid of coloured cells."""
+
+    name: str  # expected, yours, difference
+    title: str
+    cells: list[list[HeatCell]]
+    scale: str  # the colour map, as a CSS linear-gradient from -limit to +limit
+    limit: str  # the colour scale's end, as text
 
 
-def gradient_panels(picture: GradientPicture) -> list[str]:
-    """Expected, yours and the difference as three SVG heat maps (a page lays them side by
-    side, or one above the other on a phone); the first two share one colour scale, and the
-    worst entry is outlined in each. Laid out by hand in inches (cells square, the colour bar
-    at least 1.2 inches tall), which is several times faster than a layout engine."""
-    rows, columns = len(picture.expected), len(picture.expected[0])
-    cell = min(0.5, 3.0 / columns, 2.6 / rows)
-    area = max(columns * cell, 1.5)  # wide enough for the panel's title
-    width = _LEFT + area + _GAP + _BAR + _BAR_LABELS
-    body = max(rows * cell, 1.2)
-    height = _BOTTOM + body + _TOP
+def heat_panels(picture: GradientPicture) -> list[HeatPanel]:
+    """Expected, yours and the difference as cells coloured by matplotlib's colour maps (the
+    first two on one scale); a page draws them as tables, so the numbers stay text and a page
+    costs no figure. ``gradient_heatmaps`` draws the same as an image."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    row, column = picture.worst_index
     out = []
     for name, (title, values, limit, cmap) in zip(PANELS, _panels(picture)):
-        with matplotlib.rc_context(_STYLE):
-            figure = Figure(figsize=(width, height))
-            left = _LEFT + (area - columns * cell) / 2
-            below = _BOTTOM + (body - rows * cell) / 2
-            ax = figure.add_axes((left / width, below / height, columns * cell / width,
-                                  rows * cell / height))
-            bar = figure.add_axes(((_LEFT + area + _GAP) / width, _BOTTOM / height,
-                                   _BAR / width, body / height))
-            mesh = _heatmap(ax, picture, title, values, limit, cmap)
-            ax.set_aspect("auto")  # the axes' box is already square per cell
-            figure.colorbar(mesh, cax=bar)
-        out.append(_render(figure, f"gradient-{picture.parameter}-{name}", "svg"))
-    return out  # type: ignore[return-value]
+        colours = colormaps[cmap]
+
+        def cell(r: int, c: int, value: float) -> HeatCell:
+            return HeatCell(value, _cell_text(value), to_hex(colours(0.5 + 0.5 * value / limit)),
+                            abs(value) > 0.6 * limit, (r, c) == (row, column))
+
+        cells = [[cell(r, c, v) for c, v in enumerate(line)] for r, line in enumerate(values)]
+        stops = ", ".join(to_hex(colours(i / 8)) for i in range(9))
+        out.append(HeatPanel(name, title, cells, f"linear-gradient(to right, {stops})",
+                             f"{limit:.3g}"))
+    return out
 
 
-def gradient_heatmaps(picture: GradientPicture, fmt: Format = "svg") -> str | bytes:
-    """The three heat maps of ``gradient_panels`` in one figure (one image file)."""
-    width, height = _panel_size(picture)
+def gradient_heatmaps(picture: GradientPicture, fmt: Format = "png") -> str | bytes:
+    """Expected, yours and the difference as heat maps side by side in one image (for a
+    platform that shows images); the first two share one colour scale, the worst entry is
+    outlined in each."""
+    rows, columns = len(picture.expected), len(picture.expected[0])
+    width, height = min(3.4, 0.6 * columns + 1.3), min(4.2, 0.45 * rows + 1.2)
     with matplotlib.rc_context(_STYLE):
         figure = _figure(3 * width - 0.6, height)
         axes = figure.subplots(1, 3)
@@ -166,8 +187,7 @@ def gradient_heatmaps(picture: GradientPicture, fmt: Format = "svg") -> str | by
 def loss_curves(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
     """The student's loss and the reference's at each checkpoint of the training loop."""
     with matplotlib.rc_context(_STYLE):
-        figure = _figure(5.6, 3.0)
-        ax = figure.subplots()
+        figure, ax = _axes(5.6, 3.0)
         ax.plot(curve.steps, curve.reference_loss, marker="o", color=REFERENCE,
                 label="reference", linewidth=2)
         finite = [v if math.isfinite(v) else float("nan") for v in curve.student_loss]
@@ -187,8 +207,7 @@ def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
     """P on each row after training, with each row's label and the threshold."""
     rows = list(range(len(curve.predictions)))
     with matplotlib.rc_context(_STYLE):
-        figure = _figure(5.6, 2.8)
-        ax = figure.subplots()
+        figure, ax = _axes(5.6, 2.8, top=0.45)
         ax.bar(rows, curve.predictions, color=STUDENT, alpha=0.75, label="your P",
                width=0.6)
         ax.scatter(rows, curve.labels, marker="_", s=420, linewidths=3, color=INK,
@@ -199,7 +218,7 @@ def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
         ax.set_xlabel("row of the training data")
         ax.set_ylim(-0.05, 1.1)
         ax.set_ylabel("prediction")
-        ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.22))
+        ax.legend(frameon=False, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     return _render(figure, "predictions", fmt)
