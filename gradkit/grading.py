@@ -7,6 +7,7 @@ pass on the student's trained weights, so one wrong function never fails another
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -497,8 +498,8 @@ def _training(case: Case, call: CallResult, tolerances: Tolerances, assignment: 
     P = oracle.predictions(case.X, checkpoints[-1])
     labels = case.Y.to(F64)
     verdict.curve = TrainingCurve(
-        case=case.id, steps=list(TRAINING_CHECKPOINTS), student_loss=losses.tolist(),
-        reference_loss=exp.losses.tolist(), predictions=P.reshape(-1).tolist(),
+        case=case.id, steps=list(TRAINING_CHECKPOINTS), student_loss=_finite(losses),
+        reference_loss=exp.losses.tolist(), predictions=_finite(P),
         labels=labels.reshape(-1).tolist())
     wrong = ((P > 0.5).to(F64) != labels).reshape(-1)
     verdict.comparisons.append(Comparison(
@@ -571,6 +572,11 @@ def plots_of(checks: list[Check], verdicts: dict[str, list[CaseVerdict]],
     return Plots(gradients=[p for c in checks if c.group == "gradient"
                             for p in [_gradient_picture(c, steps)] if p is not None],
                  training=curve)
+
+
+def _finite(values: Tensor) -> list[Optional[float]]:
+    """A tensor's values as a list, None where not finite (JSON has no NaN)."""
+    return [v if math.isfinite(v) else None for v in values.reshape(-1).tolist()]
 
 
 def _clarity(comparison: Comparison, expected: Tensor, actual: Tensor) -> tuple[float, float]:

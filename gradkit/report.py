@@ -186,9 +186,11 @@ class TrainingCurve(_Model):
 
     case: str = Field(description="Case id of the training case.")
     steps: list[int] = Field(description="The training steps at which the loss was measured.")
-    student_loss: list[float] = Field(description="Mean cross-entropy of the student's weights.")
+    student_loss: list[Optional[float]] = Field(
+        description="Mean cross-entropy of the student's weights (None where not finite).")
     reference_loss: list[float] = Field(description="The same with the reference's weights.")
-    predictions: list[float] = Field(description="P on each row after the last step (student).")
+    predictions: list[Optional[float]] = Field(
+        description="P on each row after the last step, student's weights (None: not finite).")
     labels: list[float] = Field(description="Y on each row.")
     threshold: float = Field(0.5, description="A row counts as class 1 when P exceeds this.")
 

@@ -370,3 +370,18 @@ def test_a_page_for_a_file_that_did_not_get_far(sandbox, tmp_path, source, verdi
         assert "&lt;b&gt;not markup&lt;/b&gt;" in page
     else:
         assert report.check("load").message.split(":")[0] in page
+
+
+def test_a_training_run_that_went_to_nan_is_drawn_and_kept_as_json(reports):
+    from gradkit.render import prairielearn
+    from gradkit.report import TrainingCurve
+
+    data = json.loads(reports["buggy"].model_dump_json())
+    curve = TrainingCurve.model_validate(data["plots"]["training"])
+    data["plots"]["training"] = curve.model_copy(update={
+        "student_loss": [0.5, 0.4] + [None] * 6, "predictions": [None] * 8}).model_dump()
+    report = Report.model_validate_json(json.dumps(data))  # None survives a JSON round trip
+    assert report.plots.training.student_loss[2] is None
+    page = html.render(report)
+    assert page.count("<svg") == 2
+    assert prairielearn.results(report)["tests"]  # and the PNGs are drawn

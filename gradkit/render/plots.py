@@ -190,7 +190,8 @@ def loss_curves(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
         figure, ax = _axes(5.6, 3.0)
         ax.plot(curve.steps, curve.reference_loss, marker="o", color=REFERENCE,
                 label="reference", linewidth=2)
-        finite = [v if math.isfinite(v) else float("nan") for v in curve.student_loss]
+        finite = [v if v is not None and math.isfinite(v) else float("nan")
+                  for v in curve.student_loss]
         ax.plot(curve.steps, finite, marker="s", color=STUDENT, label="your function",
                 linewidth=2, linestyle="--")
         ax.set_xlabel("training step")
@@ -208,8 +209,8 @@ def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
     rows = list(range(len(curve.predictions)))
     with matplotlib.rc_context(_STYLE):
         figure, ax = _axes(5.6, 2.8, top=0.45)
-        ax.bar(rows, curve.predictions, color=STUDENT, alpha=0.75, label="your P",
-               width=0.6)
+        shown = [p if p is not None else float("nan") for p in curve.predictions]
+        ax.bar(rows, shown, color=STUDENT, alpha=0.75, label="your P", width=0.6)
         ax.scatter(rows, curve.labels, marker="_", s=420, linewidths=3, color=INK,
                    label="label Y", zorder=3)
         ax.axhline(curve.threshold, color=MUTED, linewidth=1, linestyle=":",
