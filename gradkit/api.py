@@ -286,6 +286,7 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
     grading = grade(submission, cases, calls, tolerances, points,
                     accept_conventions=accept_conventions, credit_upstream=credit_upstream)
     report.checks += grading.checks
+    report.plots = grading.plots
     from gradkit.diagnosis.diagnose import diagnose, module_globals
 
     load_frame = next((f for f in outcome.frames if f.header.get("type") == "load"), None)

@@ -460,6 +460,8 @@ class Batch:
 
     out: Path
     gradebook: Optional[Path] = None
+    #: also write each student's report as HTML (reports/<student>.html)
+    pages: bool = True
 
     @property
     def reports(self) -> Path:
@@ -471,6 +473,14 @@ class Batch:
 
     def report_path(self, student: str) -> Path:
         return self.reports / f"{student}.json"
+
+    def page_path(self, student: str) -> Path:
+        """The student's report as HTML, beside its JSON."""
+        return self.reports / f"{student}.html"
+
+    @property
+    def summary_page(self) -> Path:
+        return self.out / "summary.html"
 
 
 def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
@@ -509,9 +519,16 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
             except (OSError, ValueError):
                 pass
             else:
+                if batch.pages and not batch.page_path(submission.student).is_file():
+                    write_report_page(batch.page_path(submission.student), report,
+                                      submission.path)
                 finish(row_of(submission, report, reused=True))
                 continue
         todo.put(submission)
+
+    if batch.pages and not todo.empty():
+        # the HTML views' libraries, loaded once here and shared by every forked grader
+        from gradkit.render import html  # noqa: F401
 
     # what no submission's process may see: every submission's folder and the folder holding
     # it (the class folder), the reports and the gradebook
@@ -575,7 +592,7 @@ class _Grader:
     def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
         ours, theirs = socket.socketpair()
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
-                          "hidden": hidden})
+                          "hidden": hidden, "pages": batch.pages})
         self.proc: ForkedProcess | subprocess.Popen
         if threading.active_count() == 1:
             import torch  # noqa: F401  (once, here: every grading process shares it)
@@ -665,12 +682,41 @@ def _serve(sock: socket.socket, job_text: str) -> None:
                                **settings.check_options())
                 # the same text as `gradkit check --format json`: safe to print, same data
                 _write_atomic(reports / f"{submission.student}.json", json_report.render(report))
+                if job.get("pages", True):
+                    write_report_page(reports / f"{submission.student}.html", report,
+                                      submission.path)
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)
             sock.sendall(json.dumps(dataclasses.asdict(row)).encode() + b"\n")
     finally:
         sandbox.close()
+
+
+def write_report_page(path: Path, report: Report, source: Path) -> None:
+    """One student's report as a self-contained HTML page (``gradkit.render.html``), quoting
+    the graded file's lines when it is still the file the report graded."""
+    from gradkit.loader import LoadError, load_submission
+    from gradkit.render import html
+
+    try:
+        submission = load_submission(source) if source.is_file() else None
+    except (LoadError, OSError):
+        submission = None
+    _write_atomic(path, html.render(report, submission))
+
+
+def write_summary_page(rows: Sequence[Row], summary: "Summary", batch: Batch) -> Path:
+    """The class summary (``summary.html``): links relative to it, to each student's page."""
+    from gradkit.render import html
+
+    out = batch.out.resolve()
+    gradebook = Path(os.path.relpath(batch.gradebook_path.resolve(), out)).as_posix()
+    reports = Path(os.path.relpath(batch.reports.resolve(), out)).as_posix()
+    pages = {r.student for r in rows if batch.page_path(r.student).is_file()}
+    _write_atomic(batch.summary_page, html.render_summary(
+        rows, summary, gradebook=gradebook, reports=reports, pages=pages))
+    return batch.summary_page
 
 
 def natural_key(name: str) -> tuple:

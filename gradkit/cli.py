@@ -24,8 +24,37 @@ FORMATS = {
     "json": "gradkit.render.json_report:render",
     "gradescope": "gradkit.render.gradescope:render",
     "junit": "gradkit.render.junit:render",
+    "html": "gradkit.render.html:render",
+    "prairielearn": "gradkit.render.prairielearn:render",
 }
+#: formats whose view shows the student's source lines (read from the graded file)
+_SHOWS_SOURCE = ("html",)
 CONVENTIONS = ("sum", "half_mean", "mean")
+
+
+def _source(path: Path):
+    """The graded file as gradkit read it, for views that quote its lines (None if unreadable;
+    each view checks its sha256 against the report's)."""
+    from gradkit.loader import LoadError, load_submission
+
+    try:
+        return load_submission(path)
+    except (LoadError, OSError):
+        return None
+
+
+def _github_links(html_path: Optional[Path]) -> None:
+    """Append where the visual report is to the job summary (it cannot embed the page)."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target or html_path is None:
+        return
+    run = "/".join(os.environ.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY"))
+    link = f"{run}/actions/runs/{os.environ['GITHUB_RUN_ID']}" if \
+        os.environ.get("GITHUB_RUN_ID") and run.strip("/") else ""
+    where = f"[this run's artifacts]({link}#artifacts)" if link else "this run's artifacts"
+    with open(target, "a", encoding="utf-8") as out:
+        out.write(f"The visual report (`{html_path}`) is in {where} (upload it with "
+                  "actions/upload-artifact).\n\n")
 
 
 def renderer(name: str):
@@ -129,17 +158,24 @@ def main() -> None:
               help="Gradescope format: when students see a check (a check id, a group such as "
                    "'gradient', or no CHECK for every check): visible, after_due_date, "
                    "after_published or hidden (repeatable).")
+@click.option("--gradescope-output", type=click.Choice(["md", "html"]), default="md",
+              show_default=True,
+              help="Gradescope format: the top-level output as markdown, or as the visual "
+                   "report (Gradescope's output_format html).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the visual report (one self-contained HTML page) here.")
 @grading_options
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
 def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
-          **grading: object) -> None:
+          gradescope_output: str, html_path: Optional[Path], **grading: object) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
-    render_options = {"visibility": click.get_current_context().meta.get(
-        "gradkit.visibility", {})} if fmt == "gradescope" else {}
+    render_options: dict = {"visibility": click.get_current_context().meta.get(
+        "gradkit.visibility", {}), "output_format": gradescope_output} \
+        if fmt == "gradescope" else {}
     from gradkit.sandbox import Sandbox
 
     # first thing: the worker (a fresh interpreter) imports torch while this process does
-    sandbox = Sandbox(hidden=[] if output is None else [output.resolve().parent])
+    sandbox = Sandbox(hidden=[p.resolve().parent for p in (output, html_path) if p is not None])
     try:
         from gradkit.api import check as run_check
         import torch
@@ -159,10 +195,15 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
                                         no_color=color is False))
         text = None
     else:
+        if fmt in _SHOWS_SOURCE or render_options.get("output_format") == "html":
+            render_options["submission"] = _source(path)
         text = renderer(fmt)(report, **render_options)
         click.echo(text)
     if output is not None:
         output.write_text(text if text is not None else renderer("json")(report))
+    if html_path is not None:
+        html_path.write_text(renderer("html")(report, submission=_source(path)),
+                             encoding="utf-8")
     if os.environ.get("GITHUB_ACTIONS") == "true":
         try:
             from gradkit.render import github
@@ -170,6 +211,7 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
             pass
         else:
             github.emit(report, sys.stdout)
+            _github_links(html_path)
     sys.exit(report.return_code)
 
 
@@ -214,17 +256,21 @@ def schema() -> None:
               help="Write the gradebook CSV here instead of OUT/gradebook.csv.")
 @click.option("--force", is_flag=True,
               help="Grade every submission again, even those whose report is up to date.")
+@click.option("--html/--no-html", "pages", default=True, show_default=True,
+              help="Also write OUT/summary.html and each student's report as "
+                   "OUT/reports/<student>.html.")
 @grading_options
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
-          progress: bool, **grading: object) -> None:
+          pages: bool, progress: bool, **grading: object) -> None:
     """Grade a class: a folder of submissions, or one file or folder per student.
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
-    each is one student's submission. Writes OUT/reports/<student>.json and a gradebook CSV,
-    then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
-    gradkit itself failed on a submission, 2 on a usage error.
+    each is one student's submission. Writes OUT/reports/<student>.json (and .html), a
+    gradebook CSV and OUT/summary.html, then prints a summary. Exit code 0 when the batch
+    completed (whatever the scores), 3 if gradkit itself failed on a submission, 2 on a usage
+    error.
     """
     import time
 
@@ -237,7 +283,7 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
                                "student folders, or the submissions themselves")
-    where = batch.Batch(out=out, gradebook=gradebook)
+    where = batch.Batch(out=out, gradebook=gradebook, pages=pages)
     try:
         where.reports.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -269,13 +315,16 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     from gradkit.render.untrusted import command_safe, markdown_block, visible
 
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
+    page = batch.write_summary_page(rows, summary, where) if pages else None
     lines = [visible(line) for line in batch.summary_lines(summary)]
-    lines.append(visible(f"gradebook: {where.gradebook_path} · reports: {where.reports}/"))
+    lines.append(visible(f"gradebook: {where.gradebook_path} · reports: {where.reports}/"
+                         + (f" · summary: {page}" if page else "")))
     click.echo(command_safe("\n".join(lines)))
     if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
             step_summary.write("### gradkit grade\n\n"
                                + markdown_block("\n".join(lines[:-1])) + "\n")
+        _github_links(page)
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
 
 

@@ -7,6 +7,7 @@ pass on the student's trained weights, so one wrong function never fails another
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +19,8 @@ from gradkit.cases import TRAINING_CHECKPOINTS, Case, is_probe
 from gradkit.compare import all_finite, compare
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
-from gradkit.report import Check, CheckGroup, Comparison, Tolerance
+from gradkit.report import (MAX_PICTURE_ENTRIES, Check, CheckGroup, Comparison,
+                            GradientPicture, Plots, Tolerance, TrainingCurve)
 from gradkit.tolerances import Tolerances, dtype_name
 from reference.assignment import NOTEBOOK, Assignment, LossConvention, convention_scale
 
@@ -68,6 +70,8 @@ class CaseVerdict:
     line: Optional[int] = None
     #: with credit_upstream: the upstream steps whose mistake alone made this case's numbers wrong
     credited: Optional[tuple[str, ...]] = None
+    #: a training case's losses and final predictions, for the report's pictures
+    curve: Optional[TrainingCurve] = None
 
     @property
     def passed(self) -> bool:
@@ -104,6 +108,8 @@ class Grading:
     #: the conventions accepted as correct besides the documented one
     accepted_conventions: tuple[LossConvention, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: the numbers behind the HTML view's pictures (``Report.plots``)
+    plots: Plots = field(default_factory=Plots)
 
 
 def weights_of(value: Value, assignment: Assignment = NOTEBOOK
@@ -253,7 +259,7 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
     checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission)
               for check_id in verdicts]
     return Grading(checks=checks, verdicts=verdicts, steps=steps_seen,
-                   accepted_conventions=accepted)
+                   accepted_conventions=accepted, plots=plots_of(checks, verdicts, steps_seen))
 
 
 def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool = False):
@@ -519,6 +525,10 @@ def _training(case: Case, call: CallResult, tolerances: Tolerances, assignment: 
         case.id, losses, exp.losses, TRAINING_TRACKING))
     P = oracle.predictions(case.X, checkpoints[-1])
     labels = case.Y.to(F64)
+    verdict.curve = TrainingCurve(
+        case=case.id, steps=list(TRAINING_CHECKPOINTS), student_loss=_finite(losses),
+        reference_loss=exp.losses.tolist(), predictions=_finite(P),
+        labels=labels.reshape(-1).tolist())
     wrong = ((P > 0.5).to(F64) != labels).reshape(-1)
     verdict.comparisons.append(Comparison(
         quantity="rows classified correctly after training", case=case.id, against="rule",
@@ -578,3 +588,62 @@ def weights_mutated(case: Case, step: StepResult) -> list[str]:
             changed.append(name)
     return changed
 
+
+
+# -- the numbers behind the pictures (Report.plots) --------------------------------------------
+
+def plots_of(checks: list[Check], verdicts: dict[str, list[CaseVerdict]],
+             steps: list[SeenStep]) -> Plots:
+    """For each wrong gradient, its matrices in the case that shows the mistake most clearly;
+    and the training loop's losses and final predictions. Only numbers grading already has."""
+    curve = next((v.curve for v in verdicts.get("training", []) if v.curve is not None), None)
+    return Plots(gradients=[p for c in checks if c.group == "gradient"
+                            for p in [_gradient_picture(c, steps)] if p is not None],
+                 training=curve)
+
+
+def _finite(values: Tensor) -> list[Optional[float]]:
+    """A tensor's values as a list, None where not finite (JSON has no NaN)."""
+    return [v if math.isfinite(v) else None for v in values.reshape(-1).tolist()]
+
+
+def _clarity(comparison: Comparison, expected: Tensor, actual: Tensor) -> tuple[float, float]:
+    """How plainly a comparison shows a mistake on one colour scale: the share of entries
+    outside tolerance, then the worst error against the larger matrix, weighted by how
+    comparable the two matrices' sizes are (a 1e-12 gradient beside a 1e-6 one shows as blank)."""
+    share = comparison.mismatched / comparison.total if comparison.total else 0.0
+    sizes = sorted((float(expected.abs().max()), float(actual.abs().max())))
+    if sizes[1] == 0.0:
+        return share, 0.0
+    return share, (comparison.max_abs_error or 0.0) / sizes[1] * (sizes[0] / sizes[1])
+
+
+def _gradient_picture(check: Check, steps: list[SeenStep]) -> Optional[GradientPicture]:
+    name = check.id.split(".", 1)[1]
+    seen = {(s.case.id, s.index): s for s in steps if not is_probe(s.case)}
+    best: Optional[tuple[tuple[float, float], Comparison, Tensor, Tensor]] = None
+    for comparison in check.comparisons:
+        if comparison.passed or comparison.problem != "values" or \
+                comparison.against != "reference":
+            continue
+        step = seen.get((comparison.case, (comparison.step or 1) - 1))
+        implied = step.implied.get(name) if step is not None else None
+        if step is None or implied is None or implied.numel() > MAX_PICTURE_ENTRIES:
+            continue
+        expected = oracle.scaled(step.expectation.gradients[name], step.scale).to(F64)
+        if expected.shape != implied.shape or not all_finite(implied):
+            continue
+        clarity = _clarity(comparison, expected, implied)
+        if best is None or clarity > best[0]:
+            best = (clarity, comparison, expected, implied)
+    if best is None:
+        return None
+    _, comparison, expected, implied = best
+    as_matrix = (lambda t: t.reshape(1, -1) if t.dim() < 2 else t.reshape(t.shape[0], -1))
+    expected, implied = as_matrix(expected), as_matrix(implied.to(F64))
+    worst = int((implied - expected).abs().argmax())
+    return GradientPicture(
+        parameter=name, quantity=GRADIENT_QUANTITY.get(name, f"dL/d{name}"),
+        case=comparison.case, step=comparison.step, expected=expected.tolist(),
+        actual=implied.tolist(), worst_index=[worst // expected.shape[1], worst % expected.shape[1]],
+        tolerance=comparison.tolerance or Tolerance(dtype="float64", rtol=0.0, atol=0.0))

@@ -199,6 +199,49 @@ class Output(_Model):
     truncated_bytes: int = 0
 
 
+# -- data for the pictures (gradkit.render.html): numbers only, bounded in size ---------------
+
+#: A gradient is kept for pictures only when it has at most this many entries.
+MAX_PICTURE_ENTRIES = 1024
+
+
+class GradientPicture(_Model):
+    """One parameter's gradient, expected and the student's, in the case that shows its mistake
+    most clearly (the most entries outside tolerance, then the largest error on two matrices of
+    comparable size). Row-major matrices of the parameter's shape (a vector is one row)."""
+
+    parameter: str = Field(description="The parameter, as in the assignment (e.g. 'V').")
+    quantity: str = Field(description="What the matrices are, e.g. 'dL/dV'.")
+    case: str = Field(description="Case id (see Report.cases).")
+    step: Optional[int] = Field(None, description="Step within a chain, if the case is one.")
+    expected: list[list[float]] = Field(description="The reference's gradient (float64).")
+    actual: list[list[float]] = Field(description="The gradient the student's update implies.")
+    worst_index: list[int] = Field(description="(row, column) of the largest difference.")
+    tolerance: Tolerance
+
+
+class TrainingCurve(_Model):
+    """The notebook's training loop run with the student's function and with the reference."""
+
+    case: str = Field(description="Case id of the training case.")
+    steps: list[int] = Field(description="The training steps at which the loss was measured.")
+    student_loss: list[Optional[float]] = Field(
+        description="Mean cross-entropy of the student's weights (None where not finite).")
+    reference_loss: list[float] = Field(description="The same with the reference's weights.")
+    predictions: list[Optional[float]] = Field(
+        description="P on each row after the last step, student's weights (None: not finite).")
+    labels: list[float] = Field(description="Y on each row.")
+    threshold: float = Field(0.5, description="A row counts as class 1 when P exceeds this.")
+
+
+class Plots(_Model):
+    """What the visual views draw, beyond the checks: the numbers behind the pictures."""
+
+    gradients: list[GradientPicture] = Field(
+        default_factory=list, description="One per parameter whose gradient is wrong.")
+    training: Optional[TrainingCurve] = None
+
+
 class Report(_Model):
     """Everything gradkit found about one submission."""
 
@@ -218,6 +261,8 @@ class Report(_Model):
     duration_seconds: float = 0.0
     error: Optional[Untrusted] = Field(None, description="gradkit's own failure, if it had one "
                                        "(it can quote the submission).")
+    plots: Plots = Field(default_factory=Plots,
+                         description="Numbers for the pictures of the HTML view (format 2.0).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -67,6 +67,10 @@ TRUSTED = {
     "Report.gradkit_version": "gradkit's", "Report.torch_version": "the grader's torch",
     "Report.python_version": "the grader's Python",
     "Report.assignment": "the reference's assignment description",
+    "GradientPicture.parameter": "a parameter name of the assignment description",
+    "GradientPicture.quantity": "gradkit's words for the gradient",
+    "GradientPicture.case": "a case id of gradkit's battery",
+    "TrainingCurve.case": "the same",
 }
 
 

@@ -25,18 +25,26 @@ MAX_PRINTED = 4000
 
 
 def render(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
-           stdout_visibility: str = "hidden") -> str:
+           stdout_visibility: str = "hidden", output_format: str = "md",
+           submission: Any = None) -> str:
     """``results.json`` text for this report (safe to print: ``untrusted.json_document``)."""
     return json_document(json.dumps(
-        results(report, visibility=visibility, stdout_visibility=stdout_visibility), indent=2))
+        results(report, visibility=visibility, stdout_visibility=stdout_visibility,
+                output_format=output_format, submission=submission), indent=2))
 
 
 def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
-            stdout_visibility: str = "hidden") -> dict[str, Any]:
+            stdout_visibility: str = "hidden", output_format: str = "md",
+            submission: Any = None) -> dict[str, Any]:
     """``results.json`` as a dict. ``visibility``: check id, group or ``"*"`` -> visibility.
 
     Text from the submission is literal in the markdown: escaped, or in code spans and blocks
-    that it cannot close (``untrusted.markdown_*``); ``extra_data`` holds it as plain data."""
+    that it cannot close (``untrusted.markdown_*``); ``extra_data`` holds it as plain data.
+    ``output_format="html"``: the top-level output is the visual report
+    (``gradkit.render.html.fragment``, quoting ``submission``'s lines when it is the graded
+    file; its template escapes every string); the tests' outputs stay markdown."""
+    if output_format not in ("md", "html"):
+        raise ValueError(f"output_format {output_format!r}: use 'md' or 'html'")
     markdown = prepared(report, "markdown")
     visibility = dict(visibility or {})
     for key, value in [*visibility.items(), ("stdout_visibility", stdout_visibility)]:
@@ -48,8 +56,8 @@ def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
     return {
         "score": report.score,
         "execution_time": max(0, math.ceil(report.duration_seconds)),
-        "output": _summary(markdown),
-        "output_format": "md",
+        "output": _summary(markdown) if output_format == "md" else _html(report, submission),
+        "output_format": output_format,
         "test_output_format": "md",
         "stdout_visibility": stdout_visibility,
         "extra_data": {
@@ -63,6 +71,12 @@ def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
         },
         "tests": tests,
     }
+
+
+def _html(report: Report, submission: Any) -> str:
+    from gradkit.render import html  # jinja2 and matplotlib: only for this view
+
+    return html.fragment(report, submission)
 
 
 def numbers(checks: list[Check]) -> list[str]:
