@@ -307,7 +307,6 @@ def test_a_real_upstream_mistake_keeps_its_credit(tmp_path):
     ("autograd_by_other_routes", "GKP110", "torch's engine built"),
     ("autograd_in_a_thread", "GKP110", "torch's engine built"),
     ("autograd_watch_switched_off", "GKP112", "gradkit's watch of autograd off"),
-    ("autograd_forward_mode", "GKP112", "switched forward-mode autograd back on"),
 ])
 def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, words):
     """Built names, the counter's own __wrapped__, setattr(requires_grad), detached results,
@@ -321,8 +320,26 @@ def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, word
     assert report["score"] <= 20  # the gradient, update and training points are withheld
     allowed, run = check(tmp_path, HOSTILE / f"{attack}.py", "--allow-autograd")
     assert run.code == 0 and allowed["passed"] and allowed["score"] == 100
-    if attack != "autograd_forward_mode":  # allowed, forward mode is not switched off to watch
-        assert "allowed (autograd is allowed)" in verdicts(allowed)["policy"]["message"]
+    assert "allowed (autograd is allowed)" in verdicts(allowed)["policy"]["message"]
+
+
+def test_forward_mode_autograd_switched_back_on_fails_the_policy():
+    """Forward-mode AD builds no graph node; gradkit switches it off before the file loads and
+    finds it back on. Through the real sandbox with long limits: torch's first dual operation
+    loads its formulas, a dozen seconds on a busy machine, more than the default load limit."""
+    from gradkit import check as grade
+    from gradkit.sandbox import Limits
+
+    limits = Limits(load_seconds=120, call_seconds=60, total_seconds=300)
+    path = HOSTILE / "autograd_forward_mode.py"
+    report = grade(path, limits=limits)
+    assert report.error is None and report.check("load").status == "pass"
+    policy = report.check("policy")
+    assert policy.status == "fail" and "GKP112" in policy.message
+    assert "switched forward-mode autograd back on" in policy.message
+    assert report.score <= 20
+    allowed = grade(path, limits=limits, allow_autograd=True)
+    assert allowed.passed and allowed.score == 100  # not watched when allowed
 
 
 def test_a_solution_by_hand_shows_no_autograd(tmp_path):
