@@ -8,31 +8,28 @@ independent ways to compute the parameter gradients. Bundled descriptions are in
 ``reference/assignments/`` (the notebook's is ``notebook.toml``).
 """
 
-from reference.assignment import (NOTEBOOK, Assignment, AssignmentError, LossConvention,
-                                  load_assignment)
-from reference.network import (
-    GRADIENT_NAMES,
-    Backward,
-    Forward,
-    Trace,
-    backward,
-    forward,
-    init_weights,
-    loss,
-    neural_net_predict,
-    predict,
-    run,
-    sgd_update,
-    sigmoid,
-    train,
-    train_neural_net,
-)
-from reference.oracles import (
-    autograd_gradients,
-    finite_difference_gradients,
-    hand_written_gradients,
-)
-from reference.steps import Step, step_table
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it; imported on first use, so that reading an
+#: assignment file (``reference.assignment``) does not import torch
+_WHERE = {
+    **dict.fromkeys(("NOTEBOOK", "Assignment", "AssignmentError", "LossConvention",
+                     "load_assignment"), "reference.assignment"),
+    **dict.fromkeys(("GRADIENT_NAMES", "Backward", "Forward", "Trace", "backward", "forward",
+                     "init_weights", "loss", "neural_net_predict", "predict", "run",
+                     "sgd_update", "sigmoid", "train", "train_neural_net"), "reference.network"),
+    **dict.fromkeys(("autograd_gradients", "finite_difference_gradients",
+                     "hand_written_gradients"), "reference.oracles"),
+    **dict.fromkeys(("Step", "step_table"), "reference.steps"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'reference' has no attribute {name!r}")
+
 
 __all__ = [
     "NOTEBOOK",

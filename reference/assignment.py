@@ -200,8 +200,6 @@ class Assignment(_Strict):
             seen.add(name)
         if self.functions.train == self.functions.predict:
             raise ValueError("functions.train and functions.predict must differ")
-        from reference.steps import step_ids
-
         ids = step_ids(self)
         unknown = sorted(set(self.names) - set(ids))
         if unknown:
@@ -364,6 +362,20 @@ class Assignment(_Strict):
             "accepted_conventions": list(self.accepted_conventions),
             "parameter_shapes": {k: list(v) for k, v in self.parameter_shapes.items()},
         }
+
+
+def step_ids(assignment: Assignment) -> tuple[str, ...]:
+    """The ids a course may name in ``[names]``: forward and backward steps (not X, Y, the
+    parameters, whose names are the ``[[layers]]`` keys, nor the updates). See
+    ``reference.steps`` for what each is."""
+    L = len(assignment.layers)
+    ids = [i for k in range(1, L + 1) for i in (f"Z{k}", f"A{k}")]
+    ids.append(f"dLdA{L}")
+    for k in range(L, 0, -1):
+        ids += [f"dA{k}dZ{k}", f"dLdZ{k}", f"dLdW{k}", f"dLdb{k}"]
+        if k > 1:
+            ids.append(f"dLdA{k - 1}")
+    return tuple(ids)
 
 
 def check_ids(assignment: Assignment) -> tuple[str, ...]:

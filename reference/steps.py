@@ -47,8 +47,13 @@ from typing import TYPE_CHECKING, Callable, Literal, Optional
 import torch
 from torch import Tensor
 
+from reference.assignment import step_ids
+
 if TYPE_CHECKING:
     from reference.assignment import Assignment
+
+__all__ = ["Step", "StepKind", "step_table", "step_ids", "gradient_id", "downstream_parameters",
+           "activate", "derivative", "sigmoid", "loss_factor", "LOSS_LINEAR", "FORWARD_KINDS"]
 
 StepKind = Literal["pre_activation", "activation", "loss_gradient", "activation_derivative",
                    "pre_activation_gradient", "weight_gradient", "bias_gradient",
@@ -184,19 +189,6 @@ LOSS_GRADIENT_WORDS = {
 # ------------------------------------------------------------------------------------------------
 # The table
 # ------------------------------------------------------------------------------------------------
-
-def step_ids(assignment: "Assignment") -> tuple[str, ...]:
-    """The ids a course may name in ``[names]``: forward and backward steps (not X, Y, the
-    parameters, whose names are the ``[[layers]]`` keys, nor the updates)."""
-    L = len(assignment.layers)
-    ids = [i for k in range(1, L + 1) for i in (f"Z{k}", f"A{k}")]
-    ids.append(f"dLdA{L}")
-    for k in range(L, 0, -1):
-        ids += [f"dA{k}dZ{k}", f"dLdZ{k}", f"dLdW{k}", f"dLdb{k}"]
-        if k > 1:
-            ids.append(f"dLdA{k - 1}")
-    return tuple(ids)
-
 
 def step_table(assignment: "Assignment", convention: Optional[str] = None) -> tuple[Step, ...]:
     """Every step of the assignment's network in the order the reference computes them:
