@@ -300,6 +300,40 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
 
 
+@main.group()
+def assignment() -> None:
+    """Assignment descriptions: the network your students backpropagate (a TOML file)."""
+
+
+@assignment.command("show")
+@click.argument("spec", metavar="FILE|NAME")
+def assignment_show(spec: str) -> None:
+    """Print what gradkit understood of an assignment file (or a bundled one: notebook,
+    tanh_bce, relu_mse, logistic): the network, its shapes, the student's contract, and every
+    step of the backward pass with its id and name. Exit code 2 for a bad file."""
+    from reference.describe import describe
+
+    for line in describe(load_assignment_or_exit(spec)):
+        click.echo(line)
+
+
+@assignment.command("new")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def assignment_new(path: Optional[Path], force: bool) -> None:
+    """Write a commented template of an assignment file to PATH (or print it)."""
+    from reference.describe import TEMPLATE
+
+    if path is None:
+        click.echo(TEMPLATE, nl=False)
+        return
+    if path.exists() and not force:
+        click.echo(f"gradkit: {path} exists (use --force to overwrite it)", err=True)
+        sys.exit(EXIT_USAGE)
+    path.write_text(TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {path}; check it with: gradkit assignment show {path}")
+
+
 def run() -> None:
     """The console entry point: ``main``, then a fast exit.
 

@@ -26,7 +26,8 @@ from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
 from gradkit.report import Check, CheckGroup, Comparison, Tolerance
 from gradkit.tolerances import Tolerances, dtype_name
-from reference.assignment import NOTEBOOK, Assignment, LossConvention, check_ids
+from reference.assignment import (DEFAULT_POINTS, NOTEBOOK, Assignment, LossConvention,
+                                  check_ids, default_points)
 from reference.steps import gradient_id, step_table
 
 if TYPE_CHECKING:
@@ -34,13 +35,7 @@ if TYPE_CHECKING:
 
 F64 = torch.float64
 
-#: The notebook's points per check (override with ``--points ID=N`` or the assignment's
-#: ``[points]``); load is a gate worth nothing. The dtype check is worth nothing in the
-#: notebook's description, so its scores are those it always had.
-DEFAULT_POINTS: dict[str, float] = {
-    "load": 0, "predict": 10, "gradient.V": 15, "gradient.I": 10, "gradient.W": 15,
-    "gradient.J": 10, "update": 10, "init": 5, "training": 20, "side_effects": 5,
-}
+# The points per check live with the description (``reference.assignment``).
 TITLES = {
     "load": "loads, and defines train_neural_net and neural_net_predict",
     "predict": "neural_net_predict matches the reference",
@@ -71,21 +66,6 @@ HINTS = {
     "load": "Define both functions at the top level of the file, with the notebook's signatures.",
 }
 GRADIENT_QUANTITY = {"V": "dL/dV", "I": "dL/dI", "W": "dL/dW", "J": "dL/dJ"}
-
-
-def default_points(assignment: Assignment = NOTEBOOK) -> dict[str, float]:
-    """Points per check before the assignment's and the options' own: the notebook's
-    ``DEFAULT_POINTS``; for another description 15 per weight's gradient and 10 per bias's,
-    and 5 for the dtype rule."""
-    if assignment.is_notebook:
-        points = {**DEFAULT_POINTS, "dtype": 0}
-    else:
-        points = {"load": 0, "predict": 10}
-        for layer in assignment.layers:
-            points[f"gradient.{layer.weight}"] = 15
-            points[f"gradient.{layer.bias}"] = 10
-        points.update({"update": 10, "dtype": 5, "init": 5, "training": 20, "side_effects": 5})
-    return {check: points[check] for check in check_ids(assignment) if check in points}
 
 
 def titles(assignment: Assignment = NOTEBOOK) -> dict[str, str]:

@@ -68,7 +68,7 @@ class Options(BaseModel):
     @property
     def check_points(self) -> dict[str, float]:
         """Points of every check: the defaults, the assignment's, then these options'."""
-        from gradkit.grading import default_points
+        from reference.assignment import default_points
 
         return {**default_points(self.assignment), **self.assignment.points, **self.points}
 

@@ -364,6 +364,29 @@ class Assignment(_Strict):
         }
 
 
+#: The notebook's points per check (override with ``--points ID=N`` or the assignment's
+#: ``[points]``); load is a gate worth nothing.
+DEFAULT_POINTS: dict[str, float] = {
+    "load": 0, "predict": 10, "gradient.V": 15, "gradient.I": 10, "gradient.W": 15,
+    "gradient.J": 10, "update": 10, "init": 5, "training": 20, "side_effects": 5,
+}
+
+
+def default_points(assignment: Assignment) -> dict[str, float]:
+    """Points per check before the assignment's and the options' own: the notebook's
+    ``DEFAULT_POINTS`` (and 0 for the dtype rule, so its scores are those it always had); for
+    another description 15 per weight's gradient and 10 per bias's, and 5 for the dtype rule."""
+    if assignment.is_notebook:
+        points = {**DEFAULT_POINTS, "dtype": 0}
+    else:
+        points = {"load": 0, "predict": 10}
+        for layer in assignment.layers:
+            points[f"gradient.{layer.weight}"] = 15
+            points[f"gradient.{layer.bias}"] = 10
+        points.update({"update": 10, "dtype": 5, "init": 5, "training": 20, "side_effects": 5})
+    return {check: points[check] for check in check_ids(assignment) if check in points}
+
+
 def step_ids(assignment: Assignment) -> tuple[str, ...]:
     """The ids a course may name in ``[names]``: forward and backward steps (not X, Y, the
     parameters, whose names are the ``[[layers]]`` keys, nor the updates). See

@@ -425,18 +425,27 @@ def _parameter_level(submission: Submission, cases: tuple[Case, ...],
         patterns = {}
         for name in wrong:
             pairs: list[Pair] = []
+            misshapen = False
             for seen in graded:
                 implied = seen.implied.get(name)
                 if implied is None:
+                    misshapen = True  # another shape or dtype: no factor relates it
                     continue
                 before = seen.given[name].to(F64)
                 dtype = computed_dtype(seen.returned[name].dtype, seen.case.dtype)
                 tol = tolerances.implied_gradient(
                     dtype, float(before.abs().max()) if before.numel() else 1.0,
                     seen.case.learning_rate)
-                pairs.append((implied, seen.scale * seen.expectation.gradients[name], tol,
-                              seen.case.batch_size, seen.case.learning_rate))
-            patterns[name] = factor_pattern(pairs)
+                expected = seen.scale * seen.expectation.gradients[name]
+                if not (bool(torch.isfinite(implied).all()) and
+                        bool(torch.isfinite(expected).all())):
+                    continue  # a diverged chain: no factor can be fitted to inf or NaN
+                pairs.append((implied, expected, tol, seen.case.batch_size,
+                              seen.case.learning_rate))
+            pattern = None if misshapen else factor_pattern(pairs)
+            # a factor of exactly 1 says nothing about a gradient that is wrong
+            patterns[name] = None if pattern is not None and pattern.kind == "constant" and \
+                pattern.value == 1.0 else pattern
         values = list(patterns.values())
         shared = values[0] if values and all(p is not None for p in values) and len(
             {(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1 else None
