@@ -269,11 +269,11 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome,
                 for name, state in functions.items() if state != "ok"]
     report.checks = [_load_check(options, "fail" if problems else "pass", "; ".join(problems))]
     first_missing = True
-    functions = options.assignment.functions
+    named = options.assignment.functions
     for case in cases:
         if case.id in calls:
             continue
-        needs = functions.predict if case.kind == "predict" else functions.train
+        needs = named.predict if case.kind == "predict" else named.train
         if functions.get(needs) != "ok":
             calls[case.id] = CallResult(case.id, missing=f"{needs} cannot be called")
         elif case.id in (interrupted or {}):

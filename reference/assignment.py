@@ -125,7 +125,8 @@ class Training(_Strict):
     seed: int = Field(70318, ge=0, description="Seed of the data set, start weights and rows.")
     rows: int = Field(16, ge=2, le=256, description="Rows of the separable data set.")
     steps: int = Field(800, ge=1, le=20000, description="Single-row SGD steps.")
-    learning_rate: float = Field(4.0, gt=0, description="Learning rate of every step.")
+    learning_rate: float = Field(0.1, gt=0, description="Learning rate of every step (the "
+                                 "notebook's is 4; 0.1 keeps most networks from diverging).")
     checkpoint_every: int = Field(100, ge=1, description="Steps between the checkpoints compared.")
 
     @property
