@@ -463,3 +463,16 @@ def test_the_reference_names_every_value_for_any_description():
     for step in step_table(relu):
         if step.kind != "update":
             assert step.id in trace.values
+
+
+def test_the_gradescope_script_takes_the_assignment(tmp_path):
+    from test_render_gradescope import run_autograder
+
+    results = run_autograder(tmp_path, {"solution.py": (EXAMPLES / "tanh_bce" / "correct.py")
+                                        .read_text()}, GRADKIT_ASSIGNMENT="tanh_bce")
+    assert results["score"] == 105
+    assert {t["extra_data"]["check"] for t in results["tests"]} >= {"gradient.W1", "gradient.b2"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = run_autograder(empty, {"README.md": "nothing"}, GRADKIT_ASSIGNMENT="tanh_bce")
+    assert missing["score"] == 0 and "defines train." in missing["output"]
