@@ -178,7 +178,17 @@ def _saturating(assignment: Assignment) -> bool:
 
 def _saturated(seed: int, assignment: Assignment) -> Case:
     """Pre-activations of magnitude about 12 (6 for tanh): gradients are tiny."""
-    g = torch.Generator().manual_seed(seed)
+    seed, (X, Y, weights) = _redraw(seed, lambda g: _saturating_draw(g, assignment), assignment)
+    if assignment.is_notebook:
+        description = "saturating pre-activations (|A|, |C| about 12), n=5, float64"
+    else:
+        description = ("saturating pre-activations (|Z| about 12 in sigmoid layers, 6 in tanh "
+                       "layers), n=5, float64")
+    return Case("saturated", "step", description, seed, X, Y, weights, learning_rate=1.0,
+                tags=("saturated",))
+
+
+def _saturating_draw(g: torch.Generator, assignment: Assignment):
     X, Y = _batch(g, 5, assignment, torch.float64)
     weights = _weights(g, assignment, torch.float64, scale=0.3)
     last = assignment.depth
@@ -191,13 +201,7 @@ def _saturated(seed: int, assignment: Assignment) -> Case:
         else:
             signs = torch.where(torch.arange(layer.units) % 2 == 0, 1.0, -1.0).double()
             weights[layer.bias] = (size * signs).reshape(1, -1)
-    if assignment.is_notebook:
-        description = "saturating pre-activations (|A|, |C| about 12), n=5, float64"
-    else:
-        description = ("saturating pre-activations (|Z| about 12 in sigmoid layers, 6 in tanh "
-                       "layers), n=5, float64")
-    return Case("saturated", "step", description, seed, X, Y, weights, learning_rate=1.0,
-                tags=("saturated",))
+    return X, Y, weights
 
 
 def _chain(seed: int, steps: int, n: int, assignment: Assignment) -> Case:
@@ -243,8 +247,8 @@ def _build_cases(assignment: Assignment) -> tuple[Case, ...]:
     predict = assignment.functions.predict
     notebook = assignment.is_notebook
     toy_X, toy_Y = training_data(assignment)
-    g = torch.Generator().manual_seed(1)
-    toy_weights = _weights(g, assignment, f32)
+    toy_seed, (_, toy_weights) = _redraw(1, lambda g: (toy_X, _weights(g, assignment, f32)),
+                                         assignment)
     lr_seed = 20
     first = notebook_row(assignment)
     data_words = "the notebook's 8-row toy dataset" if notebook else \
@@ -252,7 +256,7 @@ def _build_cases(assignment: Assignment) -> tuple[Case, ...]:
     cases = [
         first,
         Case("toy_batch", "step", f"{data_words} as one batch, float32",
-             1, toy_X, toy_Y, toy_weights, 1.0),
+             toy_seed, toy_X, toy_Y, toy_weights, 1.0),
         _step("batch2", "random batch, n=2, float64", 11, 2, f64, 1.0, assignment),
         _step("batch5", "random batch, n=5, float64, called twice to see hidden state", 12, 5,
               f64, 1.0, assignment, repeat=True),
@@ -274,7 +278,7 @@ def _build_cases(assignment: Assignment) -> tuple[Case, ...]:
         _init_draws(assignment, first),
         Case("predict_toy", "predict", f"{predict} on the 8-row toy dataset, float32" if notebook
              else f"{predict} on {data_words}, float32",
-             1, toy_X, None, toy_weights),
+             toy_seed, toy_X, None, toy_weights),
         _predict("predict_batch32", 50, 32, f64, assignment),
         _predict("predict_batch1", 51, 1, f32, assignment),
     ]

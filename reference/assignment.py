@@ -505,7 +505,8 @@ def _first_error(exc: ValidationError, text: str, path: str) -> AssignmentError:
         line = None
         for candidate in re.findall(r"'([A-Za-z_]\w*)'", message) + (
                 [named.group(1)] if named else []):
-            line = _line_of_value(text, candidate) or _line_of((candidate.split(".")[0],), text)
+            line = _line_of_value(text, candidate, last="twice" in message) or \
+                _line_of((candidate.split(".")[0],), text)
             if line:
                 break
         return AssignmentError(message, path=path, line=line)
@@ -561,12 +562,11 @@ def _line_of(loc: tuple, text: str) -> Optional[int]:
     return best
 
 
-def _line_of_value(text: str, value: str) -> Optional[int]:
-    """The first line that sets a key to the string ``value``."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if re.search(rf"=\s*[\"']{re.escape(value)}[\"']", line.split("#", 1)[0]):
-            return number
-    return None
+def _line_of_value(text: str, value: str, last: bool = False) -> Optional[int]:
+    """The first (or ``last``) line that sets a key to the string ``value``."""
+    found = [number for number, line in enumerate(text.splitlines(), start=1)
+             if re.search(rf"=\s*[\"']{re.escape(value)}[\"']", line.split("#", 1)[0])]
+    return (found[-1] if last else found[0]) if found else None
 
 
 _NOTEBOOK: list[Assignment] = []

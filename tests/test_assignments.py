@@ -81,7 +81,7 @@ BAD = {
     "duplicate_names": ('name = "x"\ninputs = 2\n\n[[layers]]\nunits = 3\nactivation = "tanh"\n'
                         'weight = "W"\nbias = "b"\n\n[[layers]]\nunits = 1\n'
                         'activation = "sigmoid"\nweight = "W"\nbias = "c"\n',
-                        7, None, "the parameter name 'W' is used twice"),
+                        13, None, "the parameter name 'W' is used twice"),
     "not_an_identifier": ('name = "x"\ninputs = 2\n\n[[layers]]\nunits = 1\n'
                           'activation = "sigmoid"\nweight = "2W"\nbias = "b"\n',
                           7, "layers[1].weight", "'2W' is not a Python identifier"),
@@ -476,3 +476,21 @@ def test_the_gradescope_script_takes_the_assignment(tmp_path):
     empty.mkdir()
     missing = run_autograder(empty, {"README.md": "nothing"}, GRADKIT_ASSIGNMENT="tanh_bce")
     assert missing["score"] == 0 and "defines train." in missing["output"]
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_cases_keep_relu_pre_activations_away_from_the_kink(name):
+    from gradkit.cases import KINK_CLEARANCE, build_cases, clear_of_kinks
+
+    assignment = load_assignment(name)
+    cases = build_cases(assignment)
+    for case in cases:
+        if case.weights is not None and case.kind != "training":
+            assert clear_of_kinks(assignment, case.X, case.weights), case.id
+    # the check itself: a pre-activation at exactly 0 is caught
+    relu = load_assignment("relu_mse")
+    X = torch.zeros(1, relu.inputs, dtype=torch.float64)
+    weights = {n: torch.ones(*s, dtype=torch.float64) for n, s in relu.parameter_shapes.items()}
+    weights["b1"] = torch.zeros(1, 6, dtype=torch.float64)
+    weights["b1"][0, 0] = KINK_CLEARANCE / 10
+    assert not clear_of_kinks(relu, X, weights)
