@@ -162,16 +162,17 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     """Check one submission (.py or .ipynb) against the reference and autograd."""
     render_options = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {})} if fmt == "gradescope" else {}
-    from gradkit.api import check as run_check
-    import torch  # (first, so the worker can be forked with torch loaded)
-
     from gradkit.sandbox import Sandbox
 
-    options = _check_options(**grading)
-    sandbox = Sandbox(fork=True)  # before any tensor operation or thread in this process
-    # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
-    torch.set_num_threads(1)
+    options = _check_options(**grading)  # (no torch: a bad assignment file exits at once)
+    # first thing: the worker (a fresh interpreter) imports torch while this process does
+    sandbox = Sandbox(hidden=[] if output is None else [output.resolve().parent])
     try:
+        from gradkit.api import check as run_check
+        import torch
+
+        # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
+        torch.set_num_threads(1)
         report = run_check(path, sandbox=sandbox, options=options)
     finally:
         sandbox.close()

@@ -28,12 +28,34 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-from gradkit.sandbox import wire
+from gradkit.sandbox import boot, wire
 from gradkit.sandbox.worker import LENGTH
 
 SHIMS = str(Path(__file__).parent.parent / "shims")
+GRADKIT = str(Path(__file__).parent.parent)
+
+
+def _reference() -> tuple[Optional[str], str]:
+    """The reference package's folder (found, not imported) and the source of its toy data,
+    which the nn_helper shim serves: it reaches the child as data, the package stays out of
+    view."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("reference")
+    folder = list(spec.submodule_search_locations or [None])[0] if spec else None
+    source = ""
+    if folder:
+        try:
+            source = (Path(folder) / "toy_data.py").read_text(encoding="utf-8")
+        except OSError:
+            pass
+    return folder, source
+
+
+#: folders no run may see, whoever grades: every home and the users' runtime folders
+HOMES = ("/root", "/home", "/run/user")
 
 
 @dataclass(frozen=True)
@@ -199,58 +221,39 @@ class Sandbox:
     #: how long the grader waits for the worker to take a request or to confirm a kill
     WORKER_SECONDS = 10.0
 
-    def __init__(self, fork: bool = False) -> None:
-        """Start the worker: a fresh interpreter that imports torch (the default), or, with
-        ``fork=True``, a fork of this process, which must already have imported torch, must not
-        have run a tensor operation, and must have no other thread running (the CLI's single
-        check: it saves the worker's own second of importing torch)."""
+    def __init__(self, fork: bool = False, hidden: Iterable[str] = ()) -> None:
+        """Start the worker: a fresh interpreter (``boot.command("worker")``) with a minimal
+        environment, which imports torch, numpy and the child harness only. Start it early: it
+        imports torch while the caller does. ``fork`` is accepted for older callers and
+        ignored (the worker is never a fork of the grader). ``hidden``: folders every run must
+        not see besides the defaults (the class folder, the output folder)."""
         self._lock = threading.Lock()
-        self._fork = fork
+        self.hidden = [str(folder) for folder in hidden]
         self._start()
+        self._reference = _reference()
+
+    def _hide(self, request: dict[str, Any]) -> list[str]:
+        """The folders the run must not see: every home (the grader's own included), the
+        submission's own folder, the caller's ``hidden`` folders."""
+        folders = list(HOMES) + [os.path.expanduser("~")] + self.hidden
+        if request.get("filename"):
+            folders.append(os.path.dirname(os.path.abspath(request["filename"])))
+        found: list[str] = []
+        for folder in folders:
+            real = os.path.realpath(folder)
+            if real not in found:
+                found.append(real)
+        return found
 
     def _start(self) -> None:
-        if self._fork and self._start_forked():
-            return
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from gradkit.sandbox.worker import main; "
-             "main(int(sys.argv[1]))", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            boot.command("worker", str(theirs.fileno())), pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env=boot.environment(), cwd="/",
         )
         theirs.close()
         self._sock = ours
-
-    def _start_forked(self) -> bool:
-        if "torch" not in sys.modules or threading.active_count() > 1:
-            return False  # not safe to fork here: start a fresh interpreter instead
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                ours.close()
-                os.setsid()
-                devnull = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(devnull, fd)
-                os.dup2(theirs.fileno(), 3)
-                os.closerange(4, 1 << 16)
-                os.environ["OMP_NUM_THREADS"] = "1"
-                for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-                    signal.signal(number, signal.SIG_DFL)
-                from gradkit.sandbox.worker import serve
-
-                serve(socket.socket(fileno=3))
-            except BaseException:
-                code = 70
-            finally:
-                os._exit(code)
-        theirs.close()
-        self._sock = ours
-        self._proc = ForkedProcess(pid)
-        return True
 
     def _stop_worker(self) -> None:
         try:
@@ -302,7 +305,10 @@ class Sandbox:
              call_ids: list[str]) -> RunOutcome:
         outcome = RunOutcome()
         started = time.monotonic()
-        request = {**request, "limits": limits.for_child(), "shims": SHIMS}
+        reference, toy_data = self._reference
+        request = {**request, "limits": limits.for_child(), "shims": SHIMS,
+                   "reference": reference, "toy_data": toy_data,
+                   "gradkit": GRADKIT, "hide": self._hide(request)}
         message = wire.pack(request, payload)
         pipes = [os.pipe() for _ in range(3)]
         try:
