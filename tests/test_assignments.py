@@ -494,3 +494,41 @@ def test_cases_keep_relu_pre_activations_away_from_the_kink(name):
     weights["b1"] = torch.zeros(1, 6, dtype=torch.float64)
     weights["b1"][0, 0] = KINK_CLEARANCE / 10
     assert not clear_of_kinks(relu, X, weights)
+
+
+@st.composite
+def planted_derivative(draw):
+    """A random description and a layer whose sigmoid or tanh derivative a student leaves out
+    (not a bce output layer, whose derivative the fused P - Y already holds)."""
+    assignment = draw(descriptions().filter(lambda a: any(
+        layer.activation in ("sigmoid", "tanh") and not (k == a.depth and a.loss == "bce")
+        for k, layer in enumerate(a.layers, start=1))))
+    layers = [k for k, layer in enumerate(assignment.layers, start=1)
+              if layer.activation in ("sigmoid", "tanh")
+              and not (k == assignment.depth and assignment.loss == "bce")]
+    return assignment, draw(st.sampled_from(layers))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(planted=planted_derivative())
+def test_a_missing_activation_derivative_is_placed_at_its_layer(planted, tmp_path, check_json):
+    assignment, layer = planted
+    folder = tmp_path / f"p{abs(hash((assignment.fingerprint, layer))) % 10**8}"
+    folder.mkdir(exist_ok=True)
+    source = correct_solution(assignment)
+    planted_source = source.replace(
+        "g = g * dact(f, pres[i])", f"g = g * dact(f, pres[i]) if i != {layer - 1} else g")
+    (folder / "course.toml").write_text(_toml(assignment))
+    (folder / "student.py").write_text(planted_source)
+    report, _ = check_json(folder / "student.py", "--assignment", folder / "course.toml")
+    status = {c["id"]: c["status"] for c in report["checks"]}
+    below = [p for p in assignment.parameter_names if assignment.parameter_layer(p) <= layer]
+    above = [p for p in assignment.parameter_names if assignment.parameter_layer(p) > layer]
+    assert all(status[f"gradient.{p}"] == "fail" for p in below), status
+    assert all(status[f"gradient.{p}"] == "pass" for p in above), status
+    diagnosis = next(d for d in report["diagnoses"] if d["code"] == "GK002")
+    assert sorted(diagnosis["evidence"]["details"]["wrong"]) == sorted(below)
+    where = "passes through the output layer" if layer == assignment.depth else \
+        f"look at layer {layer}:"
+    assert where in diagnosis["message"]
