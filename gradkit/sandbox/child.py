@@ -2,7 +2,9 @@
 
 Nothing in this module decides a verdict. It executes the calls the grader planned, converts what
 comes back (tensors, arrays, dicts, anything) into wire descriptions, and writes one frame per call
-to the result pipe. The grader rebuilds, checks and judges every number itself.
+to the result pipe. The grader rebuilds, checks and judges every number itself. It also records,
+for the policy check, every attempt the submission makes to reach the grader's or the
+reference's code (``_Watch``: GKP203).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
-``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``) and runs one submission at a
-time in processes the worker forks (see there for what confines them). The grader keeps the read
+``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``, a fresh interpreter
+started by ``gradkit.sandbox.boot``) and runs one submission at a time in processes the worker
+forks (see there for what confines them). Each request names, as data, what the run must not
+see (every home, the submission's folder, the caller's ``hidden`` folders, gradkit's grading
+side, the reference) and carries the toy data the nn_helper shim serves. The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
 run's whole process group with SIGKILL when one runs out. It stops waiting as soon as the worker
 reports the run over, so a process that escaped the group and holds a pipe cannot keep it waiting;
@@ -246,6 +249,7 @@ class Sandbox:
         return found
 
     def _start(self) -> None:
+        self._ready = False
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
             boot.command("worker", str(theirs.fileno())), pass_fds=[theirs.fileno()],
@@ -294,12 +298,40 @@ class Sandbox:
             if self._proc.poll() is not None:
                 self._sock.close()
                 self._start()
+            why_not = self._wait_until_ready()
+            if why_not:
+                self._stop_worker()
+                return RunOutcome(fault=why_not)
             outcome = self._run(request, payload, limits, call_ids)
             if outcome.fault:
                 # the worker cannot be trusted to be in step: start a new one next time
                 self._stop_worker()
                 self._proc.poll()
             return outcome
+
+    #: how long a new worker may take to import torch before it is said to have failed
+    START_SECONDS = 120.0
+
+    def _wait_until_ready(self) -> Optional[str]:
+        """Wait for a new worker's "ready" frame (sent once it has imported torch), so that no
+        run's time limits count the worker's start; why not, if it never came."""
+        if self._ready:
+            return None
+        reader = wire.FrameReader()
+        deadline = time.monotonic() + self.START_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                self._sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self._sock.recv(4096)
+                if not chunk:
+                    return "the grader's worker stopped while it started"
+                frames = reader.feed(chunk)
+                if frames:
+                    self._ready = frames[0].header.get("ready") is True and not reader.buffered
+                    return None if self._ready else "the grader's worker sent a bad frame"
+        except (OSError, wire.WireError) as exc:
+            return f"the grader's worker did not start ({exc})"
+        return f"the grader's worker did not start within {self.START_SECONDS:g} s"
 
     def _run(self, request: dict[str, Any], payload: bytes, limits: Limits,
              call_ids: list[str]) -> RunOutcome:

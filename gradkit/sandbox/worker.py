@@ -1,7 +1,10 @@
 """The pre-loaded worker: imports torch once, then forks the processes of each submission run.
 
-It never runs student code itself and runs no tensor operation before forking (a forked OpenMP
-pool can hang). Each request arrives on its socket as an 8-byte length carrying three file
+It is a fresh interpreter started by ``gradkit.sandbox.boot`` with a minimal environment, holding
+torch, numpy and the child harness only (nothing of the grader, the reference or another run:
+it never parses a request, and wipes each one's bytes after forking). It sends ``{"ready":
+true}`` once loaded. It never runs student code itself and runs no tensor operation before
+forking (a forked OpenMP pool can hang). Each request arrives on its socket as an 8-byte length carrying three file
 descriptors (result pipe, stdout, stderr), then a frame with the request and its payload. The
 worker answers ``{"pid": ...}`` after forking and ``{"exit": ...}`` once every process of the run
 is gone.
@@ -19,8 +22,15 @@ or escape it:
   no privileges, rlimits, a system-call filter, and ``gradkit.sandbox.child`` loads the student's
   source and makes the planned calls.
 
+As an ordinary user, the worker enters a user namespace of its own at start (``main``), where it
+cannot make a fresh PID namespace for each run itself: it forks a *run leader* instead
+(``_lead``), which makes one, spawns the init and forks the submission's process, then ends the
+way that process ended. Where user namespaces are refused, the submission's process is confined
+by Landlock and seccomp alone (``_isolate_unprivileged``).
+
 Forking a process with torch loaded costs milliseconds (its page tables), so the run forks it
-once; the init costs a fraction of one, being spawned (vfork and exec), not forked.
+once (twice in a user namespace); the init costs a fraction of one, being spawned (vfork and
+exec), not forked.
 
 The worker is a child subreaper: any descendant orphaned during a run is re-parented to it, and it
 kills and reaps every one of them before it reports the run's end.
@@ -517,6 +527,7 @@ def serve(sock: socket.socket, mode: str = "root", refused: Optional[str] = None
     PLAN = _Plan(mode, refused, uid)
     _confine.become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock.sendall(wire.pack({"ready": True}))  # the grader starts no run's clock before this
     while True:
         try:
             head, fds, _, _ = socket.recv_fds(sock, LENGTH.size, 3)
