@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
+from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import ForkedProcess, Sandbox
 
@@ -77,52 +78,10 @@ class Submission:
         return self.folder is not None
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything besides the files that changes a grade (a change regrades every student)."""
-
-    tolerances: object = None
-    points: Optional[dict[str, float]] = None
-    limits: object = None
-    accept_conventions: tuple[str, ...] = ()
-    allow_autograd: bool = False
-    credit_upstream: bool = False
-
-    def key(self) -> str:
-        text = json.dumps([repr(self.tolerances), sorted((self.points or {}).items()),
-                           repr(self.limits), sorted(self.accept_conventions),
-                           self.allow_autograd, self.credit_upstream, __version__])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def to_json(self) -> dict:
-        """Plain data, for a grading process started as a fresh interpreter."""
-        return {"tolerances": None if self.tolerances is None else
-                dataclasses.asdict(self.tolerances),
-                "points": self.points,
-                "limits": None if self.limits is None else dataclasses.asdict(self.limits),
-                "accept_conventions": list(self.accept_conventions),
-                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Settings":
-        from gradkit.sandbox import Limits
-        from gradkit.tolerances import Tolerances
-
-        return cls(tolerances=None if data["tolerances"] is None else
-                   Tolerances(**data["tolerances"]),
-                   points=data["points"],
-                   limits=None if data["limits"] is None else Limits(**data["limits"]),
-                   accept_conventions=tuple(data["accept_conventions"]),
-                   allow_autograd=data["allow_autograd"], credit_upstream=data["credit_upstream"])
-
-    def check_options(self) -> dict:
-        options: dict = {"points": self.points, "tolerances": self.tolerances,
-                         "accept_conventions": self.accept_conventions,
-                         "allow_autograd": self.allow_autograd,
-                         "credit_upstream": self.credit_upstream}
-        if self.limits is not None:
-            options["limits"] = self.limits
-        return options
+#: Everything besides the files that changes a grade (a change regrades every student): the
+#: grading options, one object (``gradkit.options.Options``: ``key()``, ``to_json()``,
+#: ``from_json()``).
+Settings = Options
 
 
 @dataclass
@@ -193,9 +152,9 @@ def _chunks(path: Path, limit: int) -> Iterator[bytes]:
         os.close(fd)
 
 
-def _defines(path: Path) -> set[str]:
+def _defines(path: Path, functions: tuple[str, str] = _FUNCTIONS) -> set[str]:
     text = b"".join(_chunks(path, _MAX_SCAN_BYTES)).decode("utf-8", "replace")
-    return {name for name in _FUNCTIONS if _has_def(text, name)}
+    return {name for name in functions if _has_def(text, name)}
 
 
 def _has_def(text: str, name: str) -> bool:
@@ -254,28 +213,28 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     return files[:_MAX_FOLDER_FILES], links
 
 
-def pick_file(folder: Path) -> Optional[Path]:
+def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional[Path]:
     """The file of a student's folder that gradkit grades (see the module's docstring)."""
-    return _pick(folder)[0]
+    return _pick(folder, functions)[0]
 
 
-def _pick(folder: Path) -> tuple[Optional[Path], str]:
+def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Optional[Path], str]:
     """The file to grade in a student's folder, or None and why."""
     candidates, links = _walk(folder)
     ranked = []
     for path in candidates:
-        defined = _defines(path)
-        if "train_neural_net" not in defined:
+        defined = _defines(path, functions)
+        if functions[0] not in defined:
             continue
         depth = len(path.relative_to(folder).parts)
-        ranked.append((depth, "neural_net_predict" not in defined, path.suffix != ".py",
+        ranked.append((depth, functions[1] not in defined, path.suffix != ".py",
                        path.name, path))
     if ranked:
         return min(ranked)[-1], ""
     top = [p for p in candidates if p.parent == folder]
     if len(top) == 1:
         return top[0], ""
-    problem = f"no .py or .ipynb file in {folder} defines train_neural_net"
+    problem = f"no .py or .ipynb file in {folder} defines {functions[0]}"
     if links:
         named = ", ".join(str(p.relative_to(folder)) for p in links[:3])
         problem += f" ({named}: a symbolic link, which gradkit never follows)"
@@ -286,8 +245,10 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
-    """One submission per student, named uniquely, sorted by name.
+def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = (),
+                     functions: tuple[str, str] = _FUNCTIONS) -> list[Submission]:
+    """One submission per student, named uniquely, sorted by name (a student's folder is
+    searched for the file that defines ``functions``: the assignment's train and predict).
 
     No symbolic link is followed: a link among the class's entries (to a file or a folder,
     inside the class or out of it) is a student whose row says what it links to, graded as no
@@ -308,7 +269,7 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> lis
             found.append((entry, Submission("", entry, problem=_link_problem(entry,
                                                                              classmates))))
         elif entry.is_dir():
-            picked, problem = _pick(entry)
+            picked, problem = _pick(entry, functions)
             found.append((entry, Submission("", picked or entry, entry, problem)))
         elif entry.is_file():
             found.append((entry, Submission("", entry)))
@@ -484,7 +445,7 @@ class Batch:
 
 
 def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
-              settings: Settings = Settings(), force: bool = False,
+              settings: Optional[Settings] = None, force: bool = False,
               on_start: Callable[[Submission], None] = lambda s: None,
               on_done: Callable[[Row], None] = lambda r: None) -> list[Row]:
     """Grade every submission with ``jobs`` parallel grading processes; write reports and the
@@ -495,6 +456,7 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
     interpreter lock. Never stops for a submission: whatever one does (raise, crash, hang,
     exhaust memory), its row says so and the others are graded. Rows come back sorted by student.
     """
+    settings = settings or Settings()
     batch.reports.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(batch.out / MANIFEST)
     settings_key = settings.key()
@@ -679,7 +641,7 @@ def _serve(sock: socket.socket, job_text: str) -> None:
                                     problem=message["problem"])
             try:
                 report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
-                               **settings.check_options())
+                               options=settings)
                 # the same text as `gradkit check --format json`: safe to print, same data
                 _write_atomic(reports / f"{submission.student}.json", json_report.render(report))
                 if job.get("pages", True):

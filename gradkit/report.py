@@ -52,8 +52,8 @@ def no_lone_surrogates(text: str) -> str:
 Untrusted = Annotated[str, UNTRUSTED, AfterValidator(no_lone_surrogates)]
 
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
-CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
-                     "policy"]
+CheckGroup = Literal["load", "predict", "gradient", "update", "dtype", "init", "training",
+                     "side_effects", "policy"]
 
 #: Exit codes of ``gradkit check`` (also in the README).
 EXIT_PASSED = 0
@@ -295,6 +295,7 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
-            if data.get("format_version") == "1.0":  # 2.0 only added fields and marks
+            if data.get("format_version") == "1.0":
+                # 2.0 adds fields (with defaults) and values (the dtype check group)
                 data["format_version"] = FORMAT_VERSION
         return data
