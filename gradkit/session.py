@@ -117,7 +117,8 @@ class StudentFunctions:
         try:
             functions = self.assignment.functions
             request, payload = build_request((case,), submission.source, str(submission.path),
-                                             str(workdir), (functions.train, functions.predict))
+                                             str(workdir),
+                                             functions=(functions.train, functions.predict))
             outcome = self.sandbox.run(request, payload, self.limits, [case.id])
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
