@@ -338,6 +338,20 @@ ENTRIES: dict[str, Entry] = {e.code: e for e in (
 )}
 
 
+#: The kind of edit each catalogue entry is a named instance of (``EDIT_KINDS``), for a
+#: report's reader and the diagnosis benchmark; entries that are not an edit of a formula
+#: (an argument changed in place, hidden state, non-finite values) have none.
+EDIT_KINDS = ("sign", "factor", "learning_rate", "operand", "transpose", "reduction",
+              "derivative", "drop_factor", "activation", "operation", "order", "clip", "decay",
+              "missing", "repeated", "init", "threshold")
+CODE_EDITS: dict[str, str] = {
+    "GK101": "derivative", "GK102": "derivative", "GK103": "derivative", "GK104": "sign",
+    "GK105": "reduction", "GK106": "reduction", "GK107": "operand", "GK108": "transpose",
+    "GK201": "sign", "GK202": "learning_rate", "GK203": "order", "GK301": "factor",
+    "GK302": "factor", "GK401": "operand", "GK402": "activation",
+}
+
+
 def explain(entry: Entry) -> str:
     """The long explanation of an entry, as `gradkit explain CODE` prints it."""
     quantities = ", ".join(entry.quantities)
