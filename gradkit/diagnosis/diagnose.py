@@ -17,13 +17,14 @@ intermediates), never message strings:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from gradkit.diagnosis import catalogue
+from gradkit.diagnosis import catalogue, edits, whole_call  # noqa: F401 (registers matchers)
 from gradkit.cases import Case, is_probe
 from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation
 from gradkit.grading import Grading, observations
@@ -283,7 +284,15 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
         diagnoses.append(_wrong_step(facts, step, [p for p in PARAMETERS if p in params]))
+    diagnoses = _merge_same_edits(diagnoses)
     remaining = [p for p in unexplained if p not in covered]
+    if remaining and not facts.localisation.captured_any():
+        # nothing held to follow: each update folds in the whole backward pass; an edit of one
+        # step that explains every call of it names the step
+        searched = _searched_without_intermediates(facts, remaining)
+        diagnoses += searched
+        remaining = [p for p in remaining
+                     if not any(QUANTITY_WORDS[p] in d.quantities for d in searched)]
     if remaining:
         diagnoses.append(_wrong_gradients(facts, remaining, wrong))
     if "P" not in explained:
@@ -295,6 +304,9 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
 
 
 def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
+    found = edits.explain(facts.localisation.of(step))
+    if found is not None:
+        return _one_edit(facts, found, params)
     checks = facts.localisation.wrong(step)
     pattern = _step_pattern(checks)
     span = tuple(dict.fromkeys(s for c in checks for s in c.span))
@@ -311,6 +323,11 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
                   f"recognises)") if span else ""
     unchanged = step.startswith("update.") and pattern is not None and \
         pattern.kind == "constant" and pattern.value == 0.0
+    details: dict = {"step": step, "span": list(span), "factor_pattern":
+                     None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
+                     "steps": _step_summary(facts)}
+    if pattern is not None:
+        details["edit"] = _factor_edit(step, pattern, unchanged)
     words = dict(variable=variable, expression=EXPRESSIONS[step],
                  inputs=", ".join(facts.variable(i) for i in inputs),
                  factor_words=" (the weight comes back unchanged)" if unchanged
@@ -325,11 +342,117 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
             factor=pattern.value if pattern and pattern.kind == "constant" else None,
             residual=pattern.residual if pattern else None,
             cases=list(dict.fromkeys(c.observation.label for c in checks)),
-            details={"step": step, "span": list(span), "factor_pattern":
-                     None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
-                     "steps": _step_summary(facts)}),
+            details=details),
         location=facts.submission.location(facts.line_of(step)),
         explanation=entry.explanation)
+
+
+def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    """One GK601 for the same edit made in several updates (the learning rate applied twice
+    in each), at the first one's line."""
+    merged: list[Diagnosis] = []
+    first: dict[tuple, Diagnosis] = {}
+    for diagnosis in diagnoses:
+        edit = diagnosis.evidence.details.get("edit") if diagnosis.code == "GK601" else None
+        if not edit or not str(edit.get("step", "")).startswith("update."):
+            merged.append(diagnosis)
+            continue
+        key = (edit["kind"], edit.get("parameter"), re.sub(r"\b[VIWJ]\b|dLd[VIWJ]", "_",
+                                                          edit["words"]))
+        if key not in first:
+            first[key] = diagnosis
+            merged.append(diagnosis)
+            continue
+        kept = first[key]
+        kept.quantities = list(dict.fromkeys(kept.quantities + diagnosis.quantities))
+        kept.evidence.cases = list(dict.fromkeys(kept.evidence.cases + diagnosis.evidence.cases))
+        kept.evidence.details.setdefault("also", []).append(diagnosis.evidence.details["step"])
+    for kept in first.values():
+        also = kept.evidence.details.get("also")
+        if also:
+            kept.message += (f" The updates of {catalogue.and_words([a[7:] for a in also])} "
+                             f"have the same edit.")
+    return merged
+
+
+def _searched_without_intermediates(facts: Facts, names: list[str]) -> list[Diagnosis]:
+    """GK601 for the parameters whose update an edit of one step explains, grouped by edit."""
+    groups: dict[tuple, tuple["edits.Explanation", list[str]]] = {}
+    for name in names:
+        found = edits.explain(facts.localisation.of(f"update.{name}"))
+        if found is None:
+            continue
+        key = (found.edit.step, found.edit.student, found.parameter) \
+            if not found.edit.step.startswith("update.") else \
+            ("update", found.edit.kind, found.edit.words, found.parameter)
+        groups.setdefault(key, (found, []))[1].append(name)
+    return [_one_edit(facts, found, params) for found, params in groups.values()]
+
+
+def _factor_edit(step: str, pattern: FactorPattern, unchanged: bool) -> dict:
+    """The edit a fitted factor states: a sign (-1), the learning rate (k/learning_rate),
+    nothing done (an update by 0), or a scale (c, k/n)."""
+    if unchanged:
+        kind = "missing"
+    elif pattern.kind == "per_learning_rate":
+        kind = "learning_rate"
+    elif pattern.kind == "constant" and pattern.value == -1.0:
+        kind = "sign"
+    else:
+        kind = "factor"
+    return {"kind": kind, "step": step, "factor": pattern.value, "pattern": pattern.kind}
+
+
+def _render(template: str, facts: Facts, parameter: Optional[float] = None) -> str:
+    """An edit's expression or words with the student's names: {dLdC} becomes their variable,
+    {W'} the updated W, {λ} the fitted value (and {κ} 1 - it)."""
+    def name(match: "re.Match[str]") -> str:
+        key = match.group(1)
+        if key == "λ":
+            return _number(parameter) if parameter is not None else "λ"
+        if key == "κ":
+            return _number(1 - parameter) if parameter is not None else "(1 - λ)"
+        if key.endswith(edits.UPDATED):
+            return f"{key[:-1]}_updated"
+        return facts.variable(key)
+    return re.sub(r"\{([^{}]+)\}", name, template)
+
+
+def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Diagnosis:
+    """GK601: the wrong step is the documented formula with one edit."""
+    edit = found.edit
+    step = edit.step
+    if step.startswith("update."):
+        name = step.split(".")[1]
+        variable = f"The update of weights['{name}']"
+    else:
+        variable = facts.variable(step)
+    line = facts.line_of(step)
+    if line is None:
+        line = facts.line_of(found.target)
+    student = _render(edit.student, facts, found.parameter)
+    documented = _render(edits.DOCUMENTED[step], facts)
+    words = _render(edit.words, facts, found.parameter)
+    below = "" if step == found.target else (
+        f" Your function does not keep {facts.variable(step)} in a variable gradkit recognises; "
+        f"it was found from {facts.variable(found.target)}.")
+    entry = catalogue.ENTRIES["GK601"]
+    message = entry.message.format(
+        variable=variable, student=student, documented=documented, words=words,
+        below=below, params=catalogue.and_words([QUANTITY_WORDS[p] for p in params]),
+        s="s" if len(params) == 1 else "")
+    return Diagnosis(
+        code=entry.code, title=entry.title, message=message,
+        quantities=_quantity_words(params),
+        evidence=Evidence(
+            factor=found.parameter if edit.kind == "factor" else None,
+            residual=found.residual, cases=found.cases,
+            details={"step": step, "found_at": found.target,
+                     "edit": {"kind": edit.kind, "step": step, "student": student,
+                              "documented": documented, "words": words,
+                              "parameter": found.parameter},
+                     "steps": _step_summary(facts)}),
+        location=facts.submission.location(line), explanation=entry.explanation)
 
 
 def _step_summary(facts: Facts) -> dict[str, str]:

@@ -563,6 +563,9 @@ class StepCheck:
     #: steps the student's function did not hold, folded into this one (the mistake may be there)
     span: tuple[str, ...] = ()
     problem: Optional[Literal["shape", "values", "nonfinite"]] = None
+    #: the call's values as localisation used them (X, Y, the given weights, each step: the
+    #: student's where held, else filled in from the student's own inputs), for the edit search
+    upstream: dict[str, Optional[Tensor]] = field(default_factory=dict, repr=False)
 
 
 class Localisation:
@@ -701,6 +704,8 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             continue
         checks[key] = _judge(key, obs, returned.to(F64), expected,
                              obs.value_tolerance(returned.dtype), span)
+    for check in checks.values():
+        check.upstream = values
     return checks
 
 
