@@ -471,7 +471,7 @@ OPERATOR_EDITS: dict[str, frozenset[str]] = {
                             "learning_rate", "missing", "activation"}),
     "change_constant": frozenset({"factor", "sign", "reduction", "learning_rate", "transpose",
                                   "derivative"}),
-    "change_key": frozenset({"operand"}),
+    "change_key": frozenset({"operand", "missing"}),
     "change_variable": frozenset({"operand", "derivative", "drop_factor", "activation"}),
     "swap_neighbour": frozenset({"operand", "derivative", "drop_factor", "activation"}),
     "remove_transpose": frozenset({"transpose", "operand"}),

@@ -482,6 +482,10 @@ class Facts:
     accepted: tuple[str, ...] = ()
     _wrong: Optional[frozenset[str]] = field(default=None, repr=False)
     _lines: dict[str, Optional[int]] = field(default_factory=dict, repr=False)
+    _inputs: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the edit search's results, worked out once per step (``diagnose``)
+    _explained: dict[str, Any] = field(default_factory=dict, repr=False)
+    _holders: dict[Any, Optional[str]] = field(default_factory=dict, repr=False)
 
     @property
     def wrong_parameters(self) -> frozenset[str]:
@@ -506,6 +510,28 @@ class Facts:
     def variable(self, quantity: str) -> str:
         found = self.found.get(quantity)
         return found.label if found else quantity
+
+    def input_variable(self, name: str) -> str:
+        """The student's own name for X, Y or a weight in ``train_neural_net``: the local that
+        holds exactly its value on the base call (``inputs = X.to(dtype)``), else the name."""
+        if name in self._inputs:
+            return self._inputs[name]
+        found = name
+        base = self.step_base()
+        if base is not None:
+            target = {"X": base.X, "Y": base.Y}.get(name, base.given.get(name))
+            captured = base.result.captured.get(TRAIN, {})
+            parameters = set(self.source.parameters(TRAIN))
+            if target is not None:
+                exact = [v for v, held in captured.items() if v not in parameters and
+                         held.kind == "array" and
+                         held.tensor is not None and tuple(held.tensor.shape) ==
+                         tuple(target.shape) and torch.equal(held.tensor.to(F64), target)]
+                lines = {v: self.source.assignment_line(TRAIN, v) for v in exact}
+                ordered = sorted((v for v in exact if lines[v] is not None), key=lines.get)
+                found = ordered[0] if ordered else name
+        self._inputs[name] = found
+        return found
 
     def line_of(self, step: str) -> Optional[int]:
         """The line of the student's source where a step is computed, if known."""
@@ -1328,8 +1354,9 @@ def _non_finite(facts: Facts) -> list[Match]:
     names = [n for n in PARAMETERS if n in bad]
     what = [f"weights['{n}']" for n in names] + (["neural_net_predict's P"] if "P" in bad else [])
     where = f", first in {facts.variable(first)}" if first else ""
-    line = facts.line_of(first) if first else (facts.update_line() if names else
-                                               facts.source.return_line(PREDICT))
+    # the first step that went non-finite, else the update of the first such weight
+    line = facts.line_of(first) if first else (facts.line_of(f"update.{names[0]}") if names
+                                               else facts.source.return_line(PREDICT))
     return [Match("GK503", tuple(bad), line=line,
                   cases=tuple(dict.fromkeys(c for v in bad.values() for c in v)),
                   words=dict(what=and_words(what), has_have="has" if len(what) == 1 else "have",

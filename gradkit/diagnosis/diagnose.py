@@ -29,6 +29,7 @@ from gradkit.cases import Case, is_probe
 from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation
 from gradkit.grading import Grading, observations
 from gradkit.diagnosis.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
+                                   TRAIN, as_expected_shape,
                                    STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
                                    close, compare_intermediates, find, fit_factor, holds,
                                    localise, snap)
@@ -243,14 +244,47 @@ def _quantity_words(quantities) -> list[str]:
 def _from_match(match: Match, facts: Facts) -> Diagnosis:
     entry = catalogue.ENTRIES[match.code]
     details = dict(match.details)
+    if match.code == "GK503" and "edit" not in details:
+        # what the first non-finite value is: the step's edit, when one explains it
+        step = details.get("first_step") or next(
+            (f"update.{q}" for q in match.quantities if q in PARAMETERS), None)
+        found = edits.explain(facts.localisation.of(step)) if step else None
+        if found is not None:
+            details["edit"] = _edit_details(facts, found)
     if facts.localisation.captured_any() and any(q in PARAMETERS for q in match.quantities):
         details["steps"] = _step_summary(facts)
+    line = match.line
+    if match.code[:3] in ("GK1", "GK3", "GK4") and (line is None or line in _update_lines(facts)):
+        line = _searched_line(facts, match) or line
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**match.words),
         quantities=_quantity_words(match.quantities),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
                           details=details),
-        location=facts.submission.location(match.line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=entry.explanation)
+
+
+def _update_lines(facts: Facts) -> set[int]:
+    return {line for p in PARAMETERS if (line := facts.line_of(f"update.{p}")) is not None}
+
+
+def _searched_line(facts: Facts, match: Match) -> Optional[int]:
+    """Where a named mistake is, when its step is held under a name of the student's own: the
+    variable that holds the edited value the search finds (for a forward-pass weight, the
+    line that computes that layer)."""
+    if match.code == "GK401":
+        functions = match.details.get("functions") or [PREDICT]
+        return whole_call.affine_line(facts, functions[0], str(match.details.get("weight", "")))
+    for name in PARAMETERS:
+        if name not in match.quantities:
+            continue
+        found = _best_edit(facts, f"update.{name}")
+        if found is None or found.edit.step.startswith("update."):
+            continue
+        holder = _holding_variable(facts, found)
+        if holder is not None:
+            return facts.source.assignment_line(TRAIN, holder)
+    return None
 
 
 def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
@@ -304,7 +338,7 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
 
 
 def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
-    found = edits.explain(facts.localisation.of(step))
+    found = _best_edit(facts, step)
     if found is not None:
         return _one_edit(facts, found, params)
     checks = facts.localisation.wrong(step)
@@ -347,6 +381,78 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
         explanation=entry.explanation)
 
 
+def _best_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
+    """The search's explanation of a wrong step: the first that holds, unless a later one is
+    an edit of a step the function did not keep under a recognised name but holds in a
+    variable of its own (then the source shows where the mistake is)."""
+    if step in facts._explained:
+        return facts._explained[step]
+    facts._explained[step] = best = _choose_edit(facts, step)
+    return best
+
+
+def _choose_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
+    found = edits.explain_all(facts.localisation.of(step))
+    if not found:
+        return None
+    for explanation in found:
+        if explanation.edit.step != explanation.target and \
+                _holding_variable(facts, explanation) is not None:
+            return explanation
+    return found[0]
+
+
+def _edit_details(facts: Facts, found: "edits.Explanation") -> dict:
+    """The edit for the report's evidence, in the student's names."""
+    edit = found.edit
+    return {"kind": edit.kind, "step": edit.step,
+            "student": _render(edit.student, facts, found.parameter),
+            "documented": _render(edits.DOCUMENTED[edit.step], facts),
+            "words": _render(edit.words, facts, found.parameter),
+            "parameter": found.parameter}
+
+
+def _holding_variable(facts: Facts, found: "edits.Explanation") -> Optional[str]:
+    """The student's variable that holds the edited step's value on every call it was kept
+    (a wrong value under a name of their own is not found by value; its edited value is), or,
+    when the step is inline, the value of the first step after it that a variable holds."""
+    key = (found.edit, found.target, found.parameter)
+    if key in facts._holders:
+        return facts._holders[key]
+    holder = None
+    for _, values in edits.downstream_values(found, facts.localisation.of(found.target)):
+        holder = _holder_of(facts, values[:3])
+        if holder is not None:
+            break
+    facts._holders[key] = holder
+    return holder
+
+
+def _holder_of(facts: Facts, values: list) -> Optional[str]:
+    used = {f.variable for f in facts.found.values() if f.function == TRAIN}
+    candidates = None
+    for check, value in values:
+        captured = check.observation.result.captured.get(TRAIN, {})
+        here = set()
+        for name, held in captured.items():
+            if name in used or held.kind != "array" or held.tensor is None or \
+                    not held.tensor.dtype.is_floating_point:
+                continue
+            actual = held.tensor.to(F64)
+            if actual.numel() != value.numel():
+                continue
+            actual = as_expected_shape(actual, value)
+            if close(actual, value, check.observation.value_tolerance(held.tensor.dtype)):
+                here.add(name)
+        candidates = here if candidates is None else candidates & here
+        if not candidates:
+            return None
+    lines = {name: facts.source.assignment_line(TRAIN, name) for name in candidates or ()}
+    named = [n for n in lines if lines[n] is not None]
+    # the step's own variable is assigned after any earlier one that holds the same value
+    return max(named, key=lambda n: lines[n]) if named else None
+
+
 def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
     """One GK601 for the same edit made in several updates (the learning rate applied twice
     in each), at the first one's line."""
@@ -354,11 +460,14 @@ def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
     first: dict[tuple, Diagnosis] = {}
     for diagnosis in diagnoses:
         edit = diagnosis.evidence.details.get("edit") if diagnosis.code == "GK601" else None
-        if not edit or not str(edit.get("step", "")).startswith("update."):
+        if not edit:
             merged.append(diagnosis)
             continue
-        key = (edit["kind"], edit.get("parameter"), re.sub(r"\b[VIWJ]\b|dLd[VIWJ]", "_",
-                                                          edit["words"]))
+        if str(edit.get("step", "")).startswith("update."):
+            key = ("update", edit["kind"], edit.get("parameter"),
+                   re.sub(r"\b[VIWJ]\b|dLd[VIWJ]", "_", edit["words"]))
+        else:  # the same step found wrong from several updates (nothing held below it)
+            key = (edit["step"], edit["student"], edit.get("parameter"))
         if key not in first:
             first[key] = diagnosis
             merged.append(diagnosis)
@@ -368,7 +477,14 @@ def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
         kept.evidence.cases = list(dict.fromkeys(kept.evidence.cases + diagnosis.evidence.cases))
         kept.evidence.details.setdefault("also", []).append(diagnosis.evidence.details["step"])
     for kept in first.values():
-        also = kept.evidence.details.get("also")
+        also = [a for a in kept.evidence.details.get("also", []) if a.startswith("update.")]
+        if not kept.evidence.details["step"].startswith("update."):
+            # one step's edit behind several parameters: name them all
+            params = [p for p in PARAMETERS if QUANTITY_WORDS[p] in kept.quantities]
+            kept.message = re.sub(r"the wrong .* follows? from it\.$", lambda _: (
+                f"the wrong {catalogue.and_words([QUANTITY_WORDS[p] for p in params])} "
+                f"follow{'s' if len(params) == 1 else ''} from it."), kept.message)
+            continue
         if also:
             kept.message += (f" The updates of {catalogue.and_words([a[7:] for a in also])} "
                              f"have the same edit.")
@@ -379,7 +495,7 @@ def _searched_without_intermediates(facts: Facts, names: list[str]) -> list[Diag
     """GK601 for the parameters whose update an edit of one step explains, grouped by edit."""
     groups: dict[tuple, tuple["edits.Explanation", list[str]]] = {}
     for name in names:
-        found = edits.explain(facts.localisation.of(f"update.{name}"))
+        found = _best_edit(facts, f"update.{name}")
         if found is None:
             continue
         key = (found.edit.step, found.edit.student, found.parameter) \
@@ -414,6 +530,8 @@ def _render(template: str, facts: Facts, parameter: Optional[float] = None) -> s
             return _number(1 - parameter) if parameter is not None else "(1 - λ)"
         if key.endswith(edits.UPDATED):
             return f"{key[:-1]}_updated"
+        if key in ("X", "Y", *PARAMETERS):
+            return facts.input_variable(key)
         return facts.variable(key)
     return re.sub(r"\{([^{}]+)\}", name, template)
 
@@ -422,18 +540,20 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
     """GK601: the wrong step is the documented formula with one edit."""
     edit = found.edit
     step = edit.step
+    holder = None
     if step.startswith("update."):
         name = step.split(".")[1]
         variable = f"The update of weights['{name}']"
+        line = facts.line_of(step)
     else:
-        variable = facts.variable(step)
-    line = facts.line_of(step)
+        holder = None if step in facts.found else _holding_variable(facts, found)
+        variable = holder or facts.variable(step)
+        line = facts.source.assignment_line(TRAIN, holder) if holder else facts.line_of(step)
     if line is None:
         line = facts.line_of(found.target)
-    student = _render(edit.student, facts, found.parameter)
-    documented = _render(edits.DOCUMENTED[step], facts)
-    words = _render(edit.words, facts, found.parameter)
-    below = "" if step == found.target else (
+    rendered = _edit_details(facts, found)
+    student, documented, words = rendered["student"], rendered["documented"], rendered["words"]
+    below = "" if step == found.target or holder else (
         f" Your function does not keep {facts.variable(step)} in a variable gradkit recognises; "
         f"it was found from {facts.variable(found.target)}.")
     entry = catalogue.ENTRIES["GK601"]
@@ -447,10 +567,7 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
         evidence=Evidence(
             factor=found.parameter if edit.kind == "factor" else None,
             residual=found.residual, cases=found.cases,
-            details={"step": step, "found_at": found.target,
-                     "edit": {"kind": edit.kind, "step": step, "student": student,
-                              "documented": documented, "words": words,
-                              "parameter": found.parameter},
+            details={"step": step, "found_at": found.target, "edit": rendered,
                      "steps": _step_summary(facts)}),
         location=facts.submission.location(line), explanation=entry.explanation)
 

@@ -120,13 +120,16 @@ def _operands(step: str) -> tuple[str, ...]:
 
 
 def _same_shape(values: Values, obs: StepObservation, name: str, shape: tuple[int, ...],
-                exclude: tuple[str, ...]) -> list[str]:
+                exclude: tuple[str, ...],
+                fits: Optional[Callable[[tuple[int, ...]], bool]] = None) -> list[str]:
+    """Operands of ``shape`` (or, with ``fits``, of any shape it accepts: an elementwise
+    product broadcasts a column against a matrix)."""
     out = []
     for other in _operands(name):
         if other in exclude:
             continue
         t = value(values, obs, other)
-        if t is not None and tuple(t.shape) == shape:
+        if t is not None and (tuple(t.shape) == shape if fits is None else fits(tuple(t.shape))):
             out.append(other)
     return out
 
@@ -176,12 +179,28 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         out.append(Edit(step, kind_, student, words, _safe(run)))
 
     def swaps(template: str, slot: int, names: tuple[str, ...],
-              body: Callable[..., Tensor], reshape: bool = False) -> None:
-        """``names[slot]`` replaced by every other quantity of its shape."""
+              body: Callable[..., Tensor], broadcast: bool = False,
+              accepts: Optional[Callable[[tuple[int, ...]], bool]] = None) -> None:
+        """``names[slot]`` replaced by every other quantity of its shape (with ``broadcast``,
+        of any shape that gives the step's own shape against the other operands; with
+        ``accepts``, of any shape it accepts: a product only needs its inner dimensions)."""
         original = value(values, obs, names[slot])
         if original is None:
             return
-        for other in _same_shape(values, obs, step, tuple(original.shape), (names[slot],)):
+        fits = accepts
+        if broadcast:
+            others = [value(values, obs, n) for i, n in enumerate(names) if i != slot]
+            result = obs.given.get(ops[0]) if kind == "update" else values.get(step)
+            if result is None or any(o is None for o in others):
+                return
+            want = tuple(result.shape)
+
+            def fits(shape: tuple[int, ...]) -> bool:
+                if kind == "update":  # torch broadcasts the weight up to the update's shape
+                    return _broadcast(shape, want) is not None
+                return _broadcast(shape, want) == want
+        for other in _same_shape(values, obs, step, tuple(original.shape), (names[slot],),
+                                 fits):
             swapped = names[:slot] + (other,) + names[slot + 1:]
             kind_ = "order" if other == names[slot] + UPDATED else "operand"
             add(kind_, template.format(*[f"{{{n}}}" for n in swapped]),
@@ -193,17 +212,24 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             "added", (L, R, b), lambda l, r, c: l @ r - c)
         add("drop_factor", f"{{{L}}} @ {{{R}}}", f"the bias {{{b}}} left out", (L, R),
             lambda l, r: l @ r)
-        for slot in range(3):
+        for slot in range(2):
             swaps("{} @ {} + {}", slot, (L, R, b), lambda l, r, c: l @ r + c)
+        swaps("{} @ {} + {}", 2, (L, R, b), lambda l, r, c: l @ r + c, broadcast=True)
+        add("drop_factor", f"{{{b}}}", f"the product {{{L}}} @ {{{R}}} left out", (b,),
+            lambda c: c)
     elif kind == "activation":
         (x,) = ops
         add("activation", f"{{{x}}}", "the sigmoid left out", (x,), lambda t: t)
-        swaps("sigmoid({})", 0, (x,), sigmoid)
+        swaps("sigmoid({})", 0, (x,), sigmoid, broadcast=True)
     elif kind == "loss":
         P, Y = ops
         add("sign", f"{{{Y}}} - {{{P}}}", "the sign is flipped", (P, Y), lambda p, y: y - p)
         add("drop_factor", f"{{{P}}}", f"{{{Y}}} left out", (P,), lambda p: p)
         add("drop_factor", f"-{{{Y}}}", f"{{{P}}} left out", (Y,), lambda y: -y)
+        add("drop_factor", f"-{{{P}}}", f"{{{Y}}} left out and the sign flipped", (P,),
+            lambda p: -p)
+        add("drop_factor", f"{{{Y}}}", f"{{{P}}} left out and the sign flipped", (Y,),
+            lambda y: y)
         add("sign", f"{{{P}}} + {{{Y}}}", f"{{{Y}}} added instead of subtracted", (P, Y),
             lambda p, y: p + y)
         add("operation", f"({{{P}}} - {{{Y}}}) ** 2", "the squared error itself, not its "
@@ -226,7 +252,8 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             f"pre-activation {{{pre}}} instead of the activation {{{post}}}", (pre,),
             lambda a: a * (1 - a))
         add("derivative", "1", "the derivative left out (1)", (pre,), torch.ones_like)
-        swaps("sigmoid({}, deriv=True)", 0, (pre,), lambda a: sigmoid(a, deriv=True))
+        swaps("sigmoid({}, deriv=True)", 0, (pre,), lambda a: sigmoid(a, deriv=True),
+              broadcast=True)
     elif kind == "elementwise":
         a, b = ops
         for kept, dropped in ((a, b), (b, a)):
@@ -237,18 +264,22 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add("operation", f"{{{a}}} + {{{b}}}", "added instead of multiplied", (a, b),
             lambda x, y: x + y)
         for slot in range(2):
-            swaps("{} * {}", slot, (a, b), lambda x, y: x * y)
+            swaps("{} * {}", slot, (a, b), lambda x, y: x * y, broadcast=True)
     elif kind == "left_transposed":
         L, R = ops
         add("transpose", f"({{{R}}}.T @ {{{L}}}).reshape(...)", "the transposed product "
             "reshaped to the weight's shape instead of transposed", (L, R),
             lambda l, r: (r.T @ l).reshape(l.shape[1], r.shape[1]))
+        rows = _rows(values, obs, L)
         for slot in range(2):
-            swaps("{}.T @ {}", slot, (L, R), lambda l, r: l.T @ r)
+            swaps("{}.T @ {}", slot, (L, R), lambda l, r: l.T @ r,
+                  accepts=lambda shape: len(shape) == 2 and shape[0] == rows)
     elif kind == "right_transposed":
         R, W = ops
+        columns = _columns(values, obs, R)
         for slot in range(2):
-            swaps("{} @ {}.T", slot, (R, W), lambda r, w: r @ w.T)
+            swaps("{} @ {}.T", slot, (R, W), lambda r, w: r @ w.T,
+                  accepts=lambda shape: len(shape) == 2 and shape[1] == columns)
     elif kind == "sum_rows":
         (g,) = ops
         add("reduction", f"{{{g}}}.mean(dim=0)", "averaged over the rows instead of summed",
@@ -257,7 +288,10 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             "rows", (g,), lambda t: t.sum().expand(1, t.shape[1]))
         add("reduction", f"{{{g}}}[0]", "the first row only, not the sum over the rows",
             (g,), lambda t: t[:1])
-        swaps("{}.sum(dim=0)", 0, (g,), lambda t: t.sum(0, keepdim=True))
+        add("reduction", f"{{{g}}}.sum(dim=1)", "summed over the other axis (dim=1)", (g,),
+            lambda t: t.sum(1).reshape(1, t.shape[1]))
+        swaps("{}.sum(dim=0)", 0, (g,), lambda t: t.sum(0, keepdim=True),
+              accepts=lambda shape: len(shape) == 2)
     elif kind == "update":
         # in the space of the gradient the update implies: (w_before - w_after) / learning_rate
         w, g = ops
@@ -270,7 +304,26 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add_call("factor", f"{{{w}}} - learning_rate / n * {{{g}}}", "the step divided by the "
                  "batch size n (the gradient itself is the documented one)", (g,),
                  lambda o, t: t / o.batch_size)
-        swaps("{{" + w + "}} - learning_rate * {}", 0, (g,), lambda t: t)
+        add("drop_factor", f"{{{w}}} - learning_rate", f"the gradient {{{g}}} left out", (g,),
+            torch.ones_like)
+        add_call("drop_factor", f"learning_rate * {{{g}}}", f"the weight {{{w}}} left out: "
+                 "the step alone is returned", (g,),
+                 lambda o, t, w=w: o.given[w] / o.learning_rate - t)
+        add_call("drop_factor", f"-learning_rate * {{{g}}}", f"the weight {{{w}}} left out: "
+                 "the step alone is returned", (g,),
+                 lambda o, t, w=w: o.given[w] / o.learning_rate + t)
+        add("operation", f"{{{w}}} - learning_rate / {{{g}}}", "divided by the gradient "
+            "instead of multiplied", (g,), lambda t: 1 / t)
+        swaps("{{" + w + "}} - learning_rate * {}", 0, (g,), lambda t: t, broadcast=True)
+        weight = obs.given[w]
+        for other in _operands(step):
+            held = value(values, obs, other)
+            if other == w or held is None or \
+                    _broadcast(tuple(held.shape), tuple(weight.shape)) is None:
+                continue
+            add_call("operand", f"{{{other}}} - learning_rate * {{{g}}}",
+                     f"{{{other}}} in place of {{{w}}}", (g, other),
+                     lambda o, t, v, w=w: (o.given[w] - v) / o.learning_rate + t)
         out.append(Edit(step, "decay", f"{{{w}}} - learning_rate * ({{{g}}} + {{λ}} * {{{w}}})",
                         "plus {λ} × the weight (weight decay)", _zero, "decay"))
         out.append(Edit(step, "decay", f"{{κ}} * {{{w}}} - learning_rate * {{{g}}}",
@@ -282,6 +335,16 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         out.append(Edit(step, "clip", "(" + DOCUMENTED[step] + ").clamp(-{λ}, {λ})",
                         "clipped at ±{λ}", _zero, "clip"))
     return out
+
+
+def _rows(values: Values, obs: StepObservation, name: str) -> Optional[int]:
+    t = value(values, obs, name)
+    return t.shape[0] if t is not None and t.dim() == 2 else None
+
+
+def _columns(values: Values, obs: StepObservation, name: str) -> Optional[int]:
+    t = value(values, obs, name)
+    return t.shape[1] if t is not None and t.dim() == 2 else None
 
 
 def _zero(values: Values, obs: StepObservation) -> Optional[Tensor]:
@@ -334,12 +397,17 @@ def _recompute(values: Values, obs: StepObservation, start: str, target: str,
 
 def _agrees(actual: Tensor, candidate: Tensor, check: StepCheck) -> bool:
     candidate = as_expected_shape(candidate, actual)
+    if tuple(candidate.shape) != tuple(actual.shape) and \
+            _broadcast(tuple(candidate.shape), tuple(actual.shape)) == tuple(actual.shape):
+        candidate = torch.broadcast_to(candidate, actual.shape)
     if tuple(candidate.shape) != tuple(actual.shape) or check.tolerance is None:
         return False
     a, c = float64_array(actual), float64_array(candidate)
     with _quiet():
         allowed = check.tolerance.atol + check.tolerance.rtol * (np.abs(a) + np.abs(c))
-        return bool(np.isfinite(c).all() and (np.abs(a - c) <= allowed).all())
+        near = np.abs(a - c) <= allowed
+        same = (a == c) | (np.isnan(a) & np.isnan(c))
+        return bool((near | same).all())
 
 
 def _holds_on(edit: Edit, check: StepCheck) -> bool:
@@ -350,6 +418,14 @@ def _holds_on(edit: Edit, check: StepCheck) -> bool:
     if edited is None:
         return False
     if edit.step == check.step:
+        if check.step.startswith("update.") and \
+                check.observation.implied.get(check.step.split(".")[1]) is None:
+            # the returned weight has another shape: compare weights, as torch broadcast them
+            given = obs.given[check.step.split(".")[1]]
+            try:
+                edited = given - obs.learning_rate * edited
+            except RuntimeError:
+                return False
         return _agrees(check.actual, edited, check)
     values = _recompute(check.upstream, obs, edit.step, check.step, edited)
     if values is None:
@@ -411,29 +487,80 @@ def explain(checks: list[StepCheck]) -> Optional[Explanation]:
 
     ``checks`` are one step's checks over every call (``Localisation.of(step)``).
     """
+    found = explain_all(checks, limit=1)
+    return found[0] if found else None
+
+
+def explain_all(checks: list[StepCheck], limit: int = 4) -> list[Explanation]:
+    """Up to ``limit`` edits that hold on every call, simplest first (``explain``'s order).
+    Where the function did not keep a step, an edit of it and an edit of the step it was
+    folded into can give the same numbers; the caller picks by what the source shows."""
     held = _held(checks)
     wrong = [c for c in held if c.status == "wrong"]
-    if not wrong or any(c.problem == "nonfinite" for c in wrong):
-        return None
+    if not wrong:
+        return []
+    out: list[Explanation] = []
     target = wrong[0].step
     base = next((c for c in wrong if c.observation.batch_size not in (1, 3, 4)), wrong[0])
     span = tuple(dict.fromkeys(s for c in wrong for s in c.span))
-    # the held step itself first, then the steps folded into it, nearest first
-    for step in (target, *reversed(span)):
-        if step not in FORMULAS:
-            continue
-        for edit in candidates(step, base.upstream, base.observation):
-            if edit.fitted:
-                if step != target:
-                    continue
-                parameter = _fitted_ok(edit, held)
-                if parameter is not None:
-                    return Explanation(edit, target, [c.observation.label for c in wrong],
-                                       parameter=parameter)
+    # the held step itself first, then the steps folded into it, nearest first; an operand
+    # swapped (the most permissive edit) only after every other edit of every step
+    steps = [s for s in (target, *reversed(span)) if s in FORMULAS]
+    listed = {step: candidates(step, base.upstream, base.observation) for step in steps}
+    ordered = [(step, e) for swaps in (False, True) for step in steps for e in listed[step]
+               if (e.kind in ("operand", "order")) == swaps]
+    for step, edit in ordered:
+        if edit.fitted:
+            if step != target:
                 continue
-            if all(_holds_on(edit, c) for c in held):
-                return Explanation(edit, target, [c.observation.label for c in wrong])
-    return None
+            parameter = _fitted_ok(edit, held)
+            if parameter is not None:
+                out.append(Explanation(edit, target, [c.observation.label for c in wrong],
+                                       parameter=parameter))
+        elif all(_holds_on(edit, c) for c in held):
+            out.append(Explanation(edit, target, [c.observation.label for c in wrong]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def edited_values(found: Explanation, checks: list[StepCheck]) -> list[tuple[StepCheck, Tensor]]:
+    """The value of the edited step on each call where it can be computed (not fitted edits)."""
+    out = []
+    for check in _held(checks):
+        if found.edit.fitted:
+            break
+        value = found.edit.compute(check.upstream, check.observation)
+        if value is not None:
+            out.append((check, value))
+    return out
+
+
+def downstream_values(found: Explanation, checks: list[StepCheck]
+                      ) -> list[tuple[str, list[tuple[StepCheck, Tensor]]]]:
+    """The edited step's value on each call, then each step after it up to the wrong step the
+    search started from, recomputed by the documented formulas (not fitted edits)."""
+    edited = edited_values(found, checks)
+    if not edited:
+        return []
+    out = [(found.edit.step, edited)]
+    if found.edit.step == found.target:
+        return out
+    begin = STEP_NAMES.index(found.edit.step) + 1
+    end = STEP_NAMES.index(found.target)
+    for name in STEP_NAMES[begin:end]:
+        if name.startswith("update.") or name not in _STEP:
+            break
+        values = []
+        for check, value_ in edited:
+            recomputed = _recompute(check.upstream, check.observation, found.edit.step, name,
+                                    value_)
+            if recomputed is None or recomputed.get(name) is None:
+                break
+            values.append((check, recomputed[name]))
+        if len(values) == len(edited):
+            out.append((name, values))
+    return out
 
 
 def holds_everywhere(edit: Edit, checks: list[StepCheck]) -> bool:

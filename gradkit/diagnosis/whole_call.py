@@ -115,14 +115,37 @@ def update_expression_line(facts: Facts, name: str) -> Optional[int]:
         keys = {_subscript_key(n) for n in ast.walk(sub)}
         if name in keys or (gradient is not None and gradient.variable in names):
             lines.append(sub.lineno)
-    return min(lines) if lines else None
+    if lines:
+        return min(lines)
+    for sub in ast.walk(node):  # {'V': ..., 'J': j} built in one statement
+        if isinstance(sub, ast.Dict):
+            for key, item in zip(sub.keys, sub.values):
+                if isinstance(key, ast.Constant) and key.value == name and \
+                        lr in _names_in(sub):
+                    return item.lineno
+    # no update expression: the last line that stores into weights[name] after the weights
+    # were drawn or copied (weights['I'] = weights['I'], the update with its step left out)
+    skipped = {id(n) for sub in ast.walk(node) if isinstance(sub, ast.If)
+               for inner in sub.body for n in ast.walk(inner)}
+    stores = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
+              and id(sub) not in skipped
+              and any(_subscript_key(t) == name for t in sub.targets)]
+    return max(stores) if stores else None
+
+
+def _held_gradient_is_zero(facts: Facts, name: str) -> bool:
+    """The function holds weight ``name``'s gradient and it is zero where it should not be:
+    the update is stored, and nothing comes through the backward pass (not GK603's words)."""
+    step = {"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}[name]
+    held = [c for c in facts.localisation.of(step) if c.actual is not None]
+    return bool(held) and all(float(c.actual.abs().max()) == 0.0 for c in held)
 
 
 @matcher("GK603")
 def _not_updated(facts: Facts) -> list[Match]:
     unchanged, cases = [], []
     for name in PARAMETERS:
-        if name not in facts.wrong_parameters:
+        if name not in facts.wrong_parameters or _held_gradient_is_zero(facts, name):
             continue
         hits, missed = [], False
         for obs in facts.steps:
@@ -168,6 +191,29 @@ def _not_updated(facts: Facts) -> list[Match]:
                            "the function returns."),
             details={"edit": {"kind": "missing", "weights": [name]}}))
     return matches
+
+
+def _is_product(node: ast.AST) -> bool:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+        return True
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+        node.func.attr in ("mm", "matmul", "dot")
+
+
+def affine_line(facts: Facts, function: str, weight: str) -> Optional[int]:
+    """The line of ``function`` that computes the hidden layer's (for V, I) or the output
+    layer's (W, J) pre-activation: the first or the last ``product + bias``."""
+    node = facts.source.function(function)
+    if node is None:
+        return None
+    # the forward pass's products: the ones without a transpose in them (the backward pass
+    # multiplies by transposes)
+    lines = sorted({sub.lineno for sub in ast.walk(node) if _is_product(sub) and not any(
+        (isinstance(n, ast.Attribute) and n.attr in ("T", "t", "transpose")) for n in
+        ast.walk(sub))})
+    if not lines:
+        return None
+    return lines[0] if weight in ("V", "I") else lines[min(1, len(lines) - 1)]
 
 
 # --------------------------------------------------------------------------------------------
