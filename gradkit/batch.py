@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from gradkit import __version__
+from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import ForkedProcess, Sandbox
 
@@ -69,52 +70,10 @@ class Submission:
         return self.folder is not None
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything besides the files that changes a grade (a change regrades every student)."""
-
-    tolerances: object = None
-    points: Optional[dict[str, float]] = None
-    limits: object = None
-    accept_conventions: tuple[str, ...] = ()
-    allow_autograd: bool = False
-    credit_upstream: bool = False
-
-    def key(self) -> str:
-        text = json.dumps([repr(self.tolerances), sorted((self.points or {}).items()),
-                           repr(self.limits), sorted(self.accept_conventions),
-                           self.allow_autograd, self.credit_upstream, __version__])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def to_json(self) -> dict:
-        """Plain data, for a grading process started as a fresh interpreter."""
-        return {"tolerances": None if self.tolerances is None else
-                dataclasses.asdict(self.tolerances),
-                "points": self.points,
-                "limits": None if self.limits is None else dataclasses.asdict(self.limits),
-                "accept_conventions": list(self.accept_conventions),
-                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Settings":
-        from gradkit.sandbox import Limits
-        from gradkit.tolerances import Tolerances
-
-        return cls(tolerances=None if data["tolerances"] is None else
-                   Tolerances(**data["tolerances"]),
-                   points=data["points"],
-                   limits=None if data["limits"] is None else Limits(**data["limits"]),
-                   accept_conventions=tuple(data["accept_conventions"]),
-                   allow_autograd=data["allow_autograd"], credit_upstream=data["credit_upstream"])
-
-    def check_options(self) -> dict:
-        options: dict = {"points": self.points, "tolerances": self.tolerances,
-                         "accept_conventions": self.accept_conventions,
-                         "allow_autograd": self.allow_autograd,
-                         "credit_upstream": self.credit_upstream}
-        if self.limits is not None:
-            options["limits"] = self.limits
-        return options
+#: Everything besides the files that changes a grade (a change regrades every student): the
+#: grading options, one object (``gradkit.options.Options``: ``key()``, ``to_json()``,
+#: ``from_json()``).
+Settings = Options
 
 
 @dataclass
@@ -151,16 +110,21 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in SKIPPED_NAMES
 
 
-def _defines(path: Path) -> set[str]:
+def _defines(path: Path, functions: tuple[str, str] = ("train_neural_net", "neural_net_predict")
+             ) -> set[str]:
     try:
         with open(path, "rb") as f:
             text = f.read(_MAX_SCAN_BYTES).decode("utf-8", "replace")
     except OSError:
         return set()
-    return {name for name, pattern in _DEFINES.items() if pattern.search(text)}
+    patterns = {name: _DEFINES.get(name) or re.compile(rf"def\s+{re.escape(name)}\s*\(")
+                for name in functions}
+    return {name for name, pattern in patterns.items() if pattern.search(text)}
 
 
-def pick_file(folder: Path) -> Optional[Path]:
+def pick_file(folder: Path, functions: tuple[str, str] = ("train_neural_net",
+                                                          "neural_net_predict")
+              ) -> Optional[Path]:
     """The file of a student's folder that gradkit grades (see the module's docstring)."""
     candidates = []
     for root, dirs, files in os.walk(folder):
@@ -174,11 +138,11 @@ def pick_file(folder: Path) -> Optional[Path]:
             break
     ranked = []
     for path in candidates:
-        defined = _defines(path)
-        if "train_neural_net" not in defined:
+        defined = _defines(path, functions)
+        if functions[0] not in defined:
             continue
         depth = len(path.relative_to(folder).parts)
-        ranked.append((depth, "neural_net_predict" not in defined, path.suffix != ".py",
+        ranked.append((depth, functions[1] not in defined, path.suffix != ".py",
                        path.name, path))
     if ranked:
         return min(ranked)[-1]
@@ -190,8 +154,11 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
-    """One submission per student, named uniquely, sorted by name."""
+def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = (),
+                     functions: tuple[str, str] = ("train_neural_net", "neural_net_predict")
+                     ) -> list[Submission]:
+    """One submission per student, named uniquely, sorted by name (a student's folder is
+    searched for the file that defines ``functions``: the assignment's train and predict)."""
     excluded = {p.resolve() for p in exclude}
     if len(paths) == 1 and paths[0].is_dir():
         entries = [p for p in sorted(paths[0].iterdir())
@@ -202,9 +169,9 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> lis
     found = []
     for entry in entries:
         if entry.is_dir():
-            picked = pick_file(entry)
+            picked = pick_file(entry, functions)
             problem = "" if picked else (f"no .py or .ipynb file in {entry} defines "
-                                         "train_neural_net")
+                                         f"{functions[0]}")
             found.append((entry, Submission("", picked or entry, entry, problem)))
         elif entry.is_file():
             found.append((entry, Submission("", entry)))
@@ -343,7 +310,7 @@ class Batch:
 
 
 def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
-              settings: Settings = Settings(), force: bool = False,
+              settings: Optional[Settings] = None, force: bool = False,
               on_start: Callable[[Submission], None] = lambda s: None,
               on_done: Callable[[Row], None] = lambda r: None) -> list[Row]:
     """Grade every submission with ``jobs`` parallel grading processes; write reports and the
@@ -354,6 +321,7 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
     interpreter lock. Never stops for a submission: whatever one does (raise, crash, hang,
     exhaust memory), its row says so and the others are graded. Rows come back sorted by student.
     """
+    settings = settings or Settings()
     batch.reports.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(batch.out / MANIFEST)
     settings_key = settings.key()
@@ -519,7 +487,7 @@ def _serve(sock: socket.socket, job_text: str) -> None:
                                     problem=message["problem"])
             try:
                 report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
-                               **settings.check_options())
+                               options=settings)
                 _write_atomic(reports / f"{submission.student}.json",
                               report.model_dump_json(indent=2))
                 row = row_of(submission, report)

@@ -52,15 +52,16 @@ def _visibility(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return settings
 
 
-def _points(values: tuple[str, ...]) -> dict[str, float]:
-    from gradkit.grading import DEFAULT_POINTS
+def _points(values: tuple[str, ...], assignment) -> dict[str, float]:
+    from reference.assignment import check_ids
 
+    known = [c for c in check_ids(assignment) if c != "policy"]
     points = {}
     for value in values:
         key, sep, number = value.partition("=")
-        if not sep or key not in DEFAULT_POINTS:
+        if not sep or key not in known:
             raise click.BadParameter(f"{value!r}: use CHECK=POINTS with CHECK one of "
-                                     f"{', '.join(DEFAULT_POINTS)}", param_hint="--points")
+                                     f"{', '.join(known)}", param_hint="--points")
         try:
             points[key] = float(number)
         except ValueError:
@@ -71,6 +72,9 @@ def _points(values: tuple[str, ...]) -> dict[str, float]:
 def grading_options(command):
     """The options that change a grade, shared by ``check`` and ``grade``."""
     options = [
+        click.option("--assignment", "assignment", metavar="FILE|NAME",
+                     help="The assignment description: a TOML file, or a bundled one (notebook, "
+                          "tanh_bce, relu_mse, logistic). Default: the course notebook's."),
         click.option("--rtol", type=click.FloatRange(min=0),
                      help="Relative tolerance for every dtype."),
         click.option("--atol", type=click.FloatRange(min=0),
@@ -96,16 +100,38 @@ def grading_options(command):
     return command
 
 
-def _check_options(rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
-                   accept: tuple[str, ...], allow_autograd: bool, credit_upstream: bool,
-                   timeout: float) -> dict:
-    """The keyword arguments of ``gradkit.check`` that the grading options ask for."""
-    from gradkit.sandbox import Limits
-    from gradkit.tolerances import Tolerances
+def load_assignment_or_exit(spec: Optional[str]):
+    """The assignment a command names (default: the notebook's); a bad file is a usage error:
+    its one message on stderr, exit code 2."""
+    from reference.assignment import NOTEBOOK, AssignmentError, load_assignment
 
-    return {"tolerances": Tolerances(rtol=rtol, atol=atol), "points": _points(points) or None,
-            "limits": Limits(total_seconds=timeout), "accept_conventions": accept,
-            "allow_autograd": allow_autograd, "credit_upstream": credit_upstream}
+    if spec is None:
+        return NOTEBOOK
+    try:
+        return load_assignment(spec)
+    except AssignmentError as exc:
+        click.echo(f"gradkit: bad assignment: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _check_options(assignment: Optional[str], rtol: Optional[float], atol: Optional[float],
+                   points: tuple[str, ...], accept: tuple[str, ...], allow_autograd: bool,
+                   credit_upstream: bool, timeout: float):
+    """The one ``gradkit.options.Options`` the grading options ask for."""
+    from pydantic import ValidationError
+
+    from gradkit.options import Options
+    from gradkit.sandbox import Limits
+
+    description = load_assignment_or_exit(assignment)
+    try:
+        return Options(assignment=description, rtol=rtol, atol=atol,
+                       points=_points(points, description), limits=Limits(total_seconds=timeout),
+                       accept_conventions=accept, allow_autograd=allow_autograd,
+                       credit_upstream=credit_upstream)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(e["msg"].removeprefix("Value error, ")
+                                         for e in exc.errors())) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,7 +172,7 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
     torch.set_num_threads(1)
     try:
-        report = run_check(path, sandbox=sandbox, **options)
+        report = run_check(path, sandbox=sandbox, options=options)
     finally:
         sandbox.close()
     if fmt == "terminal":
@@ -231,8 +257,10 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
 
     from gradkit import batch
 
-    settings = batch.Settings(**_check_options(**grading))
-    submissions = batch.find_submissions(list(paths), exclude=[out])
+    settings = _check_options(**grading)
+    functions = settings.assignment.functions
+    submissions = batch.find_submissions(list(paths), exclude=[out],
+                                         functions=(functions.train, functions.predict))
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
                                "student folders, or the submissions themselves")
@@ -270,6 +298,40 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
             step_summary.write("### gradkit grade\n\n```text\n"
                                + "\n".join(batch.summary_lines(summary)) + "\n```\n")
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
+
+
+@main.group()
+def assignment() -> None:
+    """Assignment descriptions: the network your students backpropagate (a TOML file)."""
+
+
+@assignment.command("show")
+@click.argument("spec", metavar="FILE|NAME")
+def assignment_show(spec: str) -> None:
+    """Print what gradkit understood of an assignment file (or a bundled one: notebook,
+    tanh_bce, relu_mse, logistic): the network, its shapes, the student's contract, and every
+    step of the backward pass with its id and name. Exit code 2 for a bad file."""
+    from reference.describe import describe
+
+    for line in describe(load_assignment_or_exit(spec)):
+        click.echo(line)
+
+
+@assignment.command("new")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def assignment_new(path: Optional[Path], force: bool) -> None:
+    """Write a commented template of an assignment file to PATH (or print it)."""
+    from reference.describe import TEMPLATE
+
+    if path is None:
+        click.echo(TEMPLATE, nl=False)
+        return
+    if path.exists() and not force:
+        click.echo(f"gradkit: {path} exists (use --force to overwrite it)", err=True)
+        sys.exit(EXIT_USAGE)
+    path.write_text(TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {path}; check it with: gradkit assignment show {path}")
 
 
 def run() -> None:

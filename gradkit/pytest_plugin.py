@@ -4,7 +4,9 @@ Instructors add their own checks to gradkit's in ordinary test files::
 
     pytest --gradkit-submission alice.py tests_for_students/
 
-or ``gradkit_submission = alice.py`` in the ``[pytest]`` ini section (relative to the rootdir).
+or ``gradkit_submission = alice.py`` in the ``[pytest]`` ini section (relative to the rootdir);
+``--gradkit-assignment FILE`` (or the ini key ``gradkit_assignment``) names the assignment
+description (a TOML file or a bundled name; default the notebook's).
 Fixtures (all session-scoped, so the student's file is graded once and one worker serves all):
 
 - ``gradkit_report``: the submission's ``Report``, as ``gradkit check`` makes it;
@@ -14,6 +16,7 @@ Fixtures (all session-scoped, so the student's file is graded once and one worke
 - ``gradkit_reference``: the course network done right (``gradkit.testing.Reference``);
 - ``gradkit_cases``: gradkit's fixed cases; a test that takes ``gradkit_case`` is parametrised
   over them (narrow with ``@pytest.mark.gradkit_cases(kind="step")``);
+- ``gradkit_options``: the grading options (``gradkit.options.Options``, with the assignment);
 - ``gradkit_submission`` and ``gradkit_sandbox``, which the others build on.
 
 Compare tensors with ``gradkit.testing.assert_close`` (gradkit's tolerances and messages).
@@ -43,6 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="The submission (.py or .ipynb) that gradkit's fixtures grade.")
     parser.addini("gradkit_submission", "The submission gradkit's fixtures grade (relative to "
                   "the rootdir); --gradkit-submission overrides it.", default=None)
+    group.addoption("--gradkit-assignment", action="store", dest="gradkit_assignment",
+                    metavar="FILE", default=None,
+                    help="The assignment description (a TOML file, or a bundled name such as "
+                         "tanh_bce); default: the course notebook's.")
+    parser.addini("gradkit_assignment", "The assignment description gradkit grades against "
+                  "(relative to the rootdir, or a bundled name); --gradkit-assignment "
+                  "overrides it.", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,9 +73,39 @@ def submission_path(config: pytest.Config) -> Optional[Path]:
     return None
 
 
+def assignment_spec(config: pytest.Config) -> Optional[str]:
+    """The assignment named on the command line, else in the ini file (a path, made absolute
+    when it names a file, or a bundled name); None for the notebook's."""
+    option = config.getoption("gradkit_assignment")
+    base = config.invocation_params.dir if option else config.rootpath
+    value = option or config.getini("gradkit_assignment")
+    if not value:
+        return None
+    path = base / str(value)
+    return str(path.resolve()) if path.is_file() else str(value)
+
+
+def options_of(config: pytest.Config):
+    """The grading options of this session (built once): the assignment, nothing else."""
+    cached = getattr(config, "_gradkit_options", None)
+    if cached is None:
+        from gradkit.options import Options
+        from reference.assignment import AssignmentError
+
+        try:
+            cached = Options.build(assignment=assignment_spec(config))
+        except AssignmentError as exc:
+            raise pytest.UsageError(f"gradkit: bad assignment: {exc}") from None
+        config._gradkit_options = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def pytest_report_header(config: pytest.Config) -> Optional[str]:
     path = submission_path(config)
-    return f"gradkit: grading {path}" if path is not None else None
+    if path is None:
+        return None
+    spec = assignment_spec(config)
+    return f"gradkit: grading {path}" + (f" against {spec}" if spec else "")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -73,7 +113,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from gradkit.cases import build_cases
 
-    cases = list(build_cases())
+    cases = list(build_cases(options_of(metafunc.config).assignment))
     marker = metafunc.definition.get_closest_marker("gradkit_cases")
     if marker is not None:
         kinds = marker.kwargs.get("kind", marker.args[0] if marker.args else None)
@@ -99,6 +139,13 @@ def gradkit_submission(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gradkit_options(pytestconfig: pytest.Config):
+    """The grading options (``gradkit.options.Options``): the assignment of
+    ``--gradkit-assignment`` or the ini key, everything else at its default."""
+    return options_of(pytestconfig)
+
+
+@pytest.fixture(scope="session")
 def gradkit_sandbox() -> "Sandbox":
     """One pre-loaded worker for the whole session; each call runs in a fresh child of it."""
     from gradkit.sandbox import Sandbox
@@ -108,32 +155,37 @@ def gradkit_sandbox() -> "Sandbox":
 
 
 @pytest.fixture(scope="session")
-def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox") -> "Report":
+def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox",
+                   gradkit_options) -> "Report":
     """The submission's report, exactly as ``gradkit check`` makes it."""
     from gradkit.api import check
 
-    return check(gradkit_submission, sandbox=gradkit_sandbox)
+    return check(gradkit_submission, sandbox=gradkit_sandbox, options=gradkit_options)
 
 
 @pytest.fixture(scope="session")
-def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "Sandbox") -> "StudentFunctions":
+def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "Sandbox",
+                    gradkit_options) -> "StudentFunctions":
     """The student's functions, run in the sandbox: ``.train(...)`` and ``.predict(...)``."""
     from gradkit.session import StudentFunctions
 
-    return StudentFunctions(gradkit_submission, gradkit_sandbox)
+    return StudentFunctions(gradkit_submission, gradkit_sandbox,
+                            assignment=gradkit_options.assignment,
+                            limits=gradkit_options.limits)
 
 
 @pytest.fixture(scope="session")
-def gradkit_reference() -> "Reference":
-    """The course network done right: ``.train``, ``.predict``, ``.gradients``, ``.weights``."""
+def gradkit_reference(gradkit_options) -> "Reference":
+    """The assignment's network done right: ``.train``, ``.predict``, ``.gradients``,
+    ``.weights``."""
     from gradkit.testing import Reference
 
-    return Reference()
+    return Reference(gradkit_options.assignment)
 
 
 @pytest.fixture(scope="session")
-def gradkit_cases():
+def gradkit_cases(gradkit_options):
     """gradkit's fixed cases (``gradkit.cases.Case``), in the order ``check`` runs them."""
     from gradkit.cases import build_cases
 
-    return build_cases()
+    return build_cases(gradkit_options.assignment)

@@ -11,11 +11,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
 
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
-CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
-                     "policy"]
+CheckGroup = Literal["load", "predict", "gradient", "update", "dtype", "init", "training",
+                     "side_effects", "policy"]
 
 #: Exit codes of ``gradkit check`` (also in the README).
 EXIT_PASSED = 0
@@ -154,7 +154,7 @@ class Output(_Model):
 class Report(_Model):
     """Everything gradkit found about one submission."""
 
-    format_version: Literal["1.0"] = FORMAT_VERSION
+    format_version: Literal["2.0"] = FORMAT_VERSION
     gradkit_version: str
     torch_version: str
     python_version: str
@@ -201,4 +201,7 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
+            if data.get("format_version") == "1.0":
+                # 2.0 adds fields (with defaults) and values (the dtype check group)
+                data["format_version"] = FORMAT_VERSION
         return data

@@ -194,6 +194,11 @@ def diagnose(submission: Submission, cases: tuple[Case, ...], calls: dict[str, C
     (``module_globals`` of the child's load frame).
     """
     tolerances = tolerances or Tolerances()
+    if not grading.assignment.is_notebook:
+        # h13: until per-layer diagnosis (h14): the catalogue, the intermediates and the
+        # localisation are written for the notebook's names; another description gets only
+        # the parameter-level diagnoses (GK002, GK003), which need no names.
+        return [], _parameter_level(submission, cases, calls, grading, tolerances)
     everything = observations(grading.steps, tolerances, probes=True)
     graded = [o for o in everything if not is_probe(o.case)]
     probe_steps = {o.case.id.rsplit("_", 1)[1]: o for o in everything
@@ -636,3 +641,129 @@ def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosi
                           cases=[o.case.id for o in wrong]),
         location=facts.submission.location(facts.source.return_line(PREDICT)),
         explanation=entry.explanation)
+
+
+# --------------------------------------------------------------------------------------------
+# h13: any other description, until diagnosis is per layer (h14-diagnosis replaces this)
+# --------------------------------------------------------------------------------------------
+
+def _parameter_level(submission: Submission, cases: tuple[Case, ...],
+                     calls: dict[str, CallResult], grading: Grading, tolerances: Tolerances
+                     ) -> list[Diagnosis]:
+    """GK002 (which parameter gradients are wrong, their common factor, where to look, in the
+    description's names) and GK003 (a wrong prediction, its factor), from the numbers alone."""
+    from gradkit.grading import computed_dtype
+    from reference.steps import step_table
+
+    a = grading.assignment
+    table = {s.id: s for s in step_table(a)}
+    status = {c.id: c.status for c in grading.checks}
+    wrong = [p for p in a.parameter_names if status.get(f"gradient.{p}") == "fail"]
+    diagnoses: list[Diagnosis] = []
+    graded = [s for s in grading.steps if not is_probe(s.case)]
+    if wrong:
+        patterns = {}
+        for name in wrong:
+            pairs: list[Pair] = []
+            misshapen = False
+            for seen in graded:
+                implied = seen.implied.get(name)
+                if implied is None:
+                    misshapen = True  # another shape or dtype: no factor relates it
+                    continue
+                before = seen.given[name].to(F64)
+                dtype = computed_dtype(seen.returned[name].dtype, seen.case.dtype)
+                tol = tolerances.implied_gradient(
+                    dtype, float(before.abs().max()) if before.numel() else 1.0,
+                    seen.case.learning_rate)
+                expected = seen.scale * seen.expectation.gradients[name]
+                if not (bool(torch.isfinite(implied).all()) and
+                        bool(torch.isfinite(expected).all())):
+                    continue  # a diverged chain: no factor can be fitted to inf or NaN
+                pairs.append((implied, expected, tol, seen.case.batch_size,
+                              seen.case.learning_rate))
+            pattern = None if misshapen else factor_pattern(pairs)
+            # a factor of exactly 1 says nothing about a gradient that is wrong
+            patterns[name] = None if pattern is not None and pattern.kind == "constant" and \
+                pattern.value == 1.0 else pattern
+        values = list(patterns.values())
+        shared = values[0] if values and all(p is not None for p in values) and len(
+            {(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1 else None
+        L = a.depth
+        top = max(a.parameter_layer(p) for p in wrong)
+        layer_params = [p for p in a.parameter_names if a.parameter_layer(p) <= top]
+        if shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6 \
+                and set(wrong) == set(a.parameter_names):
+            suspects = (f"Every gradient has the opposite sign: either {a.name_of(f'dLdA{L}')} "
+                        "has Y - P where it should have P - Y, or the update adds the gradient "
+                        "instead of subtracting it.")
+        elif set(wrong) == set(a.parameter_names):
+            suspects = ("Every gradient passes through the output layer: look at "
+                        + "; ".join(table[i].formula for i in (f"dLdA{L}", f"dA{L}dZ{L}",
+                                                               f"dLdZ{L}")) +
+                        ", and at the forward pass.")
+        elif len(wrong) == 1:
+            step = table["dLd" + a.parameter_ids[wrong[0]]]
+            suspects = f"Only {wrong[0]}'s is wrong: look at its own step, {step.formula}."
+        elif set(wrong) == set(layer_params):
+            suspects = (f"The gradients of the layers after layer {top} are right, so look at "
+                        f"layer {top}: " + "; ".join(
+                            table[i].formula for i in (f"dLdA{top}", f"dA{top}dZ{top}",
+                                                       f"dLdZ{top}") if i in table) + ".")
+        else:
+            suspects = "Look at the steps these gradients share."
+        entry = catalogue.ENTRIES["GK002"]
+        words = dict(s="s" if len(wrong) > 1 else "", params=catalogue.and_words(wrong),
+                     is_are="is" if len(wrong) == 1 else "are",
+                     factor_words=factor_words(shared) if shared else "", suspects=suspects)
+        diagnoses.append(Diagnosis(
+            code=entry.code, title=entry.title, message=entry.message.format(**words),
+            quantities=[f"dL/d{p}" for p in wrong] + ["update"],
+            evidence=Evidence(
+                factor=shared.value if shared and shared.kind == "constant" else None,
+                residual=shared.residual if shared else None,
+                cases=list(dict.fromkeys(s.case.id for s in graded)),
+                details={"factor_patterns": {n: None if p is None else
+                                             {"kind": p.kind, "value": p.value}
+                                             for n, p in patterns.items()},
+                         "wrong": wrong}),
+            explanation=("gradkit localises the mistake from which parameter gradients are "
+                         "wrong (per-layer diagnosis of this description's steps is not "
+                         "available yet): a gradient is wrong when the one implied by the "
+                         "update, (w_before - w_after) / learning_rate, differs from the "
+                         "reference's and autograd's.")))
+    if status.get("predict") == "fail":
+        pairs = []
+        for case in cases:
+            call = calls.get(case.id)
+            if case.kind != "predict" or is_probe(case) or call is None or not call.steps:
+                continue
+            value = call.steps[0].returned
+            if value.kind != "array" or value.tensor is None or \
+                    not value.tensor.dtype.is_floating_point:
+                continue
+            truth = network.predict(a, case.X.to(F64), {n: w.to(F64)
+                                                         for n, w in case.weights.items()})
+            if value.tensor.shape == truth.shape:
+                pairs.append((value.tensor.to(F64), truth, tolerances.values(
+                    computed_dtype(value.tensor.dtype, case.dtype)), case.batch_size, 1.0))
+        pattern = factor_pattern(pairs) if pairs else None
+        if pattern is not None and pattern.kind != "constant":
+            pattern = None
+        forward = "; ".join(s.formula for s in table.values() if s.is_forward)
+        entry = catalogue.ENTRIES["GK003"]
+        diagnoses.append(Diagnosis(
+            code=entry.code, title=f"{a.functions.predict} returns something else",
+            message=f"{a.functions.predict} does not return the forward pass's output "
+                    f"({forward}){factor_words(pattern)}.",
+            quantities=["P"],
+            evidence=Evidence(factor=pattern.value if pattern else None,
+                              residual=pattern.residual if pattern else None,
+                              cases=[c.id for c in cases if c.kind == "predict"
+                                     and not is_probe(c)]),
+            location=submission.location(SourceIndex(submission).return_line(
+                a.functions.predict)),
+            explanation=(f"{a.functions.predict} must run the same forward pass as "
+                         f"{a.functions.train}, on the weights it is given, and return its "
+                         "output, one row per row of X.")))
+    return diagnoses

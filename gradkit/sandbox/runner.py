@@ -320,8 +320,9 @@ class Sandbox:
             os.close(w)
         readers = {pipes[0][0]: "result", pipes[1][0]: "stdout", pipes[2][0]: "stderr"}
         # which function each call needs: the child skips the calls of a function it lacks
-        needs = {call.get("id"): "neural_net_predict" if call.get("kind") == "predict"
-                 else "train_neural_net" for call in request.get("calls") or []}
+        train, predict = request.get("functions") or ("train_neural_net", "neural_net_predict")
+        needs = {call.get("id"): predict if call.get("kind") == "predict"
+                 else train for call in request.get("calls") or []}
         try:
             self._collect(outcome, readers, limits, call_ids, started, needs)
         finally:
