@@ -397,7 +397,7 @@ def _best_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
 
 
 def _choose_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
-    found = edits.explain_all(facts.localisation.of(step))
+    found = edits.explain_all(facts.localisation.of(step), limit=3)
     if not found:
         return None
     for explanation in found:
