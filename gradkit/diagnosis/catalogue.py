@@ -1246,7 +1246,9 @@ def _inputs_mutated(facts: Facts) -> list[Match]:
                     after.tensor.shape != given.shape or
                     not torch.equal(after.tensor.to(F64), given)):
                 changed[name].append(obs)
-        weights_after = obs.after("weights")
+        # the caller's tensors after the call (not the dict's entries, which the function may
+        # rebind, as the notebook does, without touching a tensor)
+        weights_after = obs.after("weight_tensors") or obs.after("weights")
         if weights_after is not None and weights_after.kind == "dict":
             for name, given in obs.given.items():
                 item = weights_after.items.get(name)
