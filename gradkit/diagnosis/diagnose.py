@@ -253,9 +253,13 @@ def _from_match(match: Match, facts: Facts) -> Diagnosis:
         # what the first non-finite value is: the step's edit, when one explains it
         step = details.get("first_step") or next(
             (f"update.{q}" for q in match.quantities if q in PARAMETERS), None)
-        found = edits.explain(facts.localisation.of(step)) if step else None
+        found = _best_edit(facts, step) if step else None
         if found is not None:
             details["edit"] = _edit_details(facts, found)
+            holder = None if found.edit.step in facts.found or \
+                found.edit.step.startswith("update.") else _holding_variable(facts, found)
+            if holder is not None:
+                match.line = facts.source.assignment_line(TRAIN, holder) or match.line
     if facts.localisation.captured_any() and any(q in PARAMETERS for q in match.quantities):
         details["steps"] = _step_summary(facts)
     line = match.line
@@ -435,6 +439,8 @@ def _holding_variable(facts: Facts, found: "edits.Explanation") -> Optional[str]
 
 def _holder_of(facts: Facts, values: list) -> Optional[str]:
     used = {f.variable for f in facts.found.values() if f.function == TRAIN}
+    # a copy of an input made before the forward pass (y = Y.numpy()) holds no step
+    start = facts.line_of("A") or whole_call.affine_line(facts, TRAIN, "V") or 0
     candidates = None
     for check, value in values:
         captured = check.observation.result.captured.get(TRAIN, {})
@@ -453,7 +459,7 @@ def _holder_of(facts: Facts, values: list) -> Optional[str]:
         if not candidates:
             return None
     lines = {name: facts.source.assignment_line(TRAIN, name) for name in candidates or ()}
-    named = [n for n in lines if lines[n] is not None]
+    named = [n for n in lines if lines[n] is not None and lines[n] >= start]
     # the step's own variable is assigned after any earlier one that holds the same value
     return max(named, key=lambda n: lines[n]) if named else None
 

@@ -232,6 +232,8 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             lambda y: y)
         add("sign", f"{{{P}}} + {{{Y}}}", f"{{{Y}}} added instead of subtracted", (P, Y),
             lambda p, y: p + y)
+        add("sign", f"-({{{P}}} + {{{Y}}})", f"{{{P}}} added instead of subtracted", (P, Y),
+            lambda p, y: -(p + y))
         add("operation", f"({{{P}}} - {{{Y}}}) ** 2", "the squared error itself, not its "
             "derivative", (P, Y), lambda p, y: (p - y) ** 2)
         swaps("{} - {}", 0, (P, Y), lambda p, y: p - y)
@@ -251,6 +253,12 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add("derivative", f"{{{pre}}} * (1 - {{{pre}}})", f"p * (1 - p) applied to the "
             f"pre-activation {{{pre}}} instead of the activation {{{post}}}", (pre,),
             lambda a: a * (1 - a))
+        add("derivative", f"{{{post}}} * (1 + {{{post}}})", f"{{{post}}} * (1 + {{{post}}}): "
+            "a sign flipped inside the derivative", (post,), lambda b: b * (1 + b))
+        add("derivative", f"{{{post}}} * {{{post}}}", f"{{{post}}} in place of (1 - {{{post}}}) "
+            "in the derivative", (post,), lambda b: b * b)
+        add("derivative", f"(1 - {{{post}}}) / {{{post}}}", f"divided by {{{post}}} instead of "
+            "multiplied, in the derivative", (post,), lambda b: (1 - b) / b)
         add("derivative", "1", "the derivative left out (1)", (pre,), torch.ones_like)
         swaps("sigmoid({}, deriv=True)", 0, (pre,), lambda a: sigmoid(a, deriv=True),
               broadcast=True)
@@ -288,6 +296,10 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             "rows", (g,), lambda t: t.sum().expand(1, t.shape[1]))
         add("reduction", f"{{{g}}}[0]", "the first row only, not the sum over the rows",
             (g,), lambda t: t[:1])
+        add("reduction", f"{{{g}}}", "not summed over the rows (one row per example)", (g,),
+            lambda t: t)
+        add("reduction", f"{{{g}}}.sum(dim=1, keepdim=True)", "summed over the other axis "
+            "(dim=1)", (g,), lambda t: t.sum(1, keepdim=True))
         add("reduction", f"{{{g}}}.sum(dim=1)", "summed over the other axis (dim=1)", (g,),
             lambda t: t.sum(1).reshape(1, t.shape[1]))
         swaps("{}.sum(dim=0)", 0, (g,), lambda t: t.sum(0, keepdim=True),
@@ -315,6 +327,12 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add("operation", f"{{{w}}} - learning_rate / {{{g}}}", "divided by the gradient "
             "instead of multiplied", (g,), lambda t: 1 / t)
         swaps("{{" + w + "}} - learning_rate * {}", 0, (g,), lambda t: t, broadcast=True)
+        for other in _operands(step):
+            held = value(values, obs, other)
+            if other.startswith("dLd") and held is not None and other != g:
+                add_call("operand", f"{{{w}}} - {{{other}}} * {{{g}}}",
+                         f"{{{other}}} in place of learning_rate", (g, other),
+                         lambda o, t, v: v * t / o.learning_rate)
         weight = obs.given[w]
         for other in _operands(step):
             held = value(values, obs, other)

@@ -403,33 +403,64 @@ def _predict_rounds(facts: Facts) -> list[Match]:
 
 
 def _forward_variants() -> list[tuple[str, str, str, str, Callable[..., Tensor]]]:
-    """(student expression, words, kind, the step whose line is named, P from X and weights)."""
-    return [
+    """(student expression, words, kind, where: "B" (the hidden activation's line), "V" or "W"
+    (that layer's product line) or "P" (the return), P from X and the weights), simplest
+    first."""
+    def forward(first=lambda X, V, I: X @ V + I, hidden=sigmoid,
+                second=lambda B, W, J: B @ W + J, out=sigmoid):
+        return lambda X, V, I, W, J: out(second(hidden(first(X, V, I)), W, J))
+
+    variants: list[tuple[str, str, str, str, Callable[..., Tensor]]] = [
         ("sigmoid((X @ V + I) @ W + J)", "the hidden sigmoid left out (B = A)", "activation",
-         "B", lambda X, V, I, W, J: sigmoid((X @ V + I) @ W + J)),
-        ("sigmoid(sigmoid(X @ V - I) @ W + J)", "the bias I subtracted", "sign", "A",
-         lambda X, V, I, W, J: sigmoid(sigmoid(X @ V - I) @ W + J)),
-        ("sigmoid(sigmoid(X @ V + I) @ W - J)", "the bias J subtracted", "sign", "C",
-         lambda X, V, I, W, J: sigmoid(sigmoid(X @ V + I) @ W - J)),
+         "B", forward(hidden=lambda a: a)),
+        ("sigmoid(sigmoid(X @ V - I) @ W + J)", "the bias I subtracted", "sign", "V",
+         forward(first=lambda X, V, I: X @ V - I)),
+        ("sigmoid(sigmoid(X @ V + I) @ W - J)", "the bias J subtracted", "sign", "W",
+         forward(second=lambda B, W, J: B @ W - J)),
         ("(X @ V + I) @ W + J", "both sigmoids left out", "activation", "P",
-         lambda X, V, I, W, J: (X @ V + I) @ W + J),
+         forward(hidden=lambda a: a, out=lambda c: c)),
+        ("sigmoid(sigmoid(I) @ W + J)", "the product X @ V left out", "drop_factor", "V",
+         forward(first=lambda X, V, I: I)),
+        ("sigmoid(J)", "the product B @ W left out", "drop_factor", "W",
+         forward(second=lambda B, W, J: J)),
+        ("sigmoid(X @ V + I)", "the output layer left out (B returned)", "activation", "P",
+         lambda X, V, I, W, J: sigmoid(X @ V + I)),
+        ("X @ V + I", "A returned", "activation", "P", lambda X, V, I, W, J: X @ V + I),
     ]
+    for other in ("V", "W", "J"):
+        variants.append((f"sigmoid(sigmoid(X @ V + {other}) @ W + J)",
+                         f"{other} in place of the bias I", "operand", "V",
+                         lambda X, V, I, W, J, o=other: sigmoid(sigmoid(
+                             X @ V + {"V": V, "W": W, "J": J}[o]) @ W + J)))
+    for other in ("V", "I", "W"):
+        variants.append((f"sigmoid(sigmoid(X @ V + I) @ W + {other})",
+                         f"{other} in place of the bias J", "operand", "W",
+                         lambda X, V, I, W, J, o=other: sigmoid(sigmoid(X @ V + I) @ W +
+                                                                {"V": V, "I": I, "W": W}[o])))
+    return variants
+
+
+_VARIANTS = _forward_variants()
 
 
 @matcher("GK622")
 def _predict_one_edit(facts: Facts) -> list[Match]:
     observations = facts.predicts + list(facts.probe_predicts.values())
-    if not facts.predicts:
+    if not facts.predicts or any(o.P is None for o in facts.predicts):
         return []
-    for student, words, kind, step, compute in _forward_variants():
+    for student, words, kind, where, compute in _VARIANTS:
         hits = []
         for obs in observations:
             weights = {n: w.to(F64) for n, w in (obs.case.weights or {}).items()}
-            if obs.P is None or obs.P.shape != obs.forward.P.shape or len(weights) != 4:
+            if obs.P is None or len(weights) != 4:
                 hits = []
                 break
-            other = compute(obs.forward.X, weights["V"], weights["I"], weights["W"],
-                            weights["J"])
+            try:
+                other = compute(obs.forward.X, weights["V"], weights["I"], weights["W"],
+                                weights["J"])
+            except RuntimeError:
+                hits = []
+                break
             if not distinct(other, obs.forward.P, obs.tolerance):
                 continue
             if not close(obs.P, other, obs.tolerance):
@@ -437,11 +468,15 @@ def _predict_one_edit(facts: Facts) -> list[Match]:
                 break
             hits.append(obs.case.id)
         if hits:
-            line = facts.source.assignment_line(PREDICT, step) if step != "P" else None
+            if where == "B":
+                line = facts.source.assignment_line(PREDICT, "B")
+            elif where in ("V", "W"):
+                line = affine_line(facts, PREDICT, where)
+            else:
+                line = None
             return [Match("GK622", ("P",), line=line if line is not None
                           else facts.source.return_line(PREDICT), cases=tuple(hits),
                           words=dict(student=student, words=words),
                           details={"edit": {"kind": kind, "student": student,
                                             "words": words}})]
     return []
-
