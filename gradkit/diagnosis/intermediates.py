@@ -219,13 +219,17 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     sizes = [e.numel() for _, e, _ in pairs]
     atol = np.repeat(np.array([t.atol for _, _, t in pairs], dtype=np.float64), sizes)
     rtol = np.repeat(np.array([t.rtol for _, _, t in pairs], dtype=np.float64), sizes)
-    weight = 1.0 / (atol + rtol * np.abs(expected)) ** 2
-    denominator = float((weight * expected) @ expected)
-    if denominator == 0.0:
+    # a diverged value overflows here as torch's arithmetic did, silently (then no fit)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        weight = 1.0 / (atol + rtol * np.abs(expected)) ** 2
+        denominator = float((weight * expected) @ expected)
+        if denominator == 0.0 or not np.isfinite(denominator):
+            return None
+        c = float((weight * actual) @ expected) / denominator
+        norm = float(np.linalg.norm(actual))
+        residual = float(np.linalg.norm(actual - c * expected)) / norm if norm else 0.0
+    if not np.isfinite(c):
         return None
-    c = float((weight * actual) @ expected) / denominator
-    norm = float(np.linalg.norm(actual))
-    residual = float(np.linalg.norm(actual - c * expected)) / norm if norm else 0.0
     return Fit(factor=c, residual=residual, exact=holds(pairs, c))
 
 
