@@ -601,10 +601,13 @@ class DiagnosisScore:
                 f"raised:      {len(raised)} killed mutants raised in every call; the report "
                 f"names the line in {_rate([o.line_named for o in raised]):.1%}"]
         if times:
+            slowest = max(self.diagnosed, key=lambda o: o.seconds)
             out.append(f"diagnosis time (CPU, in-process) per failing submission: median "
                        f"{times[len(times) // 2] * 1e3:.1f} ms, 95th percentile "
                        f"{times[int(len(times) * 0.95)] * 1e3:.1f} ms, max "
-                       f"{times[-1] * 1e3:.1f} ms (target < 150 ms)")
+                       f"{times[-1] * 1e3:.1f} ms (target < 150 ms); slowest: "
+                       f"{Path(slowest.solution).name}:{slowest.mutant.statement[0]} "
+                       f"{slowest.mutant.operator}")
         out.append(f"{len(self.outcomes)} mutants graded in {self.seconds:.0f} s")
         return out
 
