@@ -489,12 +489,12 @@ def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
         kept.evidence.details.setdefault("also", []).append(diagnosis.evidence.details["step"])
     for kept in first.values():
         also = [a for a in kept.evidence.details.get("also", []) if a.startswith("update.")]
+        # one edit behind several parameters: name them all
+        params = [p for p in PARAMETERS if QUANTITY_WORDS[p] in kept.quantities]
+        kept.message = re.sub(r"the wrong .* follows? from it\.$", lambda _: (
+            f"the wrong {catalogue.and_words([QUANTITY_WORDS[p] for p in params])} "
+            f"follow{'s' if len(params) == 1 else ''} from it."), kept.message)
         if not kept.evidence.details["step"].startswith("update."):
-            # one step's edit behind several parameters: name them all
-            params = [p for p in PARAMETERS if QUANTITY_WORDS[p] in kept.quantities]
-            kept.message = re.sub(r"the wrong .* follows? from it\.$", lambda _: (
-                f"the wrong {catalogue.and_words([QUANTITY_WORDS[p] for p in params])} "
-                f"follow{'s' if len(params) == 1 else ''} from it."), kept.message)
             continue
         if also:
             kept.message += (f" The updates of {catalogue.and_words([a[7:] for a in also])} "
