@@ -213,23 +213,22 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     expected_values = np.concatenate([float64_array(e).reshape(-1) for _, e, _ in pairs])
     if not (np.isfinite(actual_values).all() and np.isfinite(expected_values).all()):
         return None
-    actual, expected = actual_values, expected_values
-    # every element's allowance at once, with its own call's atol and rtol (numpy: torch's
-    # repeat_interleave costs milliseconds a call)
+    actual, expected = torch.from_numpy(actual_values), torch.from_numpy(expected_values)
+    # every element's allowance at once, with its own call's atol and rtol (np.repeat: torch's
+    # repeat_interleave costs milliseconds a call; the arithmetic stays torch's, which
+    # tests/test_numbers.py pins, and a diverged value overflows silently in it)
     sizes = [e.numel() for _, e, _ in pairs]
-    atol = np.repeat(np.array([t.atol for _, _, t in pairs], dtype=np.float64), sizes)
-    rtol = np.repeat(np.array([t.rtol for _, _, t in pairs], dtype=np.float64), sizes)
-    # a diverged value overflows here as torch's arithmetic did, silently (then no fit)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        weight = 1.0 / (atol + rtol * np.abs(expected)) ** 2
-        denominator = float((weight * expected) @ expected)
-        if denominator == 0.0 or not np.isfinite(denominator):
-            return None
-        c = float((weight * actual) @ expected) / denominator
-        norm = float(np.linalg.norm(actual))
-        residual = float(np.linalg.norm(actual - c * expected)) / norm if norm else 0.0
-    if not np.isfinite(c):
+    atol = torch.from_numpy(np.repeat(np.array([t.atol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
+    rtol = torch.from_numpy(np.repeat(np.array([t.rtol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
+    weight = 1.0 / (atol + rtol * expected.abs()) ** 2
+    denominator = float((weight * expected) @ expected)
+    if denominator == 0.0:
         return None
+    c = float((weight * actual) @ expected) / denominator
+    norm = float(actual.norm())
+    residual = float((actual - c * expected).norm()) / norm if norm else 0.0
     return Fit(factor=c, residual=residual, exact=holds(pairs, c))
 
 
