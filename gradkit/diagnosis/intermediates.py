@@ -213,11 +213,15 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     expected_values = np.concatenate([float64_array(e).reshape(-1) for _, e, _ in pairs])
     if not (np.isfinite(actual_values).all() and np.isfinite(expected_values).all()):
         return None
-    actual, expected = torch.tensor(actual_values), torch.tensor(expected_values)
-    # every element's allowance at once, with its own call's atol and rtol
-    sizes = torch.tensor([e.numel() for _, e, _ in pairs])
-    atol = torch.tensor([t.atol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
-    rtol = torch.tensor([t.rtol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
+    actual, expected = torch.from_numpy(actual_values), torch.from_numpy(expected_values)
+    # every element's allowance at once, with its own call's atol and rtol (np.repeat: torch's
+    # repeat_interleave costs milliseconds a call; the arithmetic stays torch's, which
+    # tests/test_numbers.py pins, and a diverged value overflows silently in it)
+    sizes = [e.numel() for _, e, _ in pairs]
+    atol = torch.from_numpy(np.repeat(np.array([t.atol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
+    rtol = torch.from_numpy(np.repeat(np.array([t.rtol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
     weight = 1.0 / (atol + rtol * expected.abs()) ** 2
     denominator = float((weight * expected) @ expected)
     if denominator == 0.0:
@@ -563,6 +567,9 @@ class StepCheck:
     #: steps the student's function did not hold, folded into this one (the mistake may be there)
     span: tuple[str, ...] = ()
     problem: Optional[Literal["shape", "values", "nonfinite"]] = None
+    #: the call's values as localisation used them (X, Y, the given weights, each step: the
+    #: student's where held, else filled in from the student's own inputs), for the edit search
+    upstream: dict[str, Optional[Tensor]] = field(default_factory=dict, repr=False)
 
 
 class Localisation:
@@ -701,6 +708,8 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             continue
         checks[key] = _judge(key, obs, returned.to(F64), expected,
                              obs.value_tolerance(returned.dtype), span)
+    for check in checks.values():
+        check.upstream = values
     return checks
 
 

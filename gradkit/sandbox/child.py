@@ -569,6 +569,9 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
                 given = fresh("weights") if repeats > 1 else weights
                 if kind == "init":
                     _manual_seed(call["seed"])
+                # the caller's tensors themselves: a function that only rebinds the dict's
+                # entries leaves them as they were (gradkit built ``given``: a plain dict)
+                tensors = dict.copy(given) if type(given) is dict else None
                 capture = _Capture(filename)
                 if call["capture"]:
                     returned = capture.run(train, X, Y, given, call["learning_rate"])
@@ -581,6 +584,9 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
                     else {},
                     "after": {"X": encode(X), "Y": encode(Y), "weights": encode(given)},
                 })
+                if tensors is not None and any(dict.get(given, k) is not v
+                                               for k, v in dict.items(tensors)):
+                    steps[-1]["after"]["weight_tensors"] = encode(tensors)
                 if kind == "chain" and index + 1 < len(batches):
                     if not issubclass(type(returned), dict):
                         break
