@@ -18,7 +18,8 @@ from gradkit import __version__
 from gradkit.sandbox import wire
 from gradkit.loader import LoadError, Submission, load_submission
 from gradkit.report import (Check, Isolation, Output, Report, SourceLocation, SubmissionInfo)
-from gradkit.sandbox import Limits, RunOutcome, Sandbox, prepare_workdir
+from gradkit.sandbox.backend import (Limits, RunOutcome, SandboxBackend, open_sandbox,
+                                     prepare_workdir)
 
 
 def _torch_version() -> str:
@@ -63,7 +64,7 @@ def check(
     tolerances=None,
     points: Optional[dict[str, float]] = None,
     limits: Limits = Limits(),
-    sandbox: Optional[Sandbox] = None,
+    sandbox: Optional[SandboxBackend] = None,
     siblings: bool = True,
     accept_conventions: tuple[str, ...] = (),
     allow_autograd: bool = False,
@@ -78,12 +79,15 @@ def check(
     ``accept_conventions``: loss conventions ('sum', 'half_mean', 'mean') whose gradients also
     count as correct. ``credit_upstream``: partial credit follows the steps (a gradient wrong only
     because of an earlier wrong step, charged to another check, keeps its credit).
+    ``sandbox``: a backend from ``gradkit.sandbox.open_sandbox`` to run it in (kept open for
+    the next call); by default one is opened for this call (``$GRADKIT_SANDBOX``, else
+    ``auto``) and closed after it.
     """
     started = time.monotonic()
     path = Path(path)
     own = sandbox is None
     try:
-        sandbox = sandbox or Sandbox()
+        sandbox = sandbox or open_sandbox()
         try:
             report = _check(path, tolerances, points, limits, sandbox, siblings,
                             accept_conventions, allow_autograd, credit_upstream)
@@ -96,11 +100,14 @@ def check(
         report = _base_report(path, None)
         report.error = f"gradkit failed: {type(exc).__name__}: {exc}\n" + \
             "".join(traceback.format_exc(limit=-6))
+    if sandbox is not None:
+        report.isolation.backend = sandbox.name
     report.duration_seconds = round(time.monotonic() - started, 4)
     return report
 
 
-def _check(path: Path, tolerances, points, limits: Limits, sandbox: Sandbox, siblings: bool,
+def _check(path: Path, tolerances, points, limits: Limits, sandbox: SandboxBackend,
+           siblings: bool,
            accept_conventions: tuple[str, ...], allow_autograd: bool = False,
            credit_upstream: bool = False) -> Report:
     from gradkit.cases import build_cases
@@ -164,8 +171,8 @@ def _assignment_info() -> dict:
 MAX_RESUMES = 2
 
 
-def _run(submission: Submission, cases, limits: Limits, sandbox: Sandbox, siblings: bool
-         ) -> tuple[RunOutcome, dict[str, str]]:
+def _run(submission: Submission, cases, limits: Limits, sandbox: SandboxBackend,
+         siblings: bool) -> tuple[RunOutcome, dict[str, str]]:
     """Run every case; returns the (merged) outcome and, for each case a run stopped in, why."""
     from gradkit.expected import prepare
     from gradkit.plan import build_request

@@ -17,6 +17,7 @@ import click
 
 from gradkit import __version__
 from gradkit.report import EXIT_INTERNAL, EXIT_USAGE
+from gradkit.sandbox.backend import BACKENDS, ENVIRONMENT_VARIABLE
 
 #: --format name -> "module:function" taking a Report and returning text.
 FORMATS = {
@@ -96,6 +97,26 @@ def grading_options(command):
     return command
 
 
+def sandbox_option(command):
+    """``--sandbox``: which backend runs the submissions (``$GRADKIT_SANDBOX`` by default)."""
+    return click.option(
+        "--sandbox", type=click.Choice(BACKENDS), envvar=ENVIRONMENT_VARIABLE, default="auto",
+        show_default=True, show_envvar=True,
+        help="Where submissions run: 'linux' (namespaces, seccomp; Linux only), 'portable' (a "
+             "fresh interpreter per run, for macOS and Windows; weaker, see the README) or "
+             "'auto' (linux where it can run, else portable).")(command)
+
+
+def _open_sandbox(name: str):
+    """The backend ``name`` asks for; a usage error (exit 2) where it cannot run."""
+    from gradkit.sandbox import SandboxUnavailable, open_sandbox
+
+    try:
+        return open_sandbox(name, fork=True)
+    except SandboxUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _check_options(rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
                    accept: tuple[str, ...], allow_autograd: bool, credit_upstream: bool,
                    timeout: float) -> dict:
@@ -130,8 +151,9 @@ def main() -> None:
                    "'gradient', or no CHECK for every check): visible, after_due_date, "
                    "after_published or hidden (repeatable).")
 @grading_options
+@sandbox_option
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
-def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
+def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool], sandbox: str,
           **grading: object) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
     render_options = {"visibility": click.get_current_context().meta.get(
@@ -139,16 +161,14 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     from gradkit.api import check as run_check
     import torch  # (first, so the worker can be forked with torch loaded)
 
-    from gradkit.sandbox import Sandbox
-
     options = _check_options(**grading)
-    sandbox = Sandbox(fork=True)  # before any tensor operation or thread in this process
+    backend = _open_sandbox(sandbox)  # before any tensor operation or thread in this process
     # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
     torch.set_num_threads(1)
     try:
-        report = run_check(path, sandbox=sandbox, **options)
+        report = run_check(path, sandbox=backend, **options)
     finally:
-        sandbox.close()
+        backend.close()
     if fmt == "terminal":
         from rich.console import Console
 
@@ -214,10 +234,11 @@ def schema() -> None:
 @click.option("--force", is_flag=True,
               help="Grade every submission again, even those whose report is up to date.")
 @grading_options
+@sandbox_option
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
-          progress: bool, **grading: object) -> None:
+          progress: bool, sandbox: str, **grading: object) -> None:
     """Grade a class: a folder of submissions, or one file or folder per student.
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
@@ -231,7 +252,14 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
 
     from gradkit import batch
 
-    settings = batch.Settings(**_check_options(**grading))
+    from gradkit.sandbox import SandboxUnavailable
+    from gradkit.sandbox.backend import available
+
+    try:  # the grading processes open it; the name they get is the one that runs
+        backend = available(sandbox)
+    except SandboxUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = batch.Settings(**_check_options(**grading), sandbox=backend)
     submissions = batch.find_submissions(list(paths), exclude=[out])
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "

@@ -14,7 +14,8 @@ Fixtures (all session-scoped, so the student's file is graded once and one worke
 - ``gradkit_reference``: the course network done right (``gradkit.testing.Reference``);
 - ``gradkit_cases``: gradkit's fixed cases; a test that takes ``gradkit_case`` is parametrised
   over them (narrow with ``@pytest.mark.gradkit_cases(kind="step")``);
-- ``gradkit_submission`` and ``gradkit_sandbox``, which the others build on.
+- ``gradkit_submission`` and ``gradkit_sandbox`` (``--gradkit-sandbox auto|linux|portable``),
+  which the others build on.
 
 Compare tensors with ``gradkit.testing.assert_close`` (gradkit's tolerances and messages).
 Nothing here imports torch until a fixture is used, so the plugin costs nothing elsewhere.
@@ -29,7 +30,7 @@ import pytest
 
 if TYPE_CHECKING:
     from gradkit.report import Report
-    from gradkit.sandbox import Sandbox
+    from gradkit.sandbox import SandboxBackend
     from gradkit.session import StudentFunctions
     from gradkit.testing import Reference
 
@@ -41,6 +42,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gradkit-submission", action="store", dest="gradkit_submission",
                     metavar="PATH", default=None,
                     help="The submission (.py or .ipynb) that gradkit's fixtures grade.")
+    group.addoption("--gradkit-sandbox", action="store", dest="gradkit_sandbox",
+                    choices=("auto", "linux", "portable"), default=None,
+                    help="The sandbox backend the fixtures run the submission in (default: "
+                         "$GRADKIT_SANDBOX, else auto).")
     parser.addini("gradkit_submission", "The submission gradkit's fixtures grade (relative to "
                   "the rootdir); --gradkit-submission overrides it.", default=None)
 
@@ -99,16 +104,22 @@ def gradkit_submission(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gradkit_sandbox() -> "Sandbox":
-    """One pre-loaded worker for the whole session; each call runs in a fresh child of it."""
-    from gradkit.sandbox import Sandbox
+def gradkit_sandbox(pytestconfig: pytest.Config) -> "SandboxBackend":
+    """One sandbox for the whole session (``--gradkit-sandbox``, else ``$GRADKIT_SANDBOX``, else
+    auto); each call runs in a fresh process of it."""
+    from gradkit.sandbox import SandboxUnavailable, open_sandbox
 
-    with Sandbox() as sandbox:
+    try:
+        sandbox = open_sandbox(pytestconfig.getoption("gradkit_sandbox"))
+    except (SandboxUnavailable, ValueError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with sandbox:
         yield sandbox
 
 
 @pytest.fixture(scope="session")
-def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox") -> "Report":
+def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "SandboxBackend"
+                   ) -> "Report":
     """The submission's report, exactly as ``gradkit check`` makes it."""
     from gradkit.api import check
 
@@ -116,7 +127,8 @@ def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox") -> "Rep
 
 
 @pytest.fixture(scope="session")
-def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "Sandbox") -> "StudentFunctions":
+def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "SandboxBackend"
+                    ) -> "StudentFunctions":
     """The student's functions, run in the sandbox: ``.train(...)`` and ``.predict(...)``."""
     from gradkit.session import StudentFunctions
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
 
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
 CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
@@ -137,6 +137,10 @@ class SubmissionInfo(_Model):
 class Isolation(_Model):
     """What the sandbox achieved on this machine (see the README, "Isolation and limits")."""
 
+    backend: Literal["linux", "portable"] = Field(
+        "linux", description="The sandbox backend that ran the submission: 'linux' (namespaces, "
+        "seccomp, a forked worker) or 'portable' (a fresh interpreter per run, for macOS and "
+        "Windows). Reports of format 1.0 were all made by 'linux'.")
     process: str = Field("not started", description="Process, session and PID namespace.")
     user: str = Field("", description="Who the submission ran as.")
     network: str = ""
@@ -154,7 +158,7 @@ class Output(_Model):
 class Report(_Model):
     """Everything gradkit found about one submission."""
 
-    format_version: Literal["1.0"] = FORMAT_VERSION
+    format_version: Literal["2.0"] = FORMAT_VERSION
     gradkit_version: str
     torch_version: str
     python_version: str
@@ -201,4 +205,6 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
+            if data.get("format_version") == "1.0":  # 2.0 only added fields
+                data["format_version"] = FORMAT_VERSION
         return data

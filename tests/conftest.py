@@ -1,4 +1,8 @@
-"""Shared fixtures: one pre-loaded sandbox worker for the whole session, and the real CLI."""
+"""Shared fixtures: one sandbox for the whole session, and the real CLI.
+
+The sandbox is the backend ``GRADKIT_SANDBOX`` names (``auto`` when unset), so the same tests run
+against each backend: ``GRADKIT_SANDBOX=portable python -m pytest ...``.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,23 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-from gradkit.sandbox import Sandbox
+from gradkit.sandbox import SandboxBackend, open_sandbox
+from gradkit.sandbox.backend import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "submissions_example"
 
 
+#: the backend the suite runs on (tests whose expectations differ between backends read it)
+BACKEND = resolve()
+
+
 class _SharedSandbox:
     """The session's sandbox, handed to the CLI; the CLI's close() leaves it running."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxBackend) -> None:
         self._sandbox = sandbox
+        self.name = sandbox.name
 
     def run(self, *args, **kwargs):
         return self._sandbox.run(*args, **kwargs)
@@ -35,19 +45,31 @@ class _SharedSandbox:
         pass
 
 
+def share(monkeypatch, sandbox: SandboxBackend) -> None:
+    """Make ``gradkit.sandbox.open_sandbox`` (what the CLI calls) hand out ``sandbox`` when the
+    backend asked for is its backend, and open the one asked for otherwise."""
+    import gradkit.sandbox
+
+    def opened(name=None, **options):
+        if resolve(name) == sandbox.name:
+            return _SharedSandbox(sandbox)
+        return open_sandbox(name, **options)
+
+    monkeypatch.setattr(gradkit.sandbox, "open_sandbox", opened)
+
+
 @pytest.fixture(scope="session")
 def sandbox():
-    """One worker process (torch imported once) shared by every test that grades."""
-    with Sandbox() as shared:
+    """One sandbox shared by every test that grades: for ``linux``, one worker process (torch
+    imported once); the backend is ``$GRADKIT_SANDBOX``'s, else auto's."""
+    with open_sandbox() as shared:
         yield shared
 
 
 @pytest.fixture
 def gradkit_cli(sandbox, monkeypatch):
     """Run ``gradkit ARGS...`` through click, with the session's sandbox; stdout and stderr apart."""
-    import gradkit.sandbox
-
-    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
+    share(monkeypatch, sandbox)
     # a terminal wide enough that no file:line is wrapped, wherever the clone's paths lead
     monkeypatch.setenv("COLUMNS", "240")
 

@@ -51,7 +51,7 @@ def test_output_file_holds_the_json_report(tmp_path, gradkit_cli):
     assert result.exit_code == 0
     report = Report.model_validate_json(target.read_text())
     assert report.passed and report.score == 100
-    assert json.loads(target.read_text())["format_version"] == "1.0"
+    assert json.loads(target.read_text())["format_version"] == "2.0"
 
 
 def test_terminal_view_shows_marks_scores_and_what_to_try(gradkit_cli):
