@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,36 @@ def share(monkeypatch, sandbox: SandboxBackend) -> None:
         return open_sandbox(name, **options)
 
     monkeypatch.setattr(gradkit.sandbox, "open_sandbox", opened)
+
+
+def processes_left(sandbox: SandboxBackend) -> list[int]:
+    """The processes of ``sandbox``'s past runs that are still there, where a test can see them:
+    for ``linux``, the worker's children; for ``portable`` on a machine with /proc, every
+    process whose environment names a run's working folder as its home (a run's processes keep
+    the environment the backend gave them, wherever they moved). [] where neither can be seen."""
+    if sandbox.name == "linux":
+        from gradkit.sandbox.worker import children_of
+
+        return children_of(sandbox.worker_pid)
+    if not os.path.isdir("/proc"):
+        return []
+    home = ("HOME=" + os.path.join(tempfile.gettempdir(), "gradkit-")).encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environment = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(home) for v in environment):
+            found.append(int(entry))
+    return found
+
+
+def sandbox_alive(sandbox: SandboxBackend) -> bool:
+    """Whether the sandbox can still grade: its worker is alive (``linux``); the portable
+    backend has no process of its own between runs."""
+    return sandbox.name != "linux" or sandbox.worker_alive
 
 
 @pytest.fixture(scope="session")

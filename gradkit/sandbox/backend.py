@@ -250,7 +250,12 @@ class RunTracker:
     """
 
     def __init__(self, outcome: RunOutcome, request: dict[str, Any], limits: Limits,
-                 call_ids: list[str], started: float) -> None:
+                 call_ids: list[str], started: float,
+                 startup_seconds: Optional[float] = None) -> None:
+        """``startup_seconds``: for a backend whose child needs time before the submission's
+        code can run (a fresh interpreter importing torch), how long it may take to send its
+        first frame; the run's own limits then count from that frame. None: they count from
+        ``started``."""
         self.outcome = outcome
         self.limits = limits
         self.call_ids = list(call_ids)
@@ -261,10 +266,18 @@ class RunTracker:
         # which function each call needs: the child skips the calls of a function it lacks
         self.needs = {call.get("id"): "neural_net_predict" if call.get("kind") == "predict"
                       else "train_neural_net" for call in request.get("calls") or []}
+        self.startup_seconds = startup_seconds
+        if startup_seconds is None:
+            self._start_limits(started)
+        else:  # until the child is ready, only its start is timed
+            self.waiting_for = "start"
+            self.frame_deadline = self.total_deadline = started + startup_seconds
+
+    def _start_limits(self, now: float) -> None:
         # deadline for the next frame: loading first, then each call in turn
         self.waiting_for = "load"
-        self.frame_deadline = started + limits.load_seconds
-        self.total_deadline = started + limits.total_seconds
+        self.frame_deadline = now + self.limits.load_seconds
+        self.total_deadline = now + self.limits.total_seconds
 
     @property
     def deadline(self) -> float:
@@ -273,6 +286,10 @@ class RunTracker:
     def overdue(self, now: float) -> Optional[str]:
         """Why the run must stop now (a limit ran out), or None."""
         limits = self.limits
+        if self.waiting_for == "start":
+            if now > self.frame_deadline:
+                return f"the submission's process did not start within {self.startup_seconds:g} s"
+            return None
         if now > self.total_deadline:
             return f"the whole run took longer than {limits.total_seconds:g} s"
         if now > self.frame_deadline:
@@ -306,6 +323,8 @@ class RunTracker:
             if kind == "isolation":
                 outcome.isolation = {k: v for k, v in frame.header.items()
                                      if k not in ("type", "payload")}
+                if self.waiting_for == "start":
+                    self._start_limits(now)
                 continue
             if kind == "done":
                 outcome.finished = True
@@ -326,6 +345,6 @@ class RunTracker:
     def finish(self, logs: dict[str, CappedLog]) -> None:
         """Record where the run was and what it printed."""
         outcome = self.outcome
-        outcome.running = self.waiting_for
+        outcome.running = "load" if self.waiting_for == "start" else self.waiting_for
         outcome.stdout, outcome.stdout_dropped = logs["stdout"].text(), logs["stdout"].dropped
         outcome.stderr, outcome.stderr_dropped = logs["stderr"].text(), logs["stderr"].dropped

@@ -64,14 +64,17 @@ BOOT = (
     "serve_run(sys.argv[2])\n"
 )
 
-# macOS: deny the network, and writes anywhere but the working folder (and /dev/null). Pipes the
-# child inherited are not files the profile looks at.
+# macOS: deny the network, writes anywhere but the working folder (and /dev/null), and signals
+# to any process outside the run (the grader). Pipes the child inherited are not files the profile
+# looks at.
 SEATBELT_PROFILE = """(version 1)
 (allow default)
 (deny network*)
 (deny file-write*)
 (allow file-write* (subpath (param "WORKDIR")))
 (allow file-write-data (literal "/dev/null") (literal "/dev/dtracehelper"))
+(deny signal)
+(allow signal (target same-sandbox))
 """
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"
 
@@ -82,12 +85,14 @@ NTSTATUS = {0xC0000005: "STATUS_ACCESS_VIOLATION", 0xC00000FD: "STATUS_STACK_OVE
 
 
 def _seatbelt_works() -> bool:
-    """Whether ``sandbox-exec`` exists here and applies a profile (macOS; deprecated there, but
-    present on every release so far)."""
+    """Whether ``sandbox-exec`` exists here and applies gradkit's profile (macOS; deprecated
+    there, but present on every release so far). Without it, runs are recorded as unconfined
+    rather than failing."""
     if not MACOS or not os.path.exists(SANDBOX_EXEC):
         return False
     try:
-        return subprocess.run([SANDBOX_EXEC, "-p", "(version 1)(allow default)", "/usr/bin/true"],
+        return subprocess.run([SANDBOX_EXEC, "-D", f"WORKDIR={os.path.realpath(os.curdir)}",
+                               "-p", SEATBELT_PROFILE, "/usr/bin/true"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -191,10 +196,14 @@ class PortableSandbox:
     name = "portable"
     #: how long the grader waits for a killed run to end before it gives up on it
     KILL_SECONDS = 10.0
+    #: how long a fresh interpreter may take to import torch and the harness (about a second
+    #: on an idle machine); the run's own limits count from then
+    STARTUP_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seatbelt = _seatbelt_works()
+        #: runs are wrapped in sandbox-exec (macOS, where it applies gradkit's profile)
+        self.seatbelt = _seatbelt_works()
 
     def close(self) -> None:
         """Nothing to stop: every run's processes are gone when ``run`` returns."""
@@ -226,10 +235,11 @@ class PortableSandbox:
                        "process that leaves the session can outlive the run")
             user = f"uid {os.getuid()} (the grader's own user: the portable runner does not " \
                    "change it)"
-        if self._seatbelt:
+        if self.seatbelt:
             network = "none (sandbox-exec profile)"
             filesystem = ("writes only to its working folder (sandbox-exec profile); reads "
                           "what the grader's user can read")
+            process += "; it cannot signal any process outside the run (sandbox-exec profile)"
         else:
             network = "shared (the portable runner cannot cut it)"
             filesystem = ("shared: it can read and write what the grader's user can; its "
@@ -239,7 +249,7 @@ class PortableSandbox:
 
     def _command(self, workdir: str, channel: str) -> list[str]:
         command = [sys.executable, "-I", "-B", "-c", BOOT, PACKAGE, channel]
-        if self._seatbelt:
+        if self.seatbelt:
             command = [SANDBOX_EXEC, "-D", f"WORKDIR={os.path.realpath(workdir)}",
                        "-p", SEATBELT_PROFILE] + command
         return command
@@ -299,7 +309,8 @@ class PortableSandbox:
             request, payload)), daemon=True))
         for thread in threads:
             thread.start()
-        tracker = RunTracker(outcome, request, limits, call_ids, started)
+        tracker = RunTracker(outcome, request, limits, call_ids, started,
+                             startup_seconds=self.STARTUP_SECONDS)
         try:
             self._collect(tracker, proc, job, events)
         finally:
