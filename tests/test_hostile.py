@@ -119,28 +119,31 @@ STOPPED = [
 ]
 
 
-def portable_differs(attack: str, report: Report) -> Optional[tuple[str, str]]:
-    """(status, words) where the portable backend on this platform legitimately gives another
-    verdict than STOPPED's, and why; None where it gives the same. Only the Linux rows are
-    measured here; the macOS and Windows rows follow from what those systems provide."""
+def portable_differs(attack: str, report: Report) -> Optional[tuple[str, tuple[str, ...]]]:
+    """(status, words, any of which the message holds) where the portable backend on this
+    platform legitimately gives another verdict than STOPPED's, and why; None where it gives the
+    same. Only Linux is measured here; the macOS and Windows rows follow from what those systems
+    provide."""
     limits = report.isolation.limits
     if report.isolation.backend != "portable":
         return None
     if attack == "memory_exhaustion" and "address_space" not in limits and os.name != "nt":
         # macOS accepts RLIMIT_AS but does not enforce it (the backend records no such limit):
-        # the allocations succeed until the grader's wall clock stops the call
-        return "error", "call 'notebook_row' ran past its 2 s limit"
+        # the allocations go on until the system refuses one or the wall clock stops the call
+        return "error", ("call 'notebook_row' ran past its 2 s limit",
+                         "DefaultCPUAllocator: can't allocate memory")
     if attack == "huge_file" and "file_size" not in limits:
         # Windows has no RLIMIT_FSIZE: the 200 MB file is written in the private working folder
         # (deleted after the run), and the solution beneath is correct
-        return "pass", ""
+        return "pass", ()
     if attack == "deep_recursion" and os.name == "nt":
-        return "error", "the submission's process killed by STATUS_STACK_OVERFLOW"
+        return "error", ("the submission's process killed by STATUS_STACK_OVERFLOW",)
     if attack == "deep_recursion" and sys.platform == "darwin":
         # macOS reports a stack overflow as SIGSEGV or SIGBUS, depending on where it lands
-        return "error", "the submission's process killed by SIG"
+        return "error", ("the submission's process killed by SIGSEGV",
+                         "the submission's process killed by SIGBUS")
     if attack == "self_kill" and os.name == "nt":
-        return "error", "raised AttributeError: module 'signal' has no attribute 'SIGKILL'"
+        return "error", ("raised AttributeError: module 'signal' has no attribute 'SIGKILL'",)
     return None
 
 
@@ -149,16 +152,17 @@ def portable_differs(attack: str, report: Report) -> Optional[tuple[str, str]]:
 def test_attack_fails_the_submission_with_a_clear_message(sandbox, attack, check_id, status,
                                                           words, seconds):
     report = grade(sandbox, HOSTILE / f"{attack}.py", seconds)
+    expected = (status, (words,))
     differs = portable_differs(attack, report)
     if differs is not None:
-        status, words = differs
-        if status == "pass":
+        expected = differs
+        if differs[0] == "pass":
             assert report.check(check_id).status == "pass"
             return
     assert not report.passed and report.return_code == 1
     verdict = report.check(check_id)
-    assert verdict.status == status
-    assert words in verdict.message
+    assert verdict.status == expected[0]
+    assert any(words in verdict.message for words in expected[1]), verdict.message
     # nothing passes on the strength of a run that was stopped or produced nothing usable
     assert report.check("gradient.W").status != "pass"
 
