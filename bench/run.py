@@ -6,7 +6,9 @@
 Targets (issue 7): `gradkit check` on the correct example within 1.3x `python -c "import torch"`;
 `gradkit grade --jobs 2` on 200+ submissions at 25+ per second and 15x faster than a fresh
 interpreter per submission; peak memory below 1 GB for the batch and 500 MB for one check;
-`gradkit --help` and `gradkit schema` under 0.3 s without importing torch.
+`gradkit --help` and `gradkit schema` under 0.3 s without importing torch. As root, the batch is
+also graded as an ordinary user (uid 65534, from a venv of the system's Python built once by
+tests/user_venv.py).
 
 Memory is the peak, over the run, of the summed proportional set size (PSS: shared pages split
 between the processes sharing them) of the command's whole process tree, sampled every 20 ms in
@@ -149,6 +151,34 @@ def students_floor(sources: list[Path]) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def as_ordinary_user(work: Path, class_dir: Path, size: int) -> tuple[str, str, str] | None:
+    """The same batch graded as uid 65534 (a venv of the system's Python it can read, a private
+    home; tests/user_venv.py), where root can become that user: its row, or None."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import user_venv
+
+    why_not = user_venv.available()
+    if why_not is not None:
+        print(f"(the batch as an ordinary user is not timed: {why_not})")
+        return None
+    venv = user_venv.user_venv()
+    os.chmod(work, 0o755)
+    home = user_venv.private_home(work)
+    out = work / "user-reports"
+    out.mkdir()
+    os.chown(out, user_venv.USER, user_venv.USER)
+    started = time.perf_counter()
+    result = user_venv.as_user([str(venv / "bin" / "gradkit"), "grade", str(class_dir),
+                                "--jobs", "2", "--out", str(out), "--force"], home, cwd=work)
+    seconds = time.perf_counter() - started
+    graded = len(list((out / "reports").glob("*.json")))
+    if result.returncode != 0 or graded != size:
+        raise SystemExit(f"the batch as an ordinary user failed (exit {result.returncode}, "
+                         f"{graded} of {size} reports): {result.stderr[-2000:]}")
+    return ("  as an ordinary user (uid 65534, user namespaces)",
+            f"{seconds:.1f} s, {size / seconds:.1f} submissions/s", "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -208,6 +238,9 @@ def main() -> None:
                      f"{fresh_per:.2f} s each vs {batch_s / size:.3f} s",
                      f"{fresh_per / (batch_s / size):.1f}x faster (target >= 15x)"))
         rows.append(("  peak memory of the batch", f"{batch_mb} MB", "target < 1000 MB"))
+        user = as_ordinary_user(work, class_dir, size)
+        if user is not None:
+            rows.append(user)
         floor = students_floor(submissions[: len(example_sources())])  # one of each
         rows.append(("  the students' own code alone (load + training loop)",
                      f"{floor * 1000:.0f} ms CPU per submission",

@@ -2,7 +2,7 @@
 
 ``find_submissions`` turns the paths an instructor gives into one ``Submission`` per student,
 ``grade_all`` grades them with ``jobs`` grading processes (forks of this one, each with its own
-pre-loaded ``Sandbox``), writes one JSON report per student and a gradebook CSV, and returns the
+``Sandbox``, whose worker is a fresh interpreter holding nothing of the grader or the batch), writes one JSON report per student and a gradebook CSV, and returns the
 rows;
 ``summarize`` reads the class's score distribution and commonest mistakes from those rows.
 
@@ -387,8 +387,14 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 continue
         todo.put(submission)
 
+    # what no submission's process may see: every submission's folder and the folder holding
+    # it (the class folder), the reports and the gradebook
+    hidden = {str(batch.out.resolve()), str(batch.gradebook_path.resolve().parent)}
+    for submission in submissions:
+        where = (submission.folder or submission.path).resolve()
+        hidden.update({str(submission.path.resolve().parent), str(where.parent)})
     # every grading process starts here, while this process has no other thread (a fork)
-    graders = [_Grader(settings, batch) for _ in range(min(jobs, todo.qsize()))]
+    graders = [_Grader(settings, batch, sorted(hidden)) for _ in range(min(jobs, todo.qsize()))]
 
     def work(grader: _Grader) -> None:
         try:
@@ -407,7 +413,7 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 except _GraderDied as exc:  # gradkit's own failure: the batch goes on
                     row = _failed_row(submission, exc)
                     grader.close()
-                    grader = _Grader(settings, batch)
+                    grader = _Grader(settings, batch, sorted(hidden))
                 # a report gradkit failed to make is not worth keeping for the next run
                 manifest.record(submission.student,
                                 None if row.internal_error else stamps[submission.student])
@@ -441,8 +447,9 @@ class _Grader:
     JSON lines all the same.
     """
 
-    def __init__(self, settings: Settings, batch: Batch) -> None:
-        job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports)})
+    def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
+        job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
+                          "hidden": hidden})
         self.proc: subprocess.Popen
         # forking a process that loaded torch is safe on Linux only (macOS's system libraries
         # are not fork-safe; Windows cannot fork)
@@ -513,19 +520,22 @@ def _serve_stdio(job: str) -> None:
 
 
 def _serve(requests, replies, job_text: str) -> None:
-    """The grading process: grade each submission sent, write its report, answer its row."""
+    """The grading process: grade each submission sent, write its report, answer its row.
+
+    Its sandbox's worker is a fresh interpreter (never a fork of this process, which holds the
+    grader and the batch), started first so that it imports torch while this process does."""
     import signal
 
+    job = json.loads(job_text)
+    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or ())
     import torch
 
     from gradkit.api import check
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # one grading process per core
-    job = json.loads(job_text)
     settings = Settings.from_json(job["settings"])
     reports = Path(job["reports"])
-    sandbox = open_sandbox(settings.sandbox, fork=True)
     # what is loaded now lives as long as the process: out of the garbage collector's full
     # sweeps, which would otherwise walk its ~200k objects every few submissions
     gc.freeze()

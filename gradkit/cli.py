@@ -107,12 +107,12 @@ def sandbox_option(command):
              "'auto' (linux where it can run, else portable).")(command)
 
 
-def _open_sandbox(name: str):
+def _open_sandbox(name: str, hidden: list[Path]):
     """The backend ``name`` asks for; a usage error (exit 2) where it cannot run."""
     from gradkit.sandbox import SandboxUnavailable, open_sandbox
 
     try:
-        return open_sandbox(name, fork=True)
+        return open_sandbox(name, hidden=hidden)
     except SandboxUnavailable as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -158,14 +158,16 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool], s
     """Check one submission (.py or .ipynb) against the reference and autograd."""
     render_options = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {})} if fmt == "gradescope" else {}
-    from gradkit.api import check as run_check
-    import torch  # (first, so the worker can be forked with torch loaded)
-
-    options = _check_options(**grading)
-    backend = _open_sandbox(sandbox)  # before any tensor operation or thread in this process
-    # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
-    torch.set_num_threads(1)
+    # first thing: the linux backend's worker (a fresh interpreter) imports torch while this
+    # process does
+    backend = _open_sandbox(sandbox, hidden=[] if output is None else [output.resolve().parent])
     try:
+        from gradkit.api import check as run_check
+        import torch
+
+        options = _check_options(**grading)
+        # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
+        torch.set_num_threads(1)
         report = run_check(path, sandbox=backend, **options)
     finally:
         backend.close()

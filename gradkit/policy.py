@@ -37,6 +37,7 @@ CODES: dict[str, tuple[str, str]] = {
                            "grad_fn)"),
     "GKP201": ("import", "imports gradkit"),
     "GKP202": ("import", "imports the reference solution"),
+    "GKP203": ("import", "reached for the grader's or the reference's code while it ran"),
 }
 #: modules the child loads for a submission on purpose (the nn_helper shim's data)
 _ALLOWED_MODULES = ("reference.toy_data",)
@@ -140,7 +141,8 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
     calls: dict[str, int] = {}
     modules: set[str] = set()
     history = 0
-    for header in headers:
+    headers_list = list(headers)
+    for header in headers_list:
         for name, count in (header.get("autograd_calls") or {}).items():
             calls[name] = max(calls.get(name, 0), count)
         if header.get("type") == "load":
@@ -155,6 +157,17 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
     if history:
         found.append(Violation("GKP111", "run time", detail=f"{history} returned tensor"
                                                             f"{'s' if history > 1 else ''}"))
+    attempts = [a for header in headers_list for a in header.get("delegation") or []
+                if isinstance(a, dict)]
+    if attempts:
+        routes, seen = [], set()
+        for attempt in attempts:
+            words = f"{attempt.get('route')}: {str(attempt.get('target'))[:200]}"
+            if words not in seen:
+                seen.add(words)
+                routes.append(words)
+        line = next((a.get("line") for a in attempts if type(a.get("line")) is int), None)
+        found.append(Violation("GKP203", "run time", line=line, detail="; ".join(routes[:5])))
     for code in sorted({c for c in map(_module_code, modules) if c}):
         names = sorted(m for m in modules if _module_code(m) == code)
         found.append(Violation(code, "run time", detail="loaded " + ", ".join(names[:5])))
@@ -217,9 +230,10 @@ _KIND_EXPLANATION = {
         "allow autograd run gradkit with --allow-autograd: the use is then reported, not "
         "failed."),
     "import": (
-        "The submission imports gradkit or the reference solution that grades it, so its "
-        "numbers cannot be told from the grader's own: every point is withheld. Remove the "
-        "import and compute the network yourself."),
+        "The submission imports gradkit or the reference solution that grades it (by an import, "
+        "by importlib, by looking it up in sys.modules, or by reading and running its source "
+        "files), so its numbers cannot be told from the grader's own: every point is withheld. "
+        "Remove the import and compute the network yourself."),
 }
 
 

@@ -147,6 +147,15 @@ class Isolation(_Model):
     filesystem: str = Field("", description="What the submission could write, and what was hidden.")
     syscalls: str = Field("", description="The system-call filter, if one was installed.")
     limits: list[str] = Field(default_factory=list, description="The rlimits that were set.")
+    namespaces: list[str] = Field(
+        default_factory=list, description="The Linux namespaces the run had of its own (user, "
+        "pid, mount, ipc, network).")
+    landlock: str = Field("", description="What Landlock restricted, where no user namespace "
+                                         "was allowed (empty where it was not needed).")
+    exposed: list[str] = Field(
+        default_factory=list, description="What this run could reach that the default "
+        "confinement keeps from it, one plain sentence each ('files: your home is readable by "
+        "the submission'); empty when the run was fully confined.")
 
 
 class Output(_Model):

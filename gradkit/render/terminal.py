@@ -116,6 +116,8 @@ def render(report: Report, console=None) -> None:
         console.print(f"[dim]the submission printed {len(report.output.stdout)} characters to "
                       f"stdout and {len(report.output.stderr)} to stderr (see --format json)[/]")
     text, colour = headline(report)
+    for gap in report.isolation.exposed:  # said plainly: the run was less confined than usual
+        console.print(f"[bold yellow]less confined than the default:[/] {escape(gap)}")
     console.print()
     console.print(f"[bold {colour}]{text}[/] · {report.duration_seconds:.1f} s · "
                   f"{len(report.cases)} cases · isolation: {escape(report.isolation.user or report.isolation.process)}")

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Iterable, Optional, Protocol, runtime_checkable
 
 from gradkit.sandbox import wire
 
@@ -35,6 +35,25 @@ BACKENDS = ("auto", "linux", "portable")
 #: where ``open_sandbox`` reads the backend when none is named
 ENVIRONMENT_VARIABLE = "GRADKIT_SANDBOX"
 SHIMS = str(Path(__file__).parent.parent / "shims")
+#: gradkit's folder: the child's watch tells the sandbox side (allowed) from the grading side
+GRADKIT = str(Path(__file__).parent.parent)
+
+
+def find_reference() -> tuple[Optional[str], str]:
+    """The reference package's folder (found, not imported) and the source of its toy data,
+    which the nn_helper shim serves: it reaches the child as data, the package stays out of
+    view."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("reference")
+    folder = list(spec.submodule_search_locations or [None])[0] if spec else None
+    source = ""
+    if folder:
+        try:
+            source = (Path(folder) / "toy_data.py").read_text(encoding="utf-8")
+        except OSError:
+            pass
+    return folder, source
 
 
 @dataclass(frozen=True)
@@ -165,17 +184,18 @@ def available(name: Optional[str] = None) -> str:
     return which
 
 
-def open_sandbox(name: Optional[str] = None, *, fork: bool = False) -> SandboxBackend:
-    """Start the backend ``resolve(name)`` picks, ready to run submissions.
+def open_sandbox(name: Optional[str] = None, *, hidden: Iterable[str] = ()) -> SandboxBackend:
+    """Start the backend ``resolve(name)`` picks, ready to run submissions (start it early: the
+    ``linux`` backend's worker imports torch while the caller does).
 
-    ``fork=True`` lets the ``linux`` backend fork its worker from this process (see
-    ``runner.Sandbox``); the portable backend starts a fresh interpreter per run either way.
-    Raises ``SandboxUnavailable`` when ``linux`` is asked for where it cannot run.
+    ``hidden``: folders no run may see besides the defaults (the class folder, the output
+    folder); the ``linux`` backend takes them out of view, the portable backend cannot. Raises
+    ``SandboxUnavailable`` when ``linux`` is asked for where it cannot run.
     """
     if available(name) == "linux":
         from gradkit.sandbox.runner import Sandbox
 
-        return Sandbox(fork=fork)
+        return Sandbox(hidden=hidden)
     from gradkit.sandbox.portable import PortableSandbox
 
     return PortableSandbox()

@@ -2,7 +2,9 @@
 
 Nothing in this module decides a verdict. It executes the calls the grader planned, converts what
 comes back (tensors, arrays, dicts, anything) into wire descriptions, and writes one frame per call
-to the result pipe. The grader rebuilds, checks and judges every number itself.
+to the result pipe. The grader rebuilds, checks and judges every number itself. It also records,
+for the policy check, every attempt the submission makes to reach the grader's or the
+reference's code (``_Watch``: GKP203).
 """
 
 from __future__ import annotations
@@ -198,6 +200,96 @@ def _count_autograd() -> None:
             setattr(module, name, functools.wraps(original)(counting))
 
 
+# --- run-time evidence of delegation (for gradkit.policy, GKP203) ---------------------------
+
+#: every attempt seen to reach the grader's or the reference's code: {"route", "target", "line"}
+DELEGATION: list[dict[str, Any]] = []
+MAX_DELEGATION = 20
+_abspath, _normpath, _getframe = os.path.abspath, os.path.normpath, sys._getframe
+_fspath, _str_startswith = os.fspath, str.startswith
+
+
+class _Watch:
+    """Records the submission's attempts to reach gradkit's grading side or the reference: an
+    import of them by any route (the import statement and ``__import__`` raise the "import"
+    audit event; ``importlib`` goes through the finder this installs first in
+    ``sys.meta_path``), and opening or listing their files (the "open", "os.listdir" and
+    "os.scandir" audit events). An audit hook cannot be removed; the finder can, the hook
+    still sees the import statement. The folders are out of view, so every such attempt fails;
+    this is the evidence that it was made."""
+
+    def __init__(self, filename: str, gradkit: str, reference: str) -> None:
+        self.filename = filename
+        self.folders = tuple(_normpath(f) + os.sep for f in (gradkit, reference) if f)
+        self.allowed = tuple(_normpath(os.path.join(gradkit, sub)) + os.sep
+                             for sub in ("sandbox", "shims")) if gradkit else ()
+
+    @staticmethod
+    def forbidden_module(name: str) -> bool:
+        top = name.partition(".")[0]
+        if top == "reference":
+            return name != "reference.toy_data"  # (the data the nn_helper shim serves)
+        return top == "gradkit" and name != "gradkit" and not _str_startswith(
+            name, ("gradkit.sandbox", "gradkit.shims"))
+
+    def forbidden_path(self, path: Any) -> str:
+        try:
+            if type(path) is bytes:
+                path = path.decode("utf-8", "replace")
+            if type(path) is not str:
+                path = _fspath(path) if not isinstance(path, int) else ""
+            if type(path) is not str or not path:
+                return ""
+            full = _normpath(_abspath(path))
+        except BaseException:
+            return ""
+        inside = full + os.sep
+        if any(_str_startswith(inside, folder) for folder in self.folders) and \
+                not any(_str_startswith(inside, folder) for folder in self.allowed):
+            return full
+        return ""
+
+    def record(self, route: str, target: str) -> None:
+        if len(DELEGATION) >= MAX_DELEGATION or any(
+                seen["target"] == target and seen["route"] in (route, "import")
+                for seen in DELEGATION):
+            return
+        line = None
+        try:
+            frame = _getframe(1)
+            while frame is not None:
+                if frame.f_code.co_filename == self.filename:
+                    line = frame.f_lineno
+                    break
+                frame = frame.f_back
+        except BaseException:
+            pass
+        DELEGATION.append({"route": route, "target": target[:300], "line": line})
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if event == "import":
+            if args and type(args[0]) is str and self.forbidden_module(args[0]):
+                self.record("import", args[0])
+        elif event in ("open", "os.listdir", "os.scandir"):
+            target = self.forbidden_path(args[0]) if args else ""
+            if target:
+                self.record("opening their files" if event == "open" else "listing their files",
+                            target)
+
+    # the finder, first in sys.meta_path: sees importlib.import_module too
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if type(name) is str and self.forbidden_module(name):
+            self.record("importlib", name)
+        return None
+
+
+def _watch(request: dict[str, Any]) -> None:
+    watch = _Watch(request["filename"], request.get("gradkit") or "",
+                   request.get("reference") or "")
+    sys.meta_path.insert(0, watch)
+    sys.addaudithook(watch)
+
+
 def _student_error(exc: BaseException, filename: str) -> dict[str, Any]:
     """The exception, with the traceback trimmed to the student's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
@@ -342,6 +434,7 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
         result["error"] = _student_error(exc, filename)
     result["seconds"] = _perf_counter() - started
     result["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    result["delegation"] = list(DELEGATION)
     return result, encoder.out.getvalue()
 
 
@@ -360,9 +453,29 @@ def _module_tensors(namespace: dict[str, Any], encoder: _Encoder) -> dict[str, A
     return found
 
 
+#: the module the nn_helper shim takes the course's toy data from (built from the request)
+TOY_DATA = "gradkit.sandbox.toy_data"
+
+
+def _install_toy_data(source: str) -> None:
+    """``reference/toy_data.py``'s source, sent as data, as the module ``TOY_DATA``: the shim's
+    ``generate_x_y`` without the reference package (which stays out of view)."""
+    if not source:
+        return
+    module = types.ModuleType(TOY_DATA, "The course's toy data (reference/toy_data.py, sent by "
+                                        "the grader).")
+    module.__file__ = "<gradkit: the course's toy data>"
+    sys.modules[TOY_DATA] = module
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    except BaseException:
+        del sys.modules[TOY_DATA]
+
+
 def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     """Load the submission, run every planned call, send a frame for each; never returns."""
     filename = request["filename"]
+    _install_toy_data(request.get("toy_data") or "")
     source = request["source"]
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     sys.path.insert(0, request["workdir"])
@@ -371,6 +484,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     module.__file__ = filename
     sys.modules["submission"] = module
     _count_autograd()
+    _watch(request)
     modules_before = set(sys.modules)
     started = _perf_counter()
     try:
@@ -389,6 +503,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     load["new_modules"] = sorted(m for m in set(sys.modules) - modules_before
                                  if isinstance(m, str))[:500]
     load["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    load["delegation"] = list(DELEGATION)
     # module-level tensors, so the grader can recognise a forward pass that reads globals
     encoder = _Encoder()
     load["globals"] = _module_tensors(namespace, encoder)

@@ -86,6 +86,29 @@ def unshare(flags: int) -> bool:
         return False
 
 
+CLONE_NEWUSER = 0x10000000
+
+
+def enter_user_namespace() -> Optional[str]:
+    """Move this (single-threaded) process into a new user namespace in which it is root (its own
+    uid and gid mapped to 0), holding every capability over the namespaces it creates from now
+    on, and none over the system. Returns None, or why the kernel refused."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        if libc().unshare(ctypes.c_int(CLONE_NEWUSER)) != 0:
+            return os.strerror(ctypes.get_errno())
+    except AttributeError:
+        return "no unshare in this C library"
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"),
+                           ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    except OSError as exc:
+        return f"cannot map the user ({exc.strerror})"
+    return None
+
+
 class PidNamespaces:
     """A fresh PID namespace for each run, made from one long-lived process (the worker).
 
@@ -220,6 +243,70 @@ def open_up(needed: Iterable[str]) -> list[str]:
     return covered
 
 
+#: folders never covered, whatever a request asks: the system's own
+SYSTEM_FOLDERS = ("/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+                  "/opt", "/var", "/proc", "/sys", "/dev", "/run", "/srv", "/mnt", "/media",
+                  "/boot", "/snap", "/nix")
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    found: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths}, key=len):
+        if not any(path == k or path.startswith(k.rstrip(os.sep) + os.sep) for k in found):
+            found.append(path)
+    return found
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def cover(folders: Iterable[str], keep: Iterable[str]) -> list[str]:
+    """Cover each of ``folders`` with an empty read-only tmpfs, showing only the ``keep`` paths
+    inside it, each bind-mounted from the real one (the entries on the way to them are empty
+    folders). Outer folders first, so a folder inside a kept path is covered on the view.
+    Returns the folders covered (a folder that no longer shows, or a system folder, is not)."""
+    keep = _outermost(keep)
+    covered: list[str] = []
+    for folder in sorted({os.path.realpath(f) for f in folders}, key=lambda f: (f.count(os.sep),
+                                                                                 f)):
+        if folder in SYSTEM_FOLDERS or not os.path.isdir(folder) or folder in keep:
+            continue
+        inner = [k for k in keep if _inside(k, folder) and os.path.exists(k)]
+        trees = {}
+        try:
+            for path in inner:
+                fd = libc().syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD),
+                                    path.encode(), ctypes.c_uint(OPEN_TREE_CLONE
+                                                                 | OPEN_TREE_CLOEXEC
+                                                                 | AT_RECURSIVE))
+                if fd < 0:
+                    _ok(-1, f"open_tree {path}")
+                trees[path] = fd
+            _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+            for path, fd in trees.items():
+                parts = os.path.relpath(path, folder).split(os.sep)
+                at = folder
+                for part in parts[:-1]:
+                    at = os.path.join(at, part)
+                    if not os.path.isdir(at):
+                        os.mkdir(at)
+                        os.chmod(at, 0o755)
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(path)
+                else:
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+                _ok(libc().syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), b"",
+                                   ctypes.c_int(AT_FDCWD), path.encode(),
+                                   ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {path}")
+            _set_read_only(folder, True, recursive=False)
+        finally:
+            for fd in trees.values():
+                os.close(fd)
+        covered.append(folder)
+    return covered
+
+
 def hide(folder: str) -> None:
     """Cover ``folder`` with an empty read-only tmpfs."""
     _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -323,29 +410,54 @@ def become(uid: int, gid: int) -> None:
 # --- system calls --------------------------------------------------------------------------
 
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+#: system calls with the same number on every architecture (the newer ones)
+_GENERIC = {"open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+            "fspick": 433, "mount_setattr": 442, "io_uring_setup": 425, "pidfd_send_signal": 424,
+            "clone3": 435, "pidfd_getfd": 438}
 _SYSCALLS = {
     "x86_64": {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "ptrace": 101,
                "rt_sigqueueinfo": 129, "tkill": 200, "tgkill": 234, "rt_tgsigqueueinfo": 297,
                "process_vm_readv": 310, "process_vm_writev": 311, "execveat": 322,
-               "pidfd_send_signal": 424, "clone3": 435, "pidfd_getfd": 438},
+               "socket": 41, "add_key": 248, "request_key": 249, "keyctl": 250,
+               "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155,
+               "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64, "semop": 65,
+               "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+               "semtimedop": 220, "mq_open": 240, "bpf": 321, "perf_event_open": 298,
+               "userfaultfd": 323, **_GENERIC},
     "aarch64": {"clone": 220, "execve": 221, "kill": 129, "ptrace": 117, "rt_sigqueueinfo": 138,
                 "tkill": 130, "tgkill": 131, "rt_tgsigqueueinfo": 240, "process_vm_readv": 270,
-                "process_vm_writev": 271, "execveat": 281, "pidfd_send_signal": 424,
-                "clone3": 435, "pidfd_getfd": 438},
+                "process_vm_writev": 271, "execveat": 281, "socket": 198, "add_key": 217,
+                "request_key": 218, "keyctl": 219, "unshare": 97, "setns": 268, "mount": 40,
+                "umount2": 39, "pivot_root": 41, "msgget": 186, "msgctl": 187, "msgrcv": 188,
+                "msgsnd": 189, "semget": 190, "semctl": 191, "semtimedop": 192, "semop": 193,
+                "shmget": 194, "shmctl": 195, "shmat": 196, "mq_open": 180, "bpf": 280,
+                "perf_event_open": 241, "userfaultfd": 282, **_GENERIC},
 }
 #: system calls that act on the process named by their first argument: allowed on itself only
 _SELF_ONLY = ("kill", "rt_sigqueueinfo", "tkill", "tgkill", "rt_tgsigqueueinfo")
 _DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv",
-           "process_vm_writev", "pidfd_send_signal", "pidfd_getfd")
+           "process_vm_writev", "pidfd_send_signal", "pidfd_getfd",
+           # channels that outlive a run or cross between runs: the kernel keyring, System V
+           # and POSIX message queues and shared memory
+           "add_key", "request_key", "keyctl", "shmget", "shmat", "shmctl", "semget", "semop",
+           "semctl", "semtimedop", "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open",
+           # no new namespaces, mounts or kernel programs (the view it was given stays)
+           "unshare", "setns", "mount", "umount2", "pivot_root", "open_tree", "move_mount",
+           "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "bpf", "perf_event_open",
+           "userfaultfd", "io_uring_setup")
 SYSCALL_FILTER = ("no new processes or programs (fork, exec), signals to itself only, "
-                  "no ptrace (seccomp)")
+                  "no ptrace, keyring, System V IPC, message queues, mounts or namespaces "
+                  "(seccomp)")
+#: added to SYSCALL_FILTER where no network namespace stands between the run and the network
+UNIX_SOCKETS_ONLY = "sockets of the unix family only"
+AF_UNIX = 1
 
 _RET_ALLOW, _RET_KILL = 0x7FFF0000, 0x80000000
 _RET_ERRNO = 0x00050000
 _LD_ABS, _JEQ, _JSET, _JGE, _RET = 0x20, 0x15, 0x45, 0x35, 0x06
 
 
-def _filter_program(arch: str, self_pid: int) -> bytes:
+def _filter_program(arch: str, self_pid: int, unix_sockets_only: bool = False) -> bytes:
     """A classic-BPF seccomp program (see seccomp(2)); jumps are resolved from labels."""
     numbers = _SYSCALLS[arch]
     code: list[tuple] = []  # (op, k, jump-if-true label, jump-if-false label) or a label
@@ -358,12 +470,15 @@ def _filter_program(arch: str, self_pid: int) -> bytes:
     code.append((_JEQ, numbers["clone3"], "enosys", None))
     for name in _SELF_ONLY:
         code.append((_JEQ, numbers[name], "self", None))
+    if unix_sockets_only:
+        code.append((_JEQ, numbers["socket"], "socket", None))
     for name in _DENIED:
         if name in numbers:
             code.append((_JEQ, numbers[name], "eperm", None))
     code += [(_RET, _RET_ALLOW, None, None),
              "clone", (_LD_ABS, 16, None, None), (_JSET, CLONE_THREAD, "allow", "eperm"),
              "self", (_LD_ABS, 16, None, None), (_JEQ, self_pid, "allow", "eperm"),
+             "socket", (_LD_ABS, 16, None, None), (_JEQ, AF_UNIX, "allow", "eperm"),
              "allow", (_RET, _RET_ALLOW, None, None),
              "eperm", (_RET, _RET_ERRNO | errno.EPERM, None, None),
              # clone3 says "not implemented", so the C library falls back to clone for threads
@@ -391,12 +506,13 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def filter_syscalls() -> Optional[str]:
-    """Install the seccomp filter in this thread (and every thread it starts); why not, if not."""
+def filter_syscalls(unix_sockets_only: bool = False) -> Optional[str]:
+    """Install the seccomp filter in this thread (and every thread it starts); why not, if not.
+    ``unix_sockets_only``: ``socket`` too is refused for every family but AF_UNIX."""
     arch = platform.machine()
     if arch not in _SYSCALLS:
         return f"no filter (gradkit has no system-call table for {arch})"
-    program = _filter_program(arch, os.getpid())
+    program = _filter_program(arch, os.getpid(), unix_sockets_only)
     buffer = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     prctl(PR_SET_NO_NEW_PRIVS, 1)

@@ -37,31 +37,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Optional
 
-from gradkit.sandbox import wire
-from gradkit.sandbox.backend import SHIMS, CappedLog, Limits, RunOutcome, RunTracker
+from gradkit.sandbox import boot, wire
+from gradkit.sandbox.backend import (GRADKIT, SHIMS, CappedLog, Limits, RunOutcome, RunTracker,
+                                     find_reference)
 
 WINDOWS = os.name == "nt"
 MACOS = sys.platform == "darwin"
-#: the gradkit package's folder: the child imports its sandbox modules from here (and only them)
-PACKAGE = str(Path(__file__).resolve().parent.parent)
 #: exit code of a child whose setup failed before the submission ran
 CHILD_FAILED = 71
-
-# The child's first lines: make ``gradkit`` and ``gradkit.sandbox`` bare packages, so importing
-# the harness does not run gradkit/__init__.py (which imports the grader), then serve the run.
-BOOT = (
-    "import os, sys, types\n"
-    "for name, path in (('gradkit', sys.argv[1]), "
-    "('gradkit.sandbox', os.path.join(sys.argv[1], 'sandbox'))):\n"
-    "    package = types.ModuleType(name)\n"
-    "    package.__path__ = [path]\n"
-    "    sys.modules[name] = package\n"
-    "from gradkit.sandbox.portable import serve_run\n"
-    "serve_run(sys.argv[2])\n"
-)
 
 # macOS: deny the network, writes anywhere but the working folder (and /dev/null), and signals
 # to any process outside the run (the grader). Pipes the child inherited are not files the profile
@@ -99,12 +84,14 @@ def _seatbelt_works() -> bool:
 
 
 def _environment(workdir: str) -> dict[str, str]:
-    """What the child's environment holds: nothing of the grader's but the few variables a
-    Python needs (Windows needs SYSTEMROOT for sockets and randomness)."""
-    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT", "WINDIR")
-    env = {name: os.environ[name] for name in keep if name in os.environ}
-    env.update(HOME=workdir, TMPDIR=workdir, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """What the child's environment holds: every sandbox process's (``boot.environment()``),
+    its working folder as its home, and on Windows the few variables a Python needs there
+    (SYSTEMROOT for sockets and randomness, the system's PATH for DLLs)."""
+    env = boot.environment()
+    env.update(HOME=workdir, TMPDIR=workdir)
     if WINDOWS:
+        env.update({name: os.environ[name] for name in ("PATH", "SYSTEMROOT", "WINDIR")
+                    if name in os.environ})
         env.update(TEMP=workdir, TMP=workdir, USERPROFILE=workdir)
     return env
 
@@ -203,6 +190,7 @@ class PortableSandbox:
         self._lock = threading.Lock()
         #: runs are wrapped in sandbox-exec (macOS, where it applies gradkit's profile)
         self.seatbelt = _seatbelt_works()
+        self._reference = find_reference()
 
     def close(self) -> None:
         """Nothing to stop: every run's processes are gone when ``run`` returns."""
@@ -247,7 +235,7 @@ class PortableSandbox:
                 "filesystem": filesystem, "syscalls": "no filter (portable runner)"}
 
     def _command(self, workdir: str, channel: str) -> list[str]:
-        command = [sys.executable, "-I", "-B", "-c", BOOT, PACKAGE, channel]
+        command = boot.command("portable", channel)
         if self.seatbelt:
             command = [SANDBOX_EXEC, "-D", f"WORKDIR={os.path.realpath(workdir)}",
                        "-p", SEATBELT_PROFILE] + command
@@ -298,7 +286,9 @@ class PortableSandbox:
         finally:
             for _, write in pipes.values():
                 os.close(write)
+        reference, toy_data = self._reference
         request = {**request, "limits": limits.for_child(), "shims": SHIMS,
+                   "reference": reference, "toy_data": toy_data, "gradkit": GRADKIT,
                    "isolation": self._isolation(job is not None)}
         events: "queue.Queue[tuple[str, bytes]]" = queue.Queue()
         # each pipe is read, and closed at its end, by a thread of its own

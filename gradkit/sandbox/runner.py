@@ -1,7 +1,10 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
-``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``) and runs one submission at a
-time in processes the worker forks (see there for what confines them). The grader keeps the read
+``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``, a fresh interpreter
+started by ``gradkit.sandbox.boot``) and runs one submission at a time in processes the worker
+forks (see there for what confines them). Each request names, as data, what the run must not
+see (every home, the submission's folder, the caller's ``hidden`` folders, gradkit's grading
+side, the reference) and carries the toy data the nn_helper shim serves. The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
 run's whole process group with SIGKILL when one runs out. It stops waiting as soon as the worker
 reports the run over, so a process that escaped the group and holds a pipe cannot keep it waiting;
@@ -24,14 +27,19 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-from gradkit.sandbox import wire
-from gradkit.sandbox.backend import (SHIMS, CappedLog, Limits, ResultOrder, RunOutcome,
-                                     RunTracker, prepare_workdir)
+from gradkit.sandbox import boot, wire
+from gradkit.sandbox.backend import (GRADKIT, SHIMS, CappedLog, Limits, ResultOrder, RunOutcome,
+                                     RunTracker, find_reference)
+from gradkit.sandbox.backend import prepare_workdir  # noqa: F401  (its old home)
 from gradkit.sandbox.worker import LENGTH
 
 _Protocol = ResultOrder  # (its old name, for the tests that use it)
+
+#: folders no run may see, whoever grades: every home and the users' runtime folders
+HOMES = ("/root", "/home", "/run/user")
+
 
 class ForkedProcess:
     """The few ``subprocess.Popen`` methods gradkit uses (``poll``, ``kill``, ``wait``), for a
@@ -76,58 +84,40 @@ class Sandbox:
     #: how long the grader waits for the worker to take a request or to confirm a kill
     WORKER_SECONDS = 10.0
 
-    def __init__(self, fork: bool = False) -> None:
-        """Start the worker: a fresh interpreter that imports torch (the default), or, with
-        ``fork=True``, a fork of this process, which must already have imported torch, must not
-        have run a tensor operation, and must have no other thread running (the CLI's single
-        check: it saves the worker's own second of importing torch)."""
+    def __init__(self, fork: bool = False, hidden: Iterable[str] = ()) -> None:
+        """Start the worker: a fresh interpreter (``boot.command("worker")``) with a minimal
+        environment, which imports torch, numpy and the child harness only. Start it early: it
+        imports torch while the caller does. ``fork`` is accepted for older callers and
+        ignored (the worker is never a fork of the grader). ``hidden``: folders every run must
+        not see besides the defaults (the class folder, the output folder)."""
         self._lock = threading.Lock()
-        self._fork = fork
+        self.hidden = [str(folder) for folder in hidden]
         self._start()
+        self._reference = find_reference()
+
+    def _hide(self, request: dict[str, Any]) -> list[str]:
+        """The folders the run must not see: every home (the grader's own included), the
+        submission's own folder, the caller's ``hidden`` folders."""
+        folders = list(HOMES) + [os.path.expanduser("~")] + self.hidden
+        if request.get("filename"):
+            folders.append(os.path.dirname(os.path.abspath(request["filename"])))
+        found: list[str] = []
+        for folder in folders:
+            real = os.path.realpath(folder)
+            if real not in found:
+                found.append(real)
+        return found
 
     def _start(self) -> None:
-        if self._fork and self._start_forked():
-            return
+        self._ready = False
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from gradkit.sandbox.worker import main; "
-             "main(int(sys.argv[1]))", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            boot.command("worker", str(theirs.fileno())), pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env=boot.environment(), cwd="/",
         )
         theirs.close()
         self._sock = ours
-
-    def _start_forked(self) -> bool:
-        if "torch" not in sys.modules or threading.active_count() > 1:
-            return False  # not safe to fork here: start a fresh interpreter instead
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                ours.close()
-                os.setsid()
-                devnull = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(devnull, fd)
-                os.dup2(theirs.fileno(), 3)
-                os.closerange(4, 1 << 16)
-                os.environ["OMP_NUM_THREADS"] = "1"
-                for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-                    signal.signal(number, signal.SIG_DFL)
-                from gradkit.sandbox.worker import serve
-
-                serve(socket.socket(fileno=3))
-            except BaseException:
-                code = 70
-            finally:
-                os._exit(code)
-        theirs.close()
-        self._sock = ours
-        self._proc = ForkedProcess(pid)
-        return True
 
     def _stop_worker(self) -> None:
         try:
@@ -168,6 +158,10 @@ class Sandbox:
             if self._proc.poll() is not None:
                 self._sock.close()
                 self._start()
+            why_not = self._wait_until_ready()
+            if why_not:
+                self._stop_worker()
+                return RunOutcome(fault=why_not)
             outcome = self._run(request, payload, limits, call_ids)
             if outcome.fault:
                 # the worker cannot be trusted to be in step: start a new one next time
@@ -175,11 +169,38 @@ class Sandbox:
                 self._proc.poll()
             return outcome
 
+    #: how long a new worker may take to import torch before it is said to have failed
+    START_SECONDS = 120.0
+
+    def _wait_until_ready(self) -> Optional[str]:
+        """Wait for a new worker's "ready" frame (sent once it has imported torch), so that no
+        run's time limits count the worker's start; why not, if it never came."""
+        if self._ready:
+            return None
+        reader = wire.FrameReader()
+        deadline = time.monotonic() + self.START_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                self._sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self._sock.recv(4096)
+                if not chunk:
+                    return "the grader's worker stopped while it started"
+                frames = reader.feed(chunk)
+                if frames:
+                    self._ready = frames[0].header.get("ready") is True and not reader.buffered
+                    return None if self._ready else "the grader's worker sent a bad frame"
+        except (OSError, wire.WireError) as exc:
+            return f"the grader's worker did not start ({exc})"
+        return f"the grader's worker did not start within {self.START_SECONDS:g} s"
+
     def _run(self, request: dict[str, Any], payload: bytes, limits: Limits,
              call_ids: list[str]) -> RunOutcome:
         outcome = RunOutcome()
         started = time.monotonic()
-        request = {**request, "limits": limits.for_child(), "shims": SHIMS}
+        reference, toy_data = self._reference
+        request = {**request, "limits": limits.for_child(), "shims": SHIMS,
+                   "reference": reference, "toy_data": toy_data,
+                   "gradkit": GRADKIT, "hide": self._hide(request)}
         message = wire.pack(request, payload)
         pipes = [os.pipe() for _ in range(3)]
         try:

@@ -4,7 +4,7 @@ gradkit appends this folder to a submission's ``sys.path``, so ``from nn_helper 
 student's file finds these names:
 
 - ``generate_x_y``: the notebook's toy data set, exactly as the original built it (it lives in
-  ``reference.toy_data``).
+  ``reference.toy_data``; in the sandbox, its source arrives with the request).
 - ``train_and_display`` and ``accuracy_binary``: NumPy helpers for a bias-free two-layer sigmoid
   network from an older version of the course. The notebook imports them but never calls them; these
   are small, working versions, not copies of the originals.
@@ -16,7 +16,10 @@ import random
 
 import numpy as np
 
-from reference.toy_data import generate_x_y
+try:  # in the sandbox: built by the harness from the grader's copy (the reference stays hidden)
+    from gradkit.sandbox.toy_data import generate_x_y
+except ImportError:  # anywhere else
+    from reference.toy_data import generate_x_y
 
 __all__ = ["generate_x_y", "train_and_display", "accuracy_binary"]
 

@@ -1,0 +1,65 @@
+"""The entry point of every sandbox process that starts as a fresh interpreter.
+
+    python -I <this file> worker FD
+    python -I <this file> portable CHANNEL
+
+``command(role, *args)`` builds that line and ``environment()`` the minimal environment it runs
+in (nothing of the grader's: a fixed PATH, a UTF-8 locale, one OpenMP thread). Run as a script, the
+file makes ``gradkit`` a bare package whose ``__init__`` (which imports the grader's API) never
+runs, then hands over to the role's module: the process holds ``gradkit.sandbox``'s modules and
+what they import (torch, numpy), nothing of the grading, diagnosis or rendering side, and nothing
+of the reference. A new role (a portable child, say) is one more branch in ``_main``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: the only variables a sandbox process starts with
+BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def command(role: str, *args: str) -> list[str]:
+    """The command line that starts a sandbox process of ``role`` ("worker") in isolated mode
+    (no PYTHON* variables, no user site folder, no script folder on ``sys.path``)."""
+    return [sys.executable, "-I", os.path.join(HERE, "boot.py"), role, *args]
+
+
+def environment() -> dict[str, str]:
+    """The environment a sandbox process starts with: ``BASE_ENVIRONMENT`` and nothing else."""
+    return dict(BASE_ENVIRONMENT)
+
+
+def install_package() -> None:
+    """``gradkit`` as a bare package over its folder: its submodules import, its ``__init__``
+    does not run."""
+    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == HERE:
+        del sys.path[0]  # (Python < 3.11 puts the script's folder first even with -I)
+    package = types.ModuleType("gradkit", "gradkit's sandbox side only (see gradkit/sandbox/"
+                                          "boot.py)")
+    package.__path__ = [os.path.dirname(HERE)]
+    package.__package__ = "gradkit"
+    sys.modules["gradkit"] = package
+
+
+def _main(argv: list[str]) -> None:
+    install_package()
+    role = argv[1] if len(argv) > 1 else ""
+    if role == "worker":
+        from gradkit.sandbox.worker import main
+
+        main(int(argv[2]))
+    elif role == "portable":  # one run of the portable backend: its result channel
+        from gradkit.sandbox.portable import serve_run
+
+        serve_run(argv[2])
+    else:
+        raise SystemExit(f"gradkit sandbox: unknown role {role!r}")
+
+
+if __name__ == "__main__":
+    _main(sys.argv)

