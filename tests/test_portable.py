@@ -120,6 +120,17 @@ def test_a_hostile_file_is_stopped_with_a_clear_message(check_json, attack, chec
     assert report["duration_seconds"] < 15 + 30  # the run's limit, and interpreters' starts
 
 
+@pytest.mark.parametrize("attack", ["delegates_sys_modules", "delegates_gc", "delegates_source"])
+def test_reaching_for_the_reference_fails_the_policy_check(check_json, attack):
+    """Nothing of the grader is in the fresh interpreter's memory, and the reference's files,
+    which the portable runner cannot hide, are watched: the attempt is seen and costs every
+    point."""
+    report, code = check_json(HOSTILE / f"{attack}.py", "--sandbox", "portable")
+    assert code == 1 and report["score"] == 0
+    policy = next(c for c in report["checks"] if c["id"] == "policy")
+    assert policy["status"] == "fail" and "GKP203" in policy["message"], policy["message"]
+
+
 def test_memory_is_limited_where_the_platform_can(check_json):
     report, code = check_json(HOSTILE / "memory_exhaustion.py", "--sandbox", "portable",
                               "--timeout", "15")
