@@ -149,6 +149,25 @@ def test_megabytes_of_output_are_capped(check_json):
     assert report["output"]["truncated_bytes"] > 16 << 20
 
 
+def test_a_child_that_fails_before_the_submission_runs_says_why(tmp_path):
+    """Before its first frame the child runs only gradkit's code: its failure is gradkit's,
+    reported with the last line it wrote, not blamed on the submission."""
+    if os.name == "nt":
+        pytest.skip("Windows has no rlimits for the child to look up")
+    from gradkit.sandbox import Limits
+    from gradkit.sandbox.portable import PortableSandbox
+
+    class NoLimits(Limits):
+        def for_child(self) -> dict:
+            return {}  # the child looks up its rlimits in this, and fails
+
+    with PortableSandbox() as sandbox:
+        outcome = sandbox.run({"workdir": str(tmp_path), "calls": []}, b"", NoLimits(), [])
+    assert not outcome.frames and outcome.exit == {"code": 71}
+    assert outcome.fault == ("the submission's process failed to start (exited with code 71): "
+                             "KeyError: 'cpu_seconds'")
+
+
 # -- choosing the backend ----------------------------------------------------------------------
 
 def test_the_backend_is_named_once_and_checked(monkeypatch):

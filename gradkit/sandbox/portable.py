@@ -359,6 +359,12 @@ class PortableSandbox:
                         break
         finally:
             tracker.finish(logs)
+            if tracker.waiting_for == "start" and outcome.killed is None and not outcome.fault:
+                # it ended before any code of the submission ran: gradkit's setup failed, and
+                # what it wrote to stderr is gradkit's own (the traceback's last line says why)
+                last = (outcome.stderr.strip().splitlines() or ["no message"])[-1]
+                outcome.fault = (f"the submission's process failed to start "
+                                 f"({outcome.exit_words}): {last[:300]}")
 
     def _end(self, proc: subprocess.Popen, job: Optional[_WindowsJob]) -> None:
         """Leave nothing of the run: kill what is left of it and reap the child."""
