@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, ROOT
+
+pytest_plugins = ["pytester"]
 from gradkit.report import Report
 from gradkit.sandbox import backend
 
@@ -179,6 +181,29 @@ def test_the_backend_is_named_once_and_checked(monkeypatch):
     monkeypatch.setenv(backend.ENVIRONMENT_VARIABLE, "docker")
     with pytest.raises(ValueError, match="no sandbox backend 'docker'"):
         backend.resolve()
+
+
+def test_the_pytest_plugin_takes_the_backend(pytester):
+    """``--gradkit-sandbox portable``: the fixtures grade and call the student's functions in
+    the portable backend."""
+    pytester.makepyfile(test_mine="""
+        import torch
+
+        def test_report(gradkit_report):
+            assert gradkit_report.passed and gradkit_report.isolation.backend == "portable"
+
+        def test_student(gradkit_student, gradkit_reference):
+            X = torch.tensor([[1.0, 0.5, -1.0]], dtype=torch.float64)
+            Y = torch.tensor([[1.0]], dtype=torch.float64)
+            weights = gradkit_reference.weights(seed=0)
+            got = gradkit_student.train(X, Y, weights, 0.5)
+            want = gradkit_reference.train(X, Y, weights, 0.5)
+            assert all(torch.allclose(got[k], want[k]) for k in want)
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--gradkit-submission",
+                                           str(EXAMPLES / "correct.py"), "--gradkit-sandbox",
+                                           "portable")
+    result.assert_outcomes(passed=2)
 
 
 def test_an_unknown_backend_in_the_environment_is_a_usage_error(gradkit_cli, monkeypatch):
