@@ -108,6 +108,19 @@ def _describe_exit(code: int) -> dict[str, Any]:
     return {"code": code}
 
 
+_CREATE_SUSPENDED = 0x4
+
+
+def _resume(proc: subprocess.Popen) -> bool:
+    """Resume a process started suspended (Windows; ``NtResumeProcess``, in ntdll since XP)."""
+    import ctypes
+
+    try:
+        return ctypes.WinDLL("ntdll").NtResumeProcess(ctypes.c_void_p(int(proc._handle))) == 0
+    except (AttributeError, OSError):
+        return False
+
+
 class _WindowsJob:
     """A Windows job object holding one run: it caps each process's memory and the number of
     processes, and closing it kills every process in it, however deep (``ctypes`` only)."""
@@ -255,17 +268,23 @@ class PortableSandbox:
         handle = msvcrt.get_osfhandle(result_w)
         os.set_handle_inheritable(handle, True)
         startup = subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]})
+        # suspended until it is in its job: a venv's python.exe is a launcher that starts the
+        # real interpreter at once, and a process started before the assignment stays outside
         proc = subprocess.Popen(self._command(workdir, str(handle)), startupinfo=startup,
-                                close_fds=True, creationflags=subprocess.CREATE_NO_WINDOW,
-                                **options)
+                                close_fds=True, **options, creationflags=(
+                                    subprocess.CREATE_NO_WINDOW | _CREATE_SUSPENDED))
         job: Optional[_WindowsJob] = None
-        try:  # before it reads its request: nothing of the submission has run yet
+        try:
             job = _WindowsJob(limits)
             job.assign(proc)
         except OSError:
             if job is not None:
                 job.close()
-            job = None
+            job = None  # then taskkill /T ends its tree
+        finally:
+            if not _resume(proc):
+                proc.kill()
+                raise OSError("the submission's process could not be resumed")
         return proc, job
 
     # -- one run ---------------------------------------------------------------------------
