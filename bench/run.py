@@ -2,6 +2,7 @@
 
     python bench/run.py            # the whole benchmark (a few minutes on 2 cores)
     python bench/run.py --quick    # fewer repeats and a 60-submission class
+    python bench/run.py --other-assignment-only --class-size 8   # just the non-notebook class
 
 Targets (issue 7): `gradkit check` on the correct example within 1.3x `python -c "import torch"`;
 `gradkit grade --jobs 2` on 200+ submissions at 25+ per second and 15x faster than a fresh
@@ -86,19 +87,28 @@ def median_time(cmd: list[str], repeats: int) -> float:
     return statistics.median(run(cmd)[0] for _ in range(repeats))
 
 
-def example_sources() -> list[Path]:
-    """The bundled examples with an expected verdict: correct, other styles, buggy, notebooks."""
-    sources = sorted(p for p in EXAMPLES.rglob("*.py") if p.read_text().startswith("# gradkit-expect"))
+#: A bundled assignment other than the notebook's whose examples make a second class.
+OTHER_ASSIGNMENT = "tanh_bce"
+
+
+def example_sources(assignment: str = "notebook") -> list[Path]:
+    """The bundled examples with an expected verdict: for the notebook correct, other styles,
+    buggy, notebooks; for another bundled assignment its folder's examples."""
+    if assignment != "notebook":
+        return sorted((EXAMPLES / assignment).glob("*.py"))
+    sources = sorted(p for p in EXAMPLES.rglob("*.py")
+                     if p.read_text().startswith("# gradkit-expect")
+                     and not p.read_text().startswith("# gradkit-expect: assignment="))
     return sources + sorted(EXAMPLES.glob("*.ipynb"))
 
 
-def build_class(folder: Path, size: int) -> list[Path]:
+def build_class(folder: Path, size: int, assignment: str = "notebook") -> list[Path]:
     """A class of ``size`` submissions: correct, other styles, buggy and notebooks, in turn.
 
     Each file is made distinct (a line naming its student), as a real class's files are: no
     two share a hash, so nothing keyed on a file's content can be reused between students.
     """
-    sources = example_sources()
+    sources = example_sources(assignment)
     folder.mkdir(parents=True)
     made = []
     for i in range(size):
@@ -183,12 +193,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--class-size", type=int, default=None)
+    parser.add_argument("--other-assignment-only", action="store_true",
+                        help=f"Only grade a class of the bundled {OTHER_ASSIGNMENT!r} assignment.")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     size = args.class_size or (60 if args.quick else 200)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}")
     rows: list[tuple[str, str, str]] = []
+    if args.other_assignment_only:
+        rows += other_assignment_class(size)
+        _print(rows)
+        return
 
     torch_s = median_time([sys.executable, "-c", "import torch"], repeats)
     check_s = median_time(GRADKIT + ["check", str(EXAMPLES / "correct.py")], repeats)
@@ -247,7 +263,34 @@ def main() -> None:
                      f"caps 2 cores at {2 / floor:.0f}/s"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rows += other_assignment_class(size)
+    _print(rows)
 
+
+def other_assignment_class(size: int) -> list[tuple[str, str, str]]:
+    """`gradkit grade --assignment` on a class of a bundled non-notebook assignment's examples;
+    every report must say what the example's header expects."""
+    work = Path(tempfile.mkdtemp(prefix="gradkit-bench-other-"))
+    try:
+        class_dir = work / "class"
+        build_class(class_dir, size, OTHER_ASSIGNMENT)
+        out = work / "reports"
+        seconds, _ = run(GRADKIT + ["grade", str(class_dir), "--jobs", "2", "--out", str(out),
+                                    "--force", "--assignment", OTHER_ASSIGNMENT])
+        sources = example_sources(OTHER_ASSIGNMENT)
+        wrong = 0
+        for i in range(size):
+            expected = "verdict=pass" in sources[i % len(sources)].read_text()
+            report = json.loads((out / "reports" / f"student_{i:03d}.json").read_text())
+            wrong += report["passed"] != expected or report["error"] is not None
+        return [(f"gradkit grade {size} submissions --assignment {OTHER_ASSIGNMENT} --jobs 2",
+                 f"{seconds:.1f} s, {size / seconds:.1f} submissions/s",
+                 f"{size - wrong}/{size} verdicts as expected")]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _print(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     for name, value, verdict in rows:
         print(f"{name:<{width}}  {value:<40}  {verdict}")

@@ -1,7 +1,8 @@
 """gradkit: grade hand-written backpropagation, gradient by gradient.
 
 The public surface: ``check()`` grades one submission and returns a ``Report``; the report
-models describe every field of it; ``assert_close`` compares tensors with gradkit's tolerances
+models describe every field of it; ``Options`` holds the grading settings, with the
+``Assignment`` (``load_assignment`` reads an assignment file or a bundled name); ``assert_close`` compares tensors with gradkit's tolerances
 (for instructors' own tests, with the pytest plugin's fixtures). Importing gradkit does not
 import torch.
 """
@@ -9,6 +10,7 @@ import torch.
 __version__ = "0.1.0"
 
 from gradkit.api import check  # noqa: E402
+from gradkit.options import Options  # noqa: E402
 from gradkit.report import (  # noqa: E402
     Check,
     Comparison,
@@ -17,8 +19,10 @@ from gradkit.report import (  # noqa: E402
     Tolerance,
 )
 
+from reference.assignment import Assignment, AssignmentError, load_assignment  # noqa: E402
+
 __all__ = ["__version__", "check", "assert_close", "Check", "Comparison", "Diagnosis", "Report",
-           "Tolerance"]
+           "Tolerance", "Options", "Assignment", "AssignmentError", "load_assignment"]
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ from typing import Optional
 from gradkit import __version__
 from gradkit.sandbox import wire
 from gradkit.loader import LoadError, Submission, load_submission
+from gradkit.options import Options
 from gradkit.report import (Check, Isolation, Output, Report, SourceLocation, SubmissionInfo)
 from gradkit.sandbox.backend import (Limits, RunOutcome, SandboxBackend, open_sandbox,
                                      prepare_workdir)
@@ -41,30 +42,35 @@ def _base_report(path: Path, submission: Optional[Submission]) -> Report:
     )
 
 
-def _load_check(status: str, message: str, hint: str = "",
+def _load_check(options: Options, status: str, message: str, hint: str = "",
                 location: Optional[SourceLocation] = None) -> Check:
-    from gradkit.grading import HINTS, TITLES
+    from gradkit.grading import hints, titles
 
-    return Check(id="load", group="load", title=TITLES["load"], status=status, points=0.0,
-                 max_points=0.0, message=message, hint=hint or (HINTS["load"] if message else ""),
+    return Check(id="load", group="load", title=titles(options.assignment)["load"],
+                 status=status, points=0.0, max_points=0.0, message=message,
+                 hint=hint or (hints(options.assignment)["load"] if message else ""),
                  location=location)
 
 
-def _not_run(reason: str, points: dict[str, float]) -> list[Check]:
-    from gradkit.grading import TITLES
+def _not_run(reason: str, options: Options) -> list[Check]:
+    from gradkit.grading import titles
 
-    return [Check(id=check_id, group=check_id.split(".")[0], title=TITLES[check_id],
+    points = options.check_points
+    return [Check(id=check_id, group=check_id.split(".")[0], title=title,
                   status="error", points=0.0, max_points=float(points.get(check_id, 0)),
-                  message=f"not run: {reason}") for check_id in TITLES if check_id != "load"]
+                  message=f"not run: {reason}")
+            for check_id, title in titles(options.assignment).items() if check_id != "load"]
 
 
 def check(
     path: str | Path,
     *,
+    options: Optional[Options] = None,
+    assignment=None,
     tolerances=None,
     points: Optional[dict[str, float]] = None,
-    limits: Limits = Limits(),
-    sandbox: Optional[SandboxBackend] = None,
+    limits: Optional[Limits] = None,
+    sandbox: Optional[SandboxBackend | str] = None,
     siblings: bool = True,
     accept_conventions: tuple[str, ...] = (),
     allow_autograd: bool = False,
@@ -74,23 +80,38 @@ def check(
 
     Never raises for anything the submission does: a missing file, a syntax error, an exception,
     a crash or a timeout all come back as failed checks in a valid report. ``report.error`` is set
-    only when gradkit itself failed. ``allow_autograd`` keeps autograd use (reported in the
-    ``policy`` check) from failing the submission.
-    ``accept_conventions``: loss conventions ('sum', 'half_mean', 'mean') whose gradients also
-    count as correct. ``credit_upstream``: partial credit follows the steps (a gradient wrong only
-    because of an earlier wrong step, charged to another check, keeps its credit).
+    only when gradkit itself failed.
+
+    The grading settings are one ``gradkit.options.Options`` (``options``); the keyword
+    arguments build one when it is not given: ``assignment`` (an ``Assignment``, or a path or
+    bundled name of an assignment file; default the notebook's), ``tolerances``, ``points``,
+    ``limits``, ``accept_conventions`` (loss conventions such as 'sum' whose gradients also count
+    as correct), ``allow_autograd`` (autograd use, reported in the ``policy`` check, does not
+    fail the submission), ``credit_upstream`` (a gradient wrong only because of an earlier wrong
+    step, charged to another check, keeps its credit). Raises ``AssignmentError`` or pydantic's
+    ``ValidationError`` for settings that cannot be used.
     ``sandbox``: a backend from ``gradkit.sandbox.open_sandbox`` to run it in (kept open for
-    the next call); by default one is opened for this call (``$GRADKIT_SANDBOX``, else
-    ``auto``) and closed after it.
+    the next call), or the name of one ('auto', 'linux', 'portable': ``options.sandbox``);
+    by default the one ``options.sandbox`` names (``$GRADKIT_SANDBOX``, else ``auto``) is
+    opened for this call and closed after it.
     """
+    name = sandbox if isinstance(sandbox, str) else None
+    if isinstance(sandbox, str):
+        sandbox = None
+    if options is None:
+        options = Options.build(assignment=assignment, tolerances=tolerances, points=points,
+                                limits=limits, accept_conventions=tuple(accept_conventions),
+                                allow_autograd=allow_autograd, credit_upstream=credit_upstream,
+                                sandbox=name)
+    elif name is not None:
+        options = Options.model_validate({**dict(options), "sandbox": name})
     started = time.monotonic()
     path = Path(path)
     own = sandbox is None
     try:
-        sandbox = sandbox or open_sandbox()
+        sandbox = sandbox or open_sandbox(options.sandbox)
         try:
-            report = _check(path, tolerances, points, limits, sandbox, siblings,
-                            accept_conventions, allow_autograd, credit_upstream)
+            report = _check(path, options, sandbox, siblings)
         finally:
             if own:
                 sandbox.close()
@@ -106,42 +127,35 @@ def check(
     return report
 
 
-def _check(path: Path, tolerances, points, limits: Limits, sandbox: SandboxBackend,
-           siblings: bool,
-           accept_conventions: tuple[str, ...], allow_autograd: bool = False,
-           credit_upstream: bool = False) -> Report:
+def _check(path: Path, options: Options, sandbox: SandboxBackend, siblings: bool) -> Report:
     from gradkit.cases import build_cases
-    from gradkit.grading import DEFAULT_POINTS
-    from gradkit.tolerances import Tolerances
 
-    tolerances = tolerances or Tolerances()
-    points = {**DEFAULT_POINTS, **(points or {})}
     try:
         submission = load_submission(path)
     except LoadError as exc:
         report = _base_report(path, None)
-        report.checks = [_load_check("error", exc.message)] + _not_run("the file could not be "
-                                                                          "read", points)
+        report.assignment = options.assignment.info()
+        report.checks = [_load_check(options, "error", exc.message)] + _not_run(
+            "the file could not be read", options)
         return report
     report = _base_report(path, submission)
-    cases = build_cases()
-    report.tolerances = tolerances.table()
+    cases = build_cases(options.assignment)
+    report.tolerances = options.tolerances.table()
     report.cases = [_case_info(case) for case in cases]
-    report.assignment = _assignment_info()
+    report.assignment = options.assignment.info()
     if submission.syntax_error is not None:
         error = submission.syntax_error
-        report.checks = [_load_check("error", error.message,
+        report.checks = [_load_check(options, "error", error.message,
                                      "Fix the syntax error, then run gradkit again.",
                                      submission.location(error.line, error.column))]
-        report.checks += _not_run("the file has a syntax error", points)
+        report.checks += _not_run("the file has a syntax error", options)
         return report
-    outcome, interrupted = _run(submission, cases, limits, sandbox, siblings)
-    _finish(report, submission, cases, outcome, tolerances, points, accept_conventions,
-            credit_upstream, interrupted)
+    outcome, interrupted = _run(submission, cases, options, sandbox, siblings)
+    _finish(report, submission, cases, outcome, options, interrupted)
     from gradkit import policy
 
     policy_check, failing = policy.evaluate(submission, [f.header for f in outcome.frames],
-                                            allow_autograd)
+                                            options.allow_autograd)
     report.checks.append(policy_check)
     policy.withhold(report.checks, failing)
     return report
@@ -159,32 +173,28 @@ def _case_info(case):
                     steps=steps)
 
 
-def _assignment_info() -> dict:
-    from reference.assignment import NOTEBOOK
-
-    return {**NOTEBOOK.model_dump(mode="json"),
-            "parameter_shapes": {k: list(v) for k, v in NOTEBOOK.parameter_shapes.items()}}
-
-
 #: How many times a run that stopped in one call (a timeout, a crash) is resumed in a fresh
 #: child with the calls it did not reach, so one hanging case does not cost every later one.
 MAX_RESUMES = 2
 
 
-def _run(submission: Submission, cases, limits: Limits, sandbox: SandboxBackend,
+def _run(submission: Submission, cases, options: Options, sandbox: SandboxBackend,
          siblings: bool) -> tuple[RunOutcome, dict[str, str]]:
     """Run every case; returns the (merged) outcome and, for each case a run stopped in, why."""
     from gradkit.expected import prepare
     from gradkit.plan import build_request
 
+    limits = options.limits
+    functions = (options.assignment.functions.train, options.assignment.functions.predict)
     workdir = prepare_workdir(submission.path, siblings)
     started = time.monotonic()
     interrupted: dict[str, str] = {}
     # the reference's side needs nothing from the student: compute it while the child runs
-    warm = threading.Thread(target=prepare, args=(cases,), daemon=True)
+    warm = threading.Thread(target=prepare, args=(cases, options.assignment), daemon=True)
     try:
         request, payload = build_request(cases, submission.source, str(submission.path),
-                                         str(workdir))
+                                         str(workdir), options.allow_autograd,
+                                         functions)
         warm.start()
         outcome = sandbox.run(request, payload, limits, [case.id for case in cases])
         for _ in range(MAX_RESUMES):
@@ -195,7 +205,8 @@ def _run(submission: Submission, cases, limits: Limits, sandbox: SandboxBackend,
             shutil.rmtree(workdir, ignore_errors=True)
             workdir = prepare_workdir(submission.path, siblings)
             request, payload = build_request(remaining, submission.source,
-                                             str(submission.path), str(workdir))
+                                             str(submission.path), str(workdir),
+                                             options.allow_autograd, functions)
             later = sandbox.run(request, payload, replace(limits, total_seconds=budget),
                                 [case.id for case in remaining])
             outcome = _merge(outcome, later)
@@ -230,10 +241,8 @@ def _merge(first: RunOutcome, later: RunOutcome) -> RunOutcome:
     return later
 
 
-def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, tolerances,
-            points: dict[str, float], accept_conventions: tuple[str, ...],
-            credit_upstream: bool = False, interrupted: Optional[dict[str, str]] = None
-            ) -> None:
+def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome,
+            options: Options, interrupted: Optional[dict[str, str]] = None) -> None:
     from gradkit.grading import grade
     from gradkit.plan import CallResult, read_call
 
@@ -255,8 +264,8 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
     ended = outcome.stopped
     if load is None:
         reason = ended or "it sent nothing back"
-        report.checks = [_load_check("error", f"loading the file failed: {reason}")]
-        report.checks += _not_run("the file did not load", points)
+        report.checks = [_load_check(options, "error", f"loading the file failed: {reason}")]
+        report.checks += _not_run("the file did not load", options)
         return
     if not load.get("ok"):
         error = load.get("error") or {}
@@ -267,18 +276,19 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
             message += f" at {submission.where(line)}"
         if trace:
             message += f" (traceback: {trace})"
-        report.checks = [_load_check("error", message, "", submission.location(line))]
-        report.checks += _not_run("the file did not load", points)
+        report.checks = [_load_check(options, "error", message, "", submission.location(line))]
+        report.checks += _not_run("the file did not load", options)
         return
     functions = load.get("functions") or {}
     problems = [f"{name} {'is not defined' if state == 'missing' else state}"
                 for name, state in functions.items() if state != "ok"]
-    report.checks = [_load_check("fail" if problems else "pass", "; ".join(problems))]
+    report.checks = [_load_check(options, "fail" if problems else "pass", "; ".join(problems))]
     first_missing = True
+    named = options.assignment.functions
     for case in cases:
         if case.id in calls:
             continue
-        needs = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
+        needs = named.predict if case.kind == "predict" else named.train
         if functions.get(needs) != "ok":
             calls[case.id] = CallResult(case.id, missing=f"{needs} cannot be called")
         elif case.id in (interrupted or {}):
@@ -290,12 +300,12 @@ def _finish(report: Report, submission: Submission, cases, outcome: RunOutcome, 
         else:
             calls[case.id] = CallResult(case.id, missing="not run: an earlier case stopped the "
                                         "submission's process")
-    grading = grade(submission, cases, calls, tolerances, points,
-                    accept_conventions=accept_conventions, credit_upstream=credit_upstream)
+    grading = grade(submission, cases, calls, options)
     report.checks += grading.checks
+    report.plots = grading.plots
     from gradkit.diagnosis.diagnose import diagnose, module_globals
 
     load_frame = next((f for f in outcome.frames if f.header.get("type") == "load"), None)
     report.intermediates, report.diagnoses = diagnose(
-        submission, cases, calls, grading, tolerances=tolerances,
+        submission, cases, calls, grading, tolerances=options.tolerances,
         module_tensors=module_globals(load_frame))

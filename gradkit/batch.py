@@ -31,6 +31,7 @@ import os
 import queue
 import re
 import socket
+import stat
 import statistics
 import subprocess
 import sys
@@ -38,9 +39,10 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
+from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import open_sandbox
 
@@ -49,10 +51,17 @@ SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
 GRADEBOOK_COLUMNS = ("student", "score", "max", "passed", "diagnoses", "failing", "duration",
                      "error", "submission", "sha256", "reused")
 MANIFEST = ".gradkit-batch.json"
-_DEFINES = {name: re.compile(rf"def\s+{name}\s*\(") for name in
-            ("train_neural_net", "neural_net_predict")}
+_FUNCTIONS = ("train_neural_net", "neural_net_predict")
 _MAX_SCAN_BYTES = 2 << 20
 _MAX_FOLDER_FILES = 500
+#: how deep a student's folder is searched, and how many of its entries are looked at: a folder
+#: of a thousand nested folders, or of a million files, costs no more than this
+_MAX_FOLDER_DEPTH = 8
+_MAX_FOLDER_ENTRIES = 20_000
+#: bytes of a submission's files hashed to tell whether it changed (their sizes and times always)
+_MAX_DIGEST_BYTES = 96 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -69,57 +78,10 @@ class Submission:
         return self.folder is not None
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything besides the files that changes a grade (a change regrades every student)."""
-
-    tolerances: object = None
-    points: Optional[dict[str, float]] = None
-    limits: object = None
-    accept_conventions: tuple[str, ...] = ()
-    allow_autograd: bool = False
-    credit_upstream: bool = False
-    #: the sandbox backend that runs the submissions (None: ``$GRADKIT_SANDBOX``, else auto)
-    sandbox: Optional[str] = None
-
-    def key(self) -> str:
-        text = json.dumps([repr(self.tolerances), sorted((self.points or {}).items()),
-                           repr(self.limits), sorted(self.accept_conventions),
-                           self.allow_autograd, self.credit_upstream, __version__]
-                          + ([self.sandbox] if self.sandbox else []))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def to_json(self) -> dict:
-        """Plain data, for a grading process started as a fresh interpreter."""
-        return {"tolerances": None if self.tolerances is None else
-                dataclasses.asdict(self.tolerances),
-                "points": self.points,
-                "limits": None if self.limits is None else dataclasses.asdict(self.limits),
-                "accept_conventions": list(self.accept_conventions),
-                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream,
-                "sandbox": self.sandbox}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Settings":
-        from gradkit.sandbox import Limits
-        from gradkit.tolerances import Tolerances
-
-        return cls(tolerances=None if data["tolerances"] is None else
-                   Tolerances(**data["tolerances"]),
-                   points=data["points"],
-                   limits=None if data["limits"] is None else Limits(**data["limits"]),
-                   accept_conventions=tuple(data["accept_conventions"]),
-                   allow_autograd=data["allow_autograd"], credit_upstream=data["credit_upstream"],
-                   sandbox=data.get("sandbox"))
-
-    def check_options(self) -> dict:
-        options: dict = {"points": self.points, "tolerances": self.tolerances,
-                         "accept_conventions": self.accept_conventions,
-                         "allow_autograd": self.allow_autograd,
-                         "credit_upstream": self.credit_upstream}
-        if self.limits is not None:
-            options["limits"] = self.limits
-        return options
+#: Everything besides the files that changes a grade (a change regrades every student): the
+#: grading options, one object (``gradkit.options.Options``: ``key()``, ``to_json()``,
+#: ``from_json()``).
+Settings = Options
 
 
 @dataclass
@@ -156,60 +118,158 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in SKIPPED_NAMES
 
 
-def _defines(path: Path) -> set[str]:
+def _open_regular(path: Path) -> Optional[int]:
+    """A descriptor of a regular file that is not a link, or None.
+
+    Opened with ``O_NOFOLLOW`` (a link, even one made after the folder was listed, is never
+    followed) and ``O_NONBLOCK`` (a FIFO never blocks), then checked by ``fstat``.
+    """
     try:
-        with open(path, "rb") as f:
-            text = f.read(_MAX_SCAN_BYTES).decode("utf-8", "replace")
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError:
-        return set()
-    return {name for name, pattern in _DEFINES.items() if pattern.search(text)}
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
-def pick_file(folder: Path) -> Optional[Path]:
+def _chunks(path: Path, limit: int) -> Iterator[bytes]:
+    """The first ``limit`` bytes of a regular file that is not a link, a MiB at a time."""
+    fd = _open_regular(path)
+    if fd is None:
+        return
+    try:
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+            limit -= len(chunk)
+            yield chunk
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _defines(path: Path, functions: tuple[str, str] = _FUNCTIONS) -> set[str]:
+    text = b"".join(_chunks(path, _MAX_SCAN_BYTES)).decode("utf-8", "replace")
+    return {name for name in functions if _has_def(text, name)}
+
+
+def _has_def(text: str, name: str) -> bool:
+    """``def NAME(`` (any whitespace) appears in ``text``: a plain scan, linear in the text."""
+    start = 0
+    while (at := text.find(name, start)) >= 0:
+        start = at + 1
+        after = at + len(name)
+        while after < len(text) and text[after].isspace():
+            after += 1
+        before = at
+        while before > 0 and text[before - 1].isspace():
+            before -= 1
+        if after < len(text) and text[after] == "(" and before < at and \
+                text[max(0, before - 3):before] == "def":
+            return True
+    return False
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The visible regular files under ``folder`` (sorted, breadth first) and the links met.
+
+    Iterative, at most ``_MAX_FOLDER_DEPTH`` folders deep and ``_MAX_FOLDER_ENTRIES`` entries in
+    all; no link is followed, to a folder or to a file.
+    """
+    files: list[Path] = []
+    links: list[Path] = []
+    level, depth, seen = [folder], 0, 0
+    while level and depth < _MAX_FOLDER_DEPTH and len(files) < _MAX_FOLDER_FILES:
+        deeper: list[Path] = []
+        for current in level:
+            try:
+                with os.scandir(current) as listing:
+                    entries = []
+                    for entry in listing:
+                        seen += 1
+                        if seen > _MAX_FOLDER_ENTRIES:
+                            break
+                        entries.append(entry)
+            except OSError:
+                continue
+            for entry in sorted(entries, key=lambda e: e.name):
+                if not _visible(Path(entry.name)):
+                    continue
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    if path.suffix in SUFFIXES:
+                        links.append(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    deeper.append(path)
+                elif path.suffix in SUFFIXES and entry.is_file(follow_symlinks=False):
+                    files.append(path)
+            if seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES:
+                break
+        level, depth = deeper, depth + 1
+    return files[:_MAX_FOLDER_FILES], links
+
+
+def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional[Path]:
     """The file of a student's folder that gradkit grades (see the module's docstring)."""
-    candidates = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if _visible(Path(d)))
-        for name in sorted(files):
-            path = Path(root) / name
-            if path.suffix in SUFFIXES and _visible(path) and path.is_file() \
-                    and not path.is_symlink():
-                candidates.append(path)
-        if len(candidates) >= _MAX_FOLDER_FILES:
-            break
+    return _pick(folder, functions)[0]
+
+
+def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Optional[Path], str]:
+    """The file to grade in a student's folder, or None and why."""
+    candidates, links = _walk(folder)
     ranked = []
     for path in candidates:
-        defined = _defines(path)
-        if "train_neural_net" not in defined:
+        defined = _defines(path, functions)
+        if functions[0] not in defined:
             continue
         depth = len(path.relative_to(folder).parts)
-        ranked.append((depth, "neural_net_predict" not in defined, path.suffix != ".py",
+        ranked.append((depth, functions[1] not in defined, path.suffix != ".py",
                        path.name, path))
     if ranked:
-        return min(ranked)[-1]
+        return min(ranked)[-1], ""
     top = [p for p in candidates if p.parent == folder]
-    return top[0] if len(top) == 1 else None
+    if len(top) == 1:
+        return top[0], ""
+    problem = f"no .py or .ipynb file in {folder} defines {functions[0]}"
+    if links:
+        named = ", ".join(str(p.relative_to(folder)) for p in links[:3])
+        problem += f" ({named}: a symbolic link, which gradkit never follows)"
+    return None, problem
 
 
 def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> list[Submission]:
-    """One submission per student, named uniquely, sorted by name."""
+def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = (),
+                     functions: tuple[str, str] = _FUNCTIONS) -> list[Submission]:
+    """One submission per student, named uniquely, sorted by name (a student's folder is
+    searched for the file that defines ``functions``: the assignment's train and predict).
+
+    No symbolic link is followed: a link among the class's entries (to a file or a folder,
+    inside the class or out of it) is a student whose row says what it links to, graded as no
+    one's work, and a link inside a student's folder is never picked.
+    """
     excluded = {p.resolve() for p in exclude}
     if len(paths) == 1 and paths[0].is_dir():
         entries = [p for p in sorted(paths[0].iterdir())
-                   if _visible(p) and p.resolve() not in excluded
-                   and (p.is_dir() or p.suffix in SUFFIXES)]
+                   if _visible(p) and (p.is_symlink() or p.resolve() not in excluded)
+                   and (p.suffix in SUFFIXES or _is_folder(p))]
+        classmates = {p.resolve(): p for p in entries if not p.is_symlink()}
     else:
         entries = list(paths)
+        classmates = {p.resolve(): p for p in entries if not p.is_symlink()}
     found = []
     for entry in entries:
-        if entry.is_dir():
-            picked = pick_file(entry)
-            problem = "" if picked else (f"no .py or .ipynb file in {entry} defines "
-                                         "train_neural_net")
+        if entry.is_symlink():
+            found.append((entry, Submission("", entry, problem=_link_problem(entry,
+                                                                             classmates))))
+        elif entry.is_dir():
+            picked, problem = _pick(entry, functions)
             found.append((entry, Submission("", picked or entry, entry, problem)))
         elif entry.is_file():
             found.append((entry, Submission("", entry)))
@@ -218,6 +278,31 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = ()) -> lis
     names = _unique_names([entry for entry, _ in found])
     return sorted((Submission(name, s.path, s.folder, s.problem)
                    for name, (_, s) in zip(names, found)), key=lambda s: s.student)
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder, or a link that points at one (it becomes a row that says it is a link)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _link_problem(link: Path, classmates: dict[Path, Path]) -> str:
+    """Why a linked entry is not graded: what it links to, and whose work that is."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    where = f"{link.name} is a symbolic link to {target[:200]}"
+    resolved = link.resolve()
+    owner = classmates.get(resolved) or next(
+        (entry for path, entry in classmates.items() if path in resolved.parents), None)
+    if owner is not None:
+        return (f"{where}, in another student's submission ({owner.name}): a link is graded "
+                "as neither student's work")
+    return (f"{where}, and gradkit follows no link in a class folder (one could lead out of "
+            "it): it is not a regular file")
 
 
 def _safe(name: str) -> str:
@@ -244,24 +329,26 @@ def fingerprint(submission: Submission) -> str:
     digest = hashlib.sha256()
     files = [submission.path]
     if submission.siblings and submission.path.is_file():
-        files += [p for p in sorted(submission.path.parent.iterdir())
+        files += [p for p in sorted(submission.path.parent.iterdir())[:_MAX_FOLDER_ENTRIES]
                   if p != submission.path and p.is_file() and not p.is_symlink()]
+    budget = _MAX_DIGEST_BYTES  # bounded however many and however large the files are
     for path in files:
-        digest.update(path.name.encode() + b"\0" + _file_digest(path))
+        try:
+            info = path.lstat()
+            digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
+        except OSError:
+            pass
+        digest.update(path.name.encode() + b"\0" + _file_digest(path, min(budget, 64 << 20)))
+        budget = max(0, budget - (path.stat().st_size if path.is_file() else 0))
     return digest.hexdigest()
 
 
 def _file_digest(path: Path, limit: int = 64 << 20) -> bytes:
-    """sha256 of a regular file's first ``limit`` bytes; of nothing for anything else."""
+    """sha256 of a regular file's first ``limit`` bytes; of nothing for anything else (a link
+    included)."""
     one = hashlib.sha256()
-    try:
-        if path.is_file():
-            with open(path, "rb") as f:
-                while limit > 0 and (chunk := f.read(min(1 << 20, limit))):
-                    one.update(chunk)
-                    limit -= len(chunk)
-    except OSError:
-        pass
+    for chunk in _chunks(path, limit):
+        one.update(chunk)
     return one.digest()
 
 
@@ -334,6 +421,8 @@ class Batch:
 
     out: Path
     gradebook: Optional[Path] = None
+    #: also write each student's report as HTML (reports/<student>.html)
+    pages: bool = True
 
     @property
     def reports(self) -> Path:
@@ -346,9 +435,17 @@ class Batch:
     def report_path(self, student: str) -> Path:
         return self.reports / f"{student}.json"
 
+    def page_path(self, student: str) -> Path:
+        """The student's report as HTML, beside its JSON."""
+        return self.reports / f"{student}.html"
+
+    @property
+    def summary_page(self) -> Path:
+        return self.out / "summary.html"
+
 
 def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
-              settings: Settings = Settings(), force: bool = False,
+              settings: Optional[Settings] = None, force: bool = False,
               on_start: Callable[[Submission], None] = lambda s: None,
               on_done: Callable[[Row], None] = lambda r: None) -> list[Row]:
     """Grade every submission with ``jobs`` parallel grading processes; write reports and the
@@ -359,6 +456,7 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
     interpreter lock. Never stops for a submission: whatever one does (raise, crash, hang,
     exhaust memory), its row says so and the others are graded. Rows come back sorted by student.
     """
+    settings = settings or Settings()
     batch.reports.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(batch.out / MANIFEST)
     settings_key = settings.key()
@@ -383,9 +481,16 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
             except (OSError, ValueError):
                 pass
             else:
+                if batch.pages and not batch.page_path(submission.student).is_file():
+                    write_report_page(batch.page_path(submission.student), report,
+                                      submission.path)
                 finish(row_of(submission, report, reused=True))
                 continue
         todo.put(submission)
+
+    if batch.pages and not todo.empty():
+        # the HTML views' libraries, loaded once here and shared by every forked grader
+        from gradkit.render import html  # noqa: F401
 
     # what no submission's process may see: every submission's folder and the folder holding
     # it (the class folder), the reports and the gradebook
@@ -404,7 +509,8 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 except queue.Empty:
                     return
                 on_start(submission)
-                if submission.problem and not submission.path.is_dir():
+                if submission.problem and (submission.path.is_symlink()
+                                           or not submission.path.is_dir()):
                     finish(Row(student=submission.student, score=0.0, max=0.0, passed=False,
                                error=submission.problem, submission=str(submission.path)))
                     continue
@@ -449,7 +555,7 @@ class _Grader:
 
     def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
-                          "hidden": hidden})
+                          "hidden": hidden, "pages": batch.pages})
         self.proc: subprocess.Popen
         # forking a process that loaded torch is safe on Linux only (macOS's system libraries
         # are not fork-safe; Windows cannot fork)
@@ -531,6 +637,7 @@ def _serve(requests, replies, job_text: str) -> None:
     import torch
 
     from gradkit.api import check
+    from gradkit.render import json_report
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # one grading process per core
@@ -548,9 +655,12 @@ def _serve(requests, replies, job_text: str) -> None:
                                     problem=message["problem"])
             try:
                 report = check(submission.path, sandbox=sandbox, siblings=submission.siblings,
-                               **settings.check_options())
-                _write_atomic(reports / f"{submission.student}.json",
-                              report.model_dump_json(indent=2))
+                               options=settings)
+                # the same text as `gradkit check --format json`: safe to print, same data
+                _write_atomic(reports / f"{submission.student}.json", json_report.render(report))
+                if job.get("pages", True):
+                    write_report_page(reports / f"{submission.student}.html", report,
+                                      submission.path)
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)
@@ -560,20 +670,57 @@ def _serve(requests, replies, job_text: str) -> None:
         sandbox.close()
 
 
+def write_report_page(path: Path, report: Report, source: Path) -> None:
+    """One student's report as a self-contained HTML page (``gradkit.render.html``), quoting
+    the graded file's lines when it is still the file the report graded."""
+    from gradkit.loader import LoadError, load_submission
+    from gradkit.render import html
+
+    try:
+        submission = load_submission(source) if source.is_file() else None
+    except (LoadError, OSError):
+        submission = None
+    _write_atomic(path, html.render(report, submission))
+
+
+def write_summary_page(rows: Sequence[Row], summary: "Summary", batch: Batch) -> Path:
+    """The class summary (``summary.html``): links relative to it, to each student's page."""
+    from gradkit.render import html
+
+    out = batch.out.resolve()
+    gradebook = Path(os.path.relpath(batch.gradebook_path.resolve(), out)).as_posix()
+    reports = Path(os.path.relpath(batch.reports.resolve(), out)).as_posix()
+    pages = {r.student for r in rows if batch.page_path(r.student).is_file()}
+    _write_atomic(batch.summary_page, html.render_summary(
+        rows, summary, gradebook=gradebook, reports=reports, pages=pages))
+    return batch.summary_page
+
+
 def natural_key(name: str) -> tuple:
     """Sorts student2 before student10."""
     return tuple(int(part) if part.isdigit() else part.lower()
                  for part in re.split(r"(\d+)", name))
 
 
+#: gradebook columns whose text a submission can choose (its file's name, its messages)
+UNTRUSTED_COLUMNS = ("student", "error", "submission")
+
+
 def write_gradebook(rows: Sequence[Row], path: Path) -> None:
+    """The gradebook CSV. Cells a submission can choose go through ``untrusted.csv_cell``: one
+    that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) is prefixed with
+    ``'``, so ``+A2+B2.py`` is the student ``'+A2+B2``, not a sum."""
+    from gradkit.render.untrusted import csv_cell
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=GRADEBOOK_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row.csv_row())
+            cells = row.csv_row()
+            writer.writerow({column: csv_cell(text) if column in UNTRUSTED_COLUMNS else text
+                             for column, text in cells.items()})
     os.replace(tmp, path)
 
 
@@ -629,7 +776,8 @@ def summarize(rows: Sequence[Row], seconds: float = 0.0, top: int = 5) -> Summar
 
 
 def summary_lines(summary: Summary) -> list[str]:
-    """The summary as plain text lines."""
+    """The summary as plain text lines (gradkit's words and numbers: codes, titles, check ids;
+    the CLI still prints them through ``untrusted.command_safe``)."""
     max_text = f" / {summary.max_score:g}" if summary.max_score else ""
     out = [f"{summary.students} submissions: {summary.passed} passed every check, "
            f"{summary.students - summary.passed} did not"

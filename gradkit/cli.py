@@ -25,8 +25,37 @@ FORMATS = {
     "json": "gradkit.render.json_report:render",
     "gradescope": "gradkit.render.gradescope:render",
     "junit": "gradkit.render.junit:render",
+    "html": "gradkit.render.html:render",
+    "prairielearn": "gradkit.render.prairielearn:render",
 }
+#: formats whose view shows the student's source lines (read from the graded file)
+_SHOWS_SOURCE = ("html",)
 CONVENTIONS = ("sum", "half_mean", "mean")
+
+
+def _source(path: Path):
+    """The graded file as gradkit read it, for views that quote its lines (None if unreadable;
+    each view checks its sha256 against the report's)."""
+    from gradkit.loader import LoadError, load_submission
+
+    try:
+        return load_submission(path)
+    except (LoadError, OSError):
+        return None
+
+
+def _github_links(html_path: Optional[Path]) -> None:
+    """Append where the visual report is to the job summary (it cannot embed the page)."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target or html_path is None:
+        return
+    run = "/".join(os.environ.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY"))
+    link = f"{run}/actions/runs/{os.environ['GITHUB_RUN_ID']}" if \
+        os.environ.get("GITHUB_RUN_ID") and run.strip("/") else ""
+    where = f"[this run's artifacts]({link}#artifacts)" if link else "this run's artifacts"
+    with open(target, "a", encoding="utf-8") as out:
+        out.write(f"The visual report (`{html_path}`) is in {where} (upload it with "
+                  "actions/upload-artifact).\n\n")
 
 
 def renderer(name: str):
@@ -53,15 +82,16 @@ def _visibility(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return settings
 
 
-def _points(values: tuple[str, ...]) -> dict[str, float]:
-    from gradkit.grading import DEFAULT_POINTS
+def _points(values: tuple[str, ...], assignment) -> dict[str, float]:
+    from reference.assignment import check_ids
 
+    known = [c for c in check_ids(assignment) if c != "policy"]
     points = {}
     for value in values:
         key, sep, number = value.partition("=")
-        if not sep or key not in DEFAULT_POINTS:
+        if not sep or key not in known:
             raise click.BadParameter(f"{value!r}: use CHECK=POINTS with CHECK one of "
-                                     f"{', '.join(DEFAULT_POINTS)}", param_hint="--points")
+                                     f"{', '.join(known)}", param_hint="--points")
         try:
             points[key] = float(number)
         except ValueError:
@@ -72,6 +102,9 @@ def _points(values: tuple[str, ...]) -> dict[str, float]:
 def grading_options(command):
     """The options that change a grade, shared by ``check`` and ``grade``."""
     options = [
+        click.option("--assignment", "assignment", metavar="FILE|NAME",
+                     help="The assignment description: a TOML file, or a bundled one (notebook, "
+                          "tanh_bce, relu_mse, logistic). Default: the course notebook's."),
         click.option("--rtol", type=click.FloatRange(min=0),
                      help="Relative tolerance for every dtype."),
         click.option("--atol", type=click.FloatRange(min=0),
@@ -98,7 +131,8 @@ def grading_options(command):
 
 
 def sandbox_option(command):
-    """``--sandbox``: which backend runs the submissions (``$GRADKIT_SANDBOX`` by default)."""
+    """``--sandbox``: which backend runs the submissions (``$GRADKIT_SANDBOX`` by default); it
+    becomes ``Options.sandbox``."""
     return click.option(
         "--sandbox", type=click.Choice(BACKENDS), envvar=ENVIRONMENT_VARIABLE, default="auto",
         show_default=True, show_envvar=True,
@@ -117,16 +151,38 @@ def _open_sandbox(name: str, hidden: list[Path]):
         raise click.UsageError(str(exc)) from None
 
 
-def _check_options(rtol: Optional[float], atol: Optional[float], points: tuple[str, ...],
-                   accept: tuple[str, ...], allow_autograd: bool, credit_upstream: bool,
-                   timeout: float) -> dict:
-    """The keyword arguments of ``gradkit.check`` that the grading options ask for."""
-    from gradkit.sandbox import Limits
-    from gradkit.tolerances import Tolerances
+def load_assignment_or_exit(spec: Optional[str]):
+    """The assignment a command names (default: the notebook's); a bad file is a usage error:
+    its one message on stderr, exit code 2."""
+    from reference.assignment import NOTEBOOK, AssignmentError, load_assignment
 
-    return {"tolerances": Tolerances(rtol=rtol, atol=atol), "points": _points(points) or None,
-            "limits": Limits(total_seconds=timeout), "accept_conventions": accept,
-            "allow_autograd": allow_autograd, "credit_upstream": credit_upstream}
+    if spec is None:
+        return NOTEBOOK
+    try:
+        return load_assignment(spec)
+    except AssignmentError as exc:
+        click.echo(f"gradkit: bad assignment: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _check_options(assignment: Optional[str], rtol: Optional[float], atol: Optional[float],
+                   points: tuple[str, ...], accept: tuple[str, ...], allow_autograd: bool,
+                   credit_upstream: bool, timeout: float, sandbox: str = "auto"):
+    """The one ``gradkit.options.Options`` the grading options ask for."""
+    from pydantic import ValidationError
+
+    from gradkit.options import Options
+    from gradkit.sandbox import Limits
+
+    description = load_assignment_or_exit(assignment)
+    try:
+        return Options(assignment=description, rtol=rtol, atol=atol,
+                       points=_points(points, description), limits=Limits(total_seconds=timeout),
+                       accept_conventions=accept, allow_autograd=allow_autograd,
+                       credit_upstream=credit_upstream, sandbox=sandbox)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(e["msg"].removeprefix("Value error, ")
+                                         for e in exc.errors())) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,25 +206,33 @@ def main() -> None:
               help="Gradescope format: when students see a check (a check id, a group such as "
                    "'gradient', or no CHECK for every check): visible, after_due_date, "
                    "after_published or hidden (repeatable).")
+@click.option("--gradescope-output", type=click.Choice(["md", "html"]), default="md",
+              show_default=True,
+              help="Gradescope format: the top-level output as markdown, or as the visual "
+                   "report (Gradescope's output_format html).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the visual report (one self-contained HTML page) here.")
 @grading_options
 @sandbox_option
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
-def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool], sandbox: str,
-          **grading: object) -> None:
+def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
+          gradescope_output: str, html_path: Optional[Path], **grading: object) -> None:
     """Check one submission (.py or .ipynb) against the reference and autograd."""
-    render_options = {"visibility": click.get_current_context().meta.get(
-        "gradkit.visibility", {})} if fmt == "gradescope" else {}
+    render_options: dict = {"visibility": click.get_current_context().meta.get(
+        "gradkit.visibility", {}), "output_format": gradescope_output} \
+        if fmt == "gradescope" else {}
+    options = _check_options(**grading)  # (no torch: a bad assignment file exits at once)
     # first thing: the linux backend's worker (a fresh interpreter) imports torch while this
     # process does
-    backend = _open_sandbox(sandbox, hidden=[] if output is None else [output.resolve().parent])
+    backend = _open_sandbox(options.sandbox, hidden=[p.resolve().parent for p in
+                                                     (output, html_path) if p is not None])
     try:
         from gradkit.api import check as run_check
         import torch
 
-        options = _check_options(**grading)
         # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
         torch.set_num_threads(1)
-        report = run_check(path, sandbox=backend, **options)
+        report = run_check(path, sandbox=backend, options=options)
     finally:
         backend.close()
     if fmt == "terminal":
@@ -180,10 +244,15 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool], s
                                         no_color=color is False))
         text = None
     else:
+        if fmt in _SHOWS_SOURCE or render_options.get("output_format") == "html":
+            render_options["submission"] = _source(path)
         text = renderer(fmt)(report, **render_options)
         click.echo(text)
     if output is not None:
         output.write_text(text if text is not None else renderer("json")(report))
+    if html_path is not None:
+        html_path.write_text(renderer("html")(report, submission=_source(path)),
+                             encoding="utf-8")
     if os.environ.get("GITHUB_ACTIONS") == "true":
         try:
             from gradkit.render import github
@@ -191,6 +260,7 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool], s
             pass
         else:
             github.emit(report, sys.stdout)
+            _github_links(html_path)
     sys.exit(report.return_code)
 
 
@@ -235,18 +305,22 @@ def schema() -> None:
               help="Write the gradebook CSV here instead of OUT/gradebook.csv.")
 @click.option("--force", is_flag=True,
               help="Grade every submission again, even those whose report is up to date.")
+@click.option("--html/--no-html", "pages", default=True, show_default=True,
+              help="Also write OUT/summary.html and each student's report as "
+                   "OUT/reports/<student>.html.")
 @grading_options
 @sandbox_option
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
-          progress: bool, sandbox: str, **grading: object) -> None:
+          pages: bool, progress: bool, **grading: object) -> None:
     """Grade a class: a folder of submissions, or one file or folder per student.
 
     One folder: each .py/.ipynb file in it, and each subfolder, is one student. Several paths:
-    each is one student's submission. Writes OUT/reports/<student>.json and a gradebook CSV,
-    then prints a summary. Exit code 0 when the batch completed (whatever the scores), 3 if
-    gradkit itself failed on a submission, 2 on a usage error.
+    each is one student's submission. Writes OUT/reports/<student>.json (and .html), a
+    gradebook CSV and OUT/summary.html, then prints a summary. Exit code 0 when the batch
+    completed (whatever the scores), 3 if gradkit itself failed on a submission, 2 on a usage
+    error.
     """
     import time
 
@@ -258,15 +332,17 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     from gradkit.sandbox.backend import available
 
     try:  # the grading processes open it; the name they get is the one that runs
-        backend = available(sandbox)
+        grading["sandbox"] = available(str(grading["sandbox"]))
     except SandboxUnavailable as exc:
         raise click.UsageError(str(exc)) from None
-    settings = batch.Settings(**_check_options(**grading), sandbox=backend)
-    submissions = batch.find_submissions(list(paths), exclude=[out])
+    settings = _check_options(**grading)
+    functions = settings.assignment.functions
+    submissions = batch.find_submissions(list(paths), exclude=[out],
+                                         functions=(functions.train, functions.predict))
     if not submissions:
         raise click.UsageError("no submissions found: give a folder of .py/.ipynb files or "
                                "student folders, or the submissions themselves")
-    where = batch.Batch(out=out, gradebook=gradebook)
+    where = batch.Batch(out=out, gradebook=gradebook, pages=pages)
     try:
         where.reports.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -275,8 +351,11 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
     started = time.monotonic()
     console = Console(stderr=True, highlight=False)
     if progress:
+        from rich.markup import escape
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn)
+
+        from gradkit.render.untrusted import visible
 
         # redrawn on each event, by no thread of its own: the grading processes are forks of
         # this one, made while it runs no other thread
@@ -287,19 +366,59 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
         with bar:
             rows = batch.grade_all(
                 submissions, where, jobs=jobs, settings=settings, force=force,
-                on_start=lambda s: bar.update(task, description=s.student, refresh=True),
+                on_start=lambda s: bar.update(task, description=escape(visible(s.student)),
+                                              refresh=True),
                 on_done=lambda r: bar.update(task, advance=1, refresh=True))
     else:
         rows = batch.grade_all(submissions, where, jobs=jobs, settings=settings, force=force)
+    from gradkit.render.untrusted import command_safe, markdown_block, visible
+
     summary = batch.summarize(rows, seconds=time.monotonic() - started)
-    for line in batch.summary_lines(summary):
-        click.echo(line)
-    click.echo(f"gradebook: {where.gradebook_path} · reports: {where.reports}/")
+    page = batch.write_summary_page(rows, summary, where) if pages else None
+    lines = [visible(line) for line in batch.summary_lines(summary)]
+    lines.append(visible(f"gradebook: {where.gradebook_path} · reports: {where.reports}/"
+                         + (f" · summary: {page}" if page else "")))
+    click.echo(command_safe("\n".join(lines)))
     if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as step_summary:
-            step_summary.write("### gradkit grade\n\n```text\n"
-                               + "\n".join(batch.summary_lines(summary)) + "\n```\n")
+            step_summary.write("### gradkit grade\n\n"
+                               + markdown_block("\n".join(lines[:-1])) + "\n")
+        _github_links(page)
     sys.exit(EXIT_INTERNAL if summary.internal_errors else 0)
+
+
+@main.group()
+def assignment() -> None:
+    """Assignment descriptions: the network your students backpropagate (a TOML file)."""
+
+
+@assignment.command("show")
+@click.argument("spec", metavar="FILE|NAME")
+def assignment_show(spec: str) -> None:
+    """Print what gradkit understood of an assignment file (or a bundled one: notebook,
+    tanh_bce, relu_mse, logistic): the network, its shapes, the student's contract, and every
+    step of the backward pass with its id and name. Exit code 2 for a bad file."""
+    from reference.describe import describe
+
+    for line in describe(load_assignment_or_exit(spec)):
+        click.echo(line)
+
+
+@assignment.command("new")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def assignment_new(path: Optional[Path], force: bool) -> None:
+    """Write a commented template of an assignment file to PATH (or print it)."""
+    from reference.describe import TEMPLATE
+
+    if path is None:
+        click.echo(TEMPLATE, nl=False)
+        return
+    if path.exists() and not force:
+        click.echo(f"gradkit: {path} exists (use --force to overwrite it)", err=True)
+        sys.exit(EXIT_USAGE)
+    path.write_text(TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {path}; check it with: gradkit assignment show {path}")
 
 
 def run() -> None:

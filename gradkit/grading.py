@@ -1,34 +1,43 @@
 """From rebuilt results to graded checks: every comparison, then a verdict and points per check.
 
-Checks are independent by construction: gradients are judged only from what ``train_neural_net``
-returned, predictions only from ``neural_net_predict``, and training with the reference's forward
-pass on the student's trained weights, so one wrong function never fails another's checks.
+Checks are independent by construction: gradients are judged only from what the student's
+``train`` function returned, predictions only from ``predict``, and training with the
+reference's forward pass on the student's trained weights, so one wrong function never fails
+another's checks. Check ids, titles, hints and points come from the assignment's description
+(``gradient.<name>`` for every parameter).
+
+The dtype rule: the returned weights and predictions keep X's dtype (as the notebook's own code
+does). A change of dtype is the ``dtype`` check's finding, never a gradient's: every value is
+compared at the tolerance of the less precise of X's dtype and its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
 
 from gradkit import expected as oracle
-from gradkit.cases import TRAINING_CHECKPOINTS, Case, is_probe
+from gradkit.cases import Case, is_probe
 from gradkit.compare import all_finite, compare
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, StepResult, Value
-from gradkit.report import Check, CheckGroup, Comparison, Tolerance
+from gradkit.report import (MAX_PICTURE_ENTRIES, Check, CheckGroup, Comparison,
+                            GradientPicture, Plots, Tolerance, TrainingCurve)
 from gradkit.tolerances import Tolerances, dtype_name
-from reference.assignment import NOTEBOOK, Assignment, LossConvention, convention_scale
+from reference.assignment import (DEFAULT_POINTS, NOTEBOOK, Assignment, LossConvention,
+                                  check_ids, default_points)
+from reference.steps import gradient_id, step_table
+
+if TYPE_CHECKING:
+    from gradkit.options import Options
 
 F64 = torch.float64
 
-#: Default points per check (override with ``--points ID=N``); load is a gate worth nothing.
-DEFAULT_POINTS: dict[str, float] = {
-    "load": 0, "predict": 10, "gradient.V": 15, "gradient.I": 10, "gradient.W": 15,
-    "gradient.J": 10, "update": 10, "init": 5, "training": 20, "side_effects": 5,
-}
+# The points per check live with the description (``reference.assignment``).
 TITLES = {
     "load": "loads, and defines train_neural_net and neural_net_predict",
     "predict": "neural_net_predict matches the reference",
@@ -37,7 +46,8 @@ TITLES = {
     "gradient.W": "dL/dW implied by the update matches the reference and autograd",
     "gradient.J": "dL/dJ implied by the update matches the reference and autograd",
     "update": "updated weights match the reference's SGD step",
-    "init": "weights=None draws V, I, W, J of the right shapes and dtype, in the notebook's order",
+    "dtype": "returned weights and predictions keep X's dtype",
+    "init": "weights=None draws V, I, W, J of the right shapes, in the notebook's order",
     "training": "the notebook's training loop classifies all 8 rows and tracks the reference loss",
     "side_effects": "X and Y are left unchanged, and the same call gives the same result",
 }
@@ -49,6 +59,8 @@ HINTS = {
     "gradient.W": "dL/dW = B.T @ dL/dC, with dL/dC = (P - Y) * sigmoid'(C).",
     "gradient.J": "dL/dJ = dL/dC summed over the batch rows: dLdC.sum(dim=0, keepdim=True).",
     "update": "Each weight becomes w - learning_rate * dL/dw; return all four in a dict.",
+    "dtype": "Return tensors of X's dtype: compute in X.dtype, or cast the results back with "
+             ".to(X.dtype).",
     "init": "With weights=None, draw torch.randn(3, 4), (1, 4), (4, 1), (1, 1) for V, I, W, J.",
     "training": "Train with the gradients above; the loop feeds each step the weights you return.",
     "side_effects": "Work on copies (X = X.clone()) instead of changing the caller's tensors, and "
@@ -56,6 +68,62 @@ HINTS = {
     "load": "Define both functions at the top level of the file, with the notebook's signatures.",
 }
 GRADIENT_QUANTITY = {"V": "dL/dV", "I": "dL/dI", "W": "dL/dW", "J": "dL/dJ"}
+
+
+def titles(assignment: Assignment = NOTEBOOK) -> dict[str, str]:
+    """Every check's title, in the assignment's names."""
+    if assignment.is_notebook:
+        return dict(TITLES)
+    train, predict = assignment.functions.train, assignment.functions.predict
+    names = assignment.parameter_names
+    out = {"load": f"loads, and defines {train} and {predict}",
+           "predict": f"{predict} matches the reference"}
+    for name in names:
+        out[f"gradient.{name}"] = (f"dL/d{name} implied by the update matches the reference "
+                                   "and autograd")
+    out.update({
+        "update": "updated weights match the reference's SGD step",
+        "dtype": TITLES["dtype"],
+        "init": f"weights=None draws {', '.join(names)} of the right shapes, in the "
+                "description's order",
+        "training": "the training loop classifies the training rows as well as the reference "
+                    "and tracks its loss",
+        "side_effects": TITLES["side_effects"],
+    })
+    return out
+
+
+def hints(assignment: Assignment = NOTEBOOK) -> dict[str, str]:
+    """What to try, per check, in the assignment's names (from its step table)."""
+    if assignment.is_notebook:
+        return dict(HINTS)
+    table = {s.id: s for s in step_table(assignment)}
+    train, predict = assignment.functions.train, assignment.functions.predict
+    forward = "; ".join(s.formula for s in table.values() if s.is_forward)
+    out = {
+        "load": f"Define {train}(X, Y, weights=None, learning_rate=1.0) and {predict}(X, "
+                "weights) at the top level of the file.",
+        "predict": f"{predict} must return the output of the forward pass: {forward}.",
+    }
+    for name in assignment.parameter_names:
+        step = table[gradient_id(assignment, name)]
+        upstream = table[step.inputs[-1]]
+        out[f"gradient.{name}"] = f"{step.formula}, with {upstream.formula}."
+    draws = ", ".join(f"torch.randn{shape}" for shape in assignment.parameter_shapes.values())
+    out.update({
+        "update": f"Each weight becomes w - learning_rate * dL/dw; return all "
+                  f"{len(assignment.parameter_names)} in a dict.",
+        "dtype": HINTS["dtype"],
+        "init": f"With weights=None, draw {draws} for {', '.join(assignment.parameter_names)}, "
+                "in this order.",
+        "training": HINTS["training"],
+        "side_effects": HINTS["side_effects"],
+    })
+    return out
+
+
+def gradient_quantity(name: str) -> str:
+    return GRADIENT_QUANTITY.get(name, f"dL/d{name}")
 
 
 @dataclass
@@ -68,6 +136,8 @@ class CaseVerdict:
     line: Optional[int] = None
     #: with credit_upstream: the upstream steps whose mistake alone made this case's numbers wrong
     credited: Optional[tuple[str, ...]] = None
+    #: a training case's losses and final predictions, for the report's pictures
+    curve: Optional[TrainingCurve] = None
 
     @property
     def passed(self) -> bool:
@@ -104,11 +174,14 @@ class Grading:
     #: the conventions accepted as correct besides the documented one
     accepted_conventions: tuple[LossConvention, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: the numbers behind the HTML view's pictures (``Report.plots``)
+    plots: Plots = field(default_factory=Plots)
+    assignment: Assignment = NOTEBOOK
 
 
 def weights_of(value: Value, assignment: Assignment = NOTEBOOK
                ) -> tuple[Optional[dict[str, Tensor]], Optional[str]]:
-    """The four weight tensors of a returned dict, or why they cannot be read."""
+    """The weight tensors of a returned dict, by name, or why they cannot be read."""
     if value.kind != "dict":
         return None, f"returned {value.describe()}, not a dict of weights"
     missing = [n for n in assignment.parameter_names if n not in value.items]
@@ -139,7 +212,8 @@ def _error_words(call: Optional[CallResult], function: str, submission: Submissi
 
 
 def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points: dict[str, float],
-           submission: Submission) -> Check:
+           submission: Submission, titles_: dict[str, str] = TITLES,
+           hints_: dict[str, str] = HINTS) -> Check:
     max_points = float(points.get(check_id, 0))
     run = len(verdicts)
     passed = sum(v.passed for v in verdicts)
@@ -147,7 +221,7 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
     credited = [v for v in verdicts if v.credited is not None and
                 not all(c.passed for c in v.comparisons)]
     if run == 0:
-        return Check(id=check_id, group=group, title=TITLES[check_id], status="skipped",
+        return Check(id=check_id, group=group, title=titles_[check_id], status="skipped",
                      points=0.0, max_points=max_points, message="no case could be run")
     errors = [v for v in verdicts if v.error]
     failing = [v for v in verdicts if not v.passed]
@@ -165,9 +239,9 @@ def _check(check_id: str, group: CheckGroup, verdicts: list[CaseVerdict], points
     if failing and credited:
         message += "; " + _credit_words(credited)
     line = next((v.line for v in errors if v.line), None)
-    return Check(id=check_id, group=group, title=TITLES[check_id], status=status,
+    return Check(id=check_id, group=group, title=titles_[check_id], status=status,
                  points=round(max_points * passed / run, 4), max_points=max_points,
-                 message=message, hint=HINTS.get(check_id, "") if failing else "",
+                 message=message, hint=hints_.get(check_id, "") if failing else "",
                  location=submission.location(line), cases_passed=passed, cases_run=run,
                  comparisons=comparisons)
 
@@ -202,22 +276,25 @@ def _usable(weights: Optional[dict[str, Tensor]], assignment: Assignment) -> boo
 
 
 def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, CallResult],
-          tolerances: Tolerances, points: dict[str, float],
-          assignment: Assignment = NOTEBOOK, *, accept_conventions: tuple[str, ...] = (),
-          credit_upstream: bool = False) -> Grading:
-    """Every check of a submission that loaded, from its calls' results.
+          options: "Options") -> Grading:
+    """Every check of a submission that loaded, from its calls' results, under ``options``.
 
-    ``accept_conventions`` (with the assignment's own ``accepted_conventions``) are loss
+    ``options.accept_conventions`` (with the assignment's own ``accepted_conventions``) are loss
     conventions whose gradients (and updates) count as correct besides the documented one.
-    ``credit_upstream``: partial credit follows the steps; a case in which a gradient is wrong
-    only because it was computed, correctly, from an earlier wrong step that another check is
-    charged with passes (see ``gradkit.diagnosis.intermediates.CHARGED``). Probe cases are not graded.
+    ``options.credit_upstream``: partial credit follows the steps; a case in which a gradient is
+    wrong only because it was computed, correctly, from an earlier wrong step that another check
+    is charged with passes (see ``gradkit.diagnosis.intermediates.CHARGED``). Probe cases are
+    not graded.
     """
-    verdicts: dict[str, list[CaseVerdict]] = {k: [] for k in DEFAULT_POINTS if k != "load"}
+    assignment, tolerances, points = options.assignment, options.tolerances, options.check_points
+    train, predict = assignment.functions.train, assignment.functions.predict
+    verdicts: dict[str, list[CaseVerdict]] = {
+        k: [] for k in check_ids(assignment) if k not in ("load", "policy")}
     accepted = tuple(dict.fromkeys(
-        c for c in (*assignment.accepted_conventions, *accept_conventions)
+        c for c in (*assignment.accepted_conventions, *options.accept_conventions)
         if c != assignment.loss_convention))
     steps_seen: list[SeenStep] = []
+    notes: list[str] = []
     for case in cases:
         if is_probe(case):
             # probes feed diagnosis only: their steps are kept, nothing of them is compared
@@ -226,7 +303,7 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
                 _steps(case, call, tolerances, assignment, None, steps_seen, accepted)
             continue
         call = calls.get(case.id)
-        function = "neural_net_predict" if case.kind == "predict" else "train_neural_net"
+        function = predict if case.kind == "predict" else train
         # a chain that raised part-way is graded on the steps it finished
         partial_chain = case.kind == "chain" and call is not None and bool(call.steps)
         failed = call is None or not call.steps or (call.error is not None and not partial_chain)
@@ -238,22 +315,80 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
                 verdicts[target].append(CaseVerdict(case.id, error=words, line=line))
             continue
         if case.kind == "predict":
-            verdicts["predict"].append(_predict(case, call, tolerances))
+            verdicts["predict"].append(_predict(case, call, tolerances, assignment))
         elif case.kind == "init":
             verdicts["init"].append(_init(case, call, tolerances, assignment,
                                           calls.get("init_draws")))
         elif case.kind == "training":
+            if not bool(torch.isfinite(oracle.expect_training(case, assignment).losses).all()):
+                # the description's training settings make the reference itself diverge: there
+                # is nothing to track, and the student is not charged for it
+                notes.append(f"the training check was skipped: the reference diverges on "
+                             f"{case.id} (lower [training] learning_rate in the assignment)")
+                continue
             verdicts["training"].append(_training(case, call, tolerances, assignment))
         else:
             _steps(case, call, tolerances, assignment, verdicts, steps_seen, accepted)
+        if case.kind != "training":
+            verdicts["dtype"].append(_dtype(case, call, assignment))
         if case.kind in ("step", "chain", "predict"):
             verdicts["side_effects"].append(_side_effects(case, call, tolerances, assignment))
-    if credit_upstream:
+    if options.credit_upstream and assignment.is_notebook:
+        # (the steps it follows are the notebook's until diagnosis is per layer)
         _credit_upstream(verdicts, steps_seen, tolerances, assignment)
-    checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission)
+    check_titles, check_hints = titles(assignment), hints(assignment)
+    checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission,
+                     check_titles, check_hints)
               for check_id in verdicts]
+    for check in checks:
+        if check.id == "training" and check.status == "skipped" and notes:
+            check.message = "; ".join(notes)
     return Grading(checks=checks, verdicts=verdicts, steps=steps_seen,
-                   accepted_conventions=accepted)
+                   accepted_conventions=accepted, notes=notes, assignment=assignment,
+                   plots=plots_of(checks, verdicts, steps_seen))
+
+
+def computed_dtype(returned: torch.dtype, given: torch.dtype) -> torch.dtype:
+    """The dtype a value is judged at: the less precise of X's and its own (the dtype rule:
+    a change of dtype is the dtype check's finding, so it never tightens another's tolerance)."""
+    if not returned.is_floating_point:
+        return given
+    if not given.is_floating_point:
+        return returned
+    return returned if torch.finfo(returned).eps >= torch.finfo(given).eps else given
+
+
+def _dtype(case: Case, call: CallResult, assignment: Assignment) -> CaseVerdict:
+    """The dtype rule on one case: every returned weight (or the prediction) has X's dtype."""
+    verdict = CaseVerdict(case.id)
+    want = case.dtype
+    returned: list[tuple[str, Value]] = []
+    for index, step in enumerate(call.steps[:1] if case.repeat else call.steps):
+        value = step.returned
+        label = f" at step {index + 1}" if case.kind == "chain" else ""
+        if case.kind == "predict":
+            returned.append((f"P{label}", value))
+        elif value.kind == "dict":
+            returned += [(f"weights[{n!r}]{label}", value.items[n])
+                         for n in assignment.parameter_names if n in value.items]
+    wrong = [(what, v) for what, v in returned
+             if v.kind == "array" and v.tensor is not None and v.tensor.dtype != want]
+    seen = [v for _, v in returned if v.kind == "array" and v.tensor is not None]
+    if not seen:
+        return verdict  # nothing to judge: the other checks say what came back
+    function = assignment.functions.predict if case.kind == "predict" else \
+        assignment.functions.train
+    first_what, first = wrong[0] if wrong else returned[0]
+    verdict.comparisons.append(Comparison(
+        quantity=f"dtype of what {function} returned", case=case.id, against="rule",
+        passed=not wrong, problem="dtype" if wrong else None,
+        expected_shape=list(first.tensor.shape), actual_shape=list(first.tensor.shape),
+        actual_dtype=dtype_name(first.tensor.dtype), mismatched=len(wrong), total=len(seen),
+        message="" if not wrong else
+        f"X is {dtype_name(want)}, but {first_what} came back "
+        f"{dtype_name(first.tensor.dtype)} ({len(wrong)} of {len(seen)} returned tensors "
+        "changed dtype)"))
+    return verdict
 
 
 def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool = False):
@@ -268,7 +403,11 @@ def observations(steps: list[SeenStep], tolerances: Tolerances, *, probes: bool 
 def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenStep],
                      tolerances: Tolerances, assignment: Assignment) -> None:
     """Pass a case's failing gradient (or update) verdict when, in every call of it that is
-    wrong, the check's own steps were right from the student's own upstream values."""
+    wrong, the check's own steps were right from the student's own upstream values, and the
+    returned weights show it (``_weights_show``).
+
+    The captured intermediates are the student's to forge: they explain and localise, but a
+    call earns credit only through what the function returned."""
     from gradkit.diagnosis import intermediates
 
     seen = observations(steps, tolerances)
@@ -283,6 +422,8 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
             reasons: set[str] = set()
             for checks in by_case[verdict.case]:
                 upstream = intermediates.credit(checks, check_id)
+                if upstream is not None and not _weights_show(checks, check_id):
+                    break
                 if upstream is None:
                     # a call whose own numbers for this check are right needs no credit
                     if not _check_right(checks, check_id):
@@ -294,6 +435,28 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
                     verdict.credited = tuple(sorted(reasons, key=intermediates.STEP_NAMES.index))
 
 
+def _weights_show(checks: dict, check_id: str) -> bool:
+    """The returned weights carry what would be credited: each weight the check is about moved
+    where the reference's moves (a step that leaves the weights where they were earns nothing
+    for gradients or the update), by exactly the learning rate
+    times the student's own gradient that was right from its upstream values (the update step
+    judged from the returned weights, not from a captured local alone)."""
+    from gradkit.diagnosis.intermediates import close
+
+    obs = next(iter(checks.values())).observation
+    names = obs.given if check_id == "update" else [check_id.split(".")[1]]
+    for name in names:
+        applied = checks.get(f"update.{name}")
+        implied = obs.implied.get(name)
+        if applied is None or applied.status != "right" or applied.span or implied is None:
+            return False
+        still = torch.zeros_like(implied)
+        tolerance = obs.gradient_tolerance(name)
+        if close(implied, still, tolerance) and not close(obs.gradient(name), still, tolerance):
+            return False  # the weight did not move, where the reference's does
+    return True
+
+
 def _check_right(checks: dict, check_id: str) -> bool:
     """This call's numbers for the check are right against the reference itself."""
     obs = next(iter(checks.values())).observation
@@ -303,15 +466,16 @@ def _check_right(checks: dict, check_id: str) -> bool:
 
 def _convention(implied: dict[str, Optional[Tensor]], exp: oracle.StepExpectation,
                 tolerances: dict[str, Tolerance], batch_size: int, documented: LossConvention,
-                accepted: tuple[LossConvention, ...]) -> tuple[LossConvention, float]:
+                accepted: tuple[LossConvention, ...], assignment: Assignment = NOTEBOOK
+                ) -> tuple[LossConvention, float]:
     """The convention a call's gradients are judged under: an accepted one they all match, or
-    the documented one."""
+    the documented one. The scale is relative to the documented loss's gradients."""
     for convention in accepted:
-        scale = convention_scale(convention, batch_size)
+        scale = assignment.convention_scale(convention, batch_size)
         if all(g is not None and compare("", "", g, scale * exp.gradients[n], tolerances[n]).passed
                for n, g in implied.items()):
             return convention, scale
-    return documented, convention_scale(documented, batch_size)
+    return documented, 1.0
 
 
 def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment,
@@ -328,17 +492,18 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
         # the student's function raised on weights that were fine: an error of this case
         line = call.error.get("line") if isinstance(call.error.get("line"), int) else None
         for verdict in per_check.values():
-            verdict.error = (f"at step {len(results) + 1} of the chain, train_neural_net raised "
+            verdict.error = (f"at step {len(results) + 1} of the chain, "
+                             f"{assignment.functions.train} raised "
                              f"{call.error.get('type')}: {call.error.get('message')}")
             verdict.line = line
     # (a chain cut short because a step returned unusable weights is judged on that step)
     for index, (result, (X, Y, given)) in enumerate(zip(results, inputs)):
         step = index + 1 if case.kind == "chain" else None
         returned, problem = weights_of(result.returned, assignment)
-        exp = oracle.expect_step(X, Y, given, case.learning_rate)
+        exp = oracle.expect_step(X, Y, given, case.learning_rate, assignment)
         if returned is None:
             for verdict in per_check.values():
-                verdict.error = f"train_neural_net {problem}"
+                verdict.error = f"{assignment.functions.train} {problem}"
             continue
         lr = case.learning_rate
         before = {name: given[name].to(F64) for name in names}
@@ -352,11 +517,12 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                 continue
             implied[name] = (before[name] - after.to(F64)) / lr
             weight_scale = float(before[name].abs().max()) if before[name].numel() else 1.0
-            gradient_tolerance[name] = tolerances.implied_gradient(after.dtype, weight_scale, lr)
+            gradient_tolerance[name] = tolerances.implied_gradient(
+                computed_dtype(after.dtype, X.dtype), weight_scale, lr)
         documented = assignment.loss_convention
         convention, scale = _convention(implied, exp, gradient_tolerance, X.shape[0], documented,
-                                        accepted) if accepted else \
-            (documented, convention_scale(documented, X.shape[0]))
+                                        accepted, assignment) if accepted else \
+            (documented, 1.0)
         steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale,
                                    implied))
         if verdicts is None:
@@ -366,16 +532,17 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
         value_tolerance: dict[torch.dtype, Tolerance] = {}
         for name in names:
             after = returned[name]
-            quantity = GRADIENT_QUANTITY[name]
+            quantity = gradient_quantity(name)
+            judged_at = computed_dtype(after.dtype, X.dtype)
             # under the documented convention this is the reference's own update (expect_step
             # computes w - lr * gradient from the same float64 weights)
             updated = exp.updated[name] if scale == 1.0 else \
                 before[name] - lr * scale * exp.gradients[name]
-            if after.dtype not in value_tolerance:
-                value_tolerance[after.dtype] = tolerances.values(after.dtype)
+            if judged_at not in value_tolerance:
+                value_tolerance[judged_at] = tolerances.values(judged_at)
             if implied[name] is None:
                 bad = compare(f"weights[{name!r}]", case.id, after, updated,
-                              value_tolerance[after.dtype], step=step)
+                              value_tolerance[judged_at], step=step)
                 per_check[f"gradient.{name}"].comparisons.append(bad)
                 per_check["update"].comparisons.append(bad)
                 continue
@@ -384,26 +551,27 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                 per_check[f"gradient.{name}"].comparisons.append(compare(
                     f"{quantity} (implied by the update{under})", case.id, implied[name],
                     oracle.scaled(truth, scale), gradient_tolerance[name], against=against,
-                    step=step, computed_in=after.dtype))
+                    step=step, computed_in=judged_at))
             per_check["update"].comparisons.append(compare(
                 f"weights[{name!r}] after the step{under}", case.id, after, updated,
-                value_tolerance[after.dtype], step=step))
+                value_tolerance[judged_at], step=step))
     if verdicts is not None:
         for key, verdict in per_check.items():
             verdicts[key].append(verdict)
 
 
-def _predict(case: Case, call: CallResult, tolerances: Tolerances) -> CaseVerdict:
+def _predict(case: Case, call: CallResult, tolerances: Tolerances,
+             assignment: Assignment = NOTEBOOK) -> CaseVerdict:
     verdict = CaseVerdict(case.id)
     value = call.steps[0].returned
-    truth = oracle.predictions(case.X, case.weights)
+    truth = oracle.predictions(case.X, case.weights, assignment)
     if value.kind != "array" or value.source == "ndarray":
         verdict.comparisons.append(compare("P", case.id, None, truth, tolerances.values(F64),
-                                           problem_if_missing=f"neural_net_predict returned "
-                                           f"{value.describe()}, not a tensor"))
+                                           problem_if_missing=f"{assignment.functions.predict} "
+                                           f"returned {value.describe()}, not a tensor"))
         return verdict
-    verdict.comparisons.append(compare("P", case.id, value.tensor, truth,
-                                       tolerances.values(value.tensor.dtype)))
+    verdict.comparisons.append(compare("P", case.id, value.tensor, truth, tolerances.values(
+        computed_dtype(value.tensor.dtype, case.dtype))))
     return verdict
 
 
@@ -412,19 +580,19 @@ def _init(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assi
     verdict = CaseVerdict(case.id)
     returned, problem = weights_of(call.steps[0].returned, assignment)
     if returned is None:
-        verdict.error = f"with weights=None, train_neural_net {problem}"
+        verdict.error = f"with weights=None, {assignment.functions.train} {problem}"
         return verdict
-    want = dtype_name(case.dtype)
+    # (a float dtype other than X's is the dtype check's finding, not this one's)
     for name, shape in assignment.parameter_shapes.items():
         t = returned[name]
         ok_shape = tuple(t.shape) == shape
-        ok_dtype = t.dtype == case.dtype
-        finite = all_finite(t) if t.dtype.is_floating_point else False
-        problem_kind = None if ok_shape and ok_dtype and finite else (
-            "shape" if not ok_shape else "dtype" if not ok_dtype else "nonfinite")
+        floating = t.dtype.is_floating_point
+        finite = all_finite(t) if floating else False
+        problem_kind = None if ok_shape and finite else (
+            "shape" if not ok_shape else "dtype" if not floating else "nonfinite")
         message = "" if problem_kind is None else {
             "shape": f"weights[{name!r}] has shape {tuple(t.shape)}, expected {shape}",
-            "dtype": f"weights[{name!r}] is {dtype_name(t.dtype)}, expected {want} (X's dtype)",
+            "dtype": f"weights[{name!r}] is {dtype_name(t.dtype)}, not a floating-point tensor",
             "nonfinite": f"weights[{name!r}] has NaN or inf values",
         }[problem_kind]
         verdict.comparisons.append(Comparison(
@@ -448,16 +616,21 @@ def _seeded_init(case: Case, returned: dict[str, Tensor], given_draws: CallResul
         return []  # the function fails on given weights: the gradient checks say so
     comparisons = []
     for name in assignment.parameter_names:
-        cmp = compare(f"weights[{name!r}] from weights=None, against the same call handed the "
-                      "notebook's seeded draws", case.id, returned[name],
-                      same_step[name].to(F64), tolerances.values(returned[name].dtype),
-                      against="rule")
+        whose = "the notebook's" if assignment.is_notebook else "the"
+        cmp = compare(f"weights[{name!r}] from weights=None, against the same call handed "
+                      f"{whose} seeded draws", case.id, returned[name],
+                      same_step[name].to(F64), tolerances.values(
+                          computed_dtype(returned[name].dtype, case.dtype)), against="rule")
         if not cmp.passed:
             draws = ", ".join(f"torch.randn{shape}"
                               for shape in assignment.parameter_shapes.values())
             cmp.message = (f"after torch.manual_seed({case.seed}), weights=None should draw "
-                           f"V, I, W, J in the notebook's order ({draws}), so seeded runs "
-                           "reproduce; " + cmp.message)
+                           f"{', '.join(assignment.parameter_names)} in "
+                           f"{whose} description's order ({draws}), so seeded runs "
+                           "reproduce; " + cmp.message) if not assignment.is_notebook else (
+                f"after torch.manual_seed({case.seed}), weights=None should draw "
+                f"V, I, W, J in the notebook's order ({draws}), so seeded runs "
+                "reproduce; " + cmp.message)
         comparisons.append(cmp)
     return comparisons
 
@@ -469,38 +642,49 @@ TRAINING_TRACKING = Tolerance(dtype="float64", rtol=0.25, atol=0.02)
 def _training(case: Case, call: CallResult, tolerances: Tolerances, assignment: Assignment
               ) -> CaseVerdict:
     verdict = CaseVerdict(case.id)
-    exp = oracle.expect_training(case)
+    exp = oracle.expect_training(case, assignment)
     checkpoints = []
     for result in call.steps:
         weights, problem = weights_of(result.returned, assignment)
         if weights is None:
-            verdict.error = f"at step {result.step}, train_neural_net {problem}"
+            verdict.error = f"at step {result.step}, {assignment.functions.train} {problem}"
             return verdict
         checkpoints.append(weights)
-    if len(checkpoints) != len(TRAINING_CHECKPOINTS):
+    marks = case.checkpoints
+    if len(checkpoints) != len(marks):
         verdict.error = "the training loop did not finish"
         return verdict
     if any(tuple(w[n].shape) != s for w in checkpoints
            for n, s in assignment.parameter_shapes.items()):
         verdict.error = "the weights returned during training have the wrong shapes"
         return verdict
-    losses = torch.tensor([oracle.mean_cross_entropy(case.X, case.Y, w) for w in checkpoints],
-                          dtype=F64)
+    losses = torch.tensor([oracle.training_loss(case.X, case.Y, w, assignment)
+                           for w in checkpoints], dtype=F64)
     verdict.comparisons.append(compare(
-        f"mean cross-entropy at steps {TRAINING_CHECKPOINTS[0]}..{TRAINING_CHECKPOINTS[-1]}",
+        f"{oracle.training_loss_words(assignment)} at steps {marks[0]}..{marks[-1]}",
         case.id, losses, exp.losses, TRAINING_TRACKING))
-    P = oracle.predictions(case.X, checkpoints[-1])
+    P = oracle.predictions(case.X, checkpoints[-1], assignment)
     labels = case.Y.to(F64)
-    wrong = ((P > 0.5).to(F64) != labels).reshape(-1)
+    verdict.curve = TrainingCurve(
+        case=case.id, steps=list(marks), student_loss=_finite(losses),
+        reference_loss=exp.losses.tolist(), predictions=_finite(P),
+        labels=labels.reshape(-1).tolist())
+    wrong = oracle.misclassified(case.X, case.Y, checkpoints[-1], assignment)
+    # as well as the reference: all of them, where the reference classifies all (the notebook)
+    allowed = exp.misclassified
+    failed = int(wrong.sum()) > allowed
+    reference_words = "" if allowed == 0 else \
+        f"; the reference, trained the same way, misclassifies {allowed}"
     verdict.comparisons.append(Comparison(
         quantity="rows classified correctly after training", case=case.id, against="rule",
-        passed=not bool(wrong.any()), problem="values" if bool(wrong.any()) else None,
+        passed=not failed, problem="values" if failed else None,
         expected_shape=list(labels.shape), actual_shape=list(P.shape), actual_dtype="float64",
         mismatched=int(wrong.sum()), total=labels.numel(),
-        worst_index=[int(torch.nonzero(wrong)[0])] if bool(wrong.any()) else None,
-        message="" if not bool(wrong.any()) else
-        f"after {TRAINING_CHECKPOINTS[-1]} steps, {int(wrong.sum())} of {labels.numel()} rows "
-        f"are misclassified (predictions {[round(float(p), 3) for p in P.reshape(-1)]})"))
+        worst_index=[int(torch.nonzero(wrong)[0])] if failed else None,
+        message="" if not failed else
+        f"after {marks[-1]} steps, {int(wrong.sum())} of {labels.numel()} rows "
+        f"are misclassified (predictions {[round(float(p), 3) for p in P.reshape(-1)]})"
+        + reference_words))
     return verdict
 
 
@@ -550,3 +734,62 @@ def weights_mutated(case: Case, step: StepResult) -> list[str]:
             changed.append(name)
     return changed
 
+
+
+# -- the numbers behind the pictures (Report.plots) --------------------------------------------
+
+def plots_of(checks: list[Check], verdicts: dict[str, list[CaseVerdict]],
+             steps: list[SeenStep]) -> Plots:
+    """For each wrong gradient, its matrices in the case that shows the mistake most clearly;
+    and the training loop's losses and final predictions. Only numbers grading already has."""
+    curve = next((v.curve for v in verdicts.get("training", []) if v.curve is not None), None)
+    return Plots(gradients=[p for c in checks if c.group == "gradient"
+                            for p in [_gradient_picture(c, steps)] if p is not None],
+                 training=curve)
+
+
+def _finite(values: Tensor) -> list[Optional[float]]:
+    """A tensor's values as a list, None where not finite (JSON has no NaN)."""
+    return [v if math.isfinite(v) else None for v in values.reshape(-1).tolist()]
+
+
+def _clarity(comparison: Comparison, expected: Tensor, actual: Tensor) -> tuple[float, float]:
+    """How plainly a comparison shows a mistake on one colour scale: the share of entries
+    outside tolerance, then the worst error against the larger matrix, weighted by how
+    comparable the two matrices' sizes are (a 1e-12 gradient beside a 1e-6 one shows as blank)."""
+    share = comparison.mismatched / comparison.total if comparison.total else 0.0
+    sizes = sorted((float(expected.abs().max()), float(actual.abs().max())))
+    if sizes[1] == 0.0:
+        return share, 0.0
+    return share, (comparison.max_abs_error or 0.0) / sizes[1] * (sizes[0] / sizes[1])
+
+
+def _gradient_picture(check: Check, steps: list[SeenStep]) -> Optional[GradientPicture]:
+    name = check.id.split(".", 1)[1]
+    seen = {(s.case.id, s.index): s for s in steps if not is_probe(s.case)}
+    best: Optional[tuple[tuple[float, float], Comparison, Tensor, Tensor]] = None
+    for comparison in check.comparisons:
+        if comparison.passed or comparison.problem != "values" or \
+                comparison.against != "reference":
+            continue
+        step = seen.get((comparison.case, (comparison.step or 1) - 1))
+        implied = step.implied.get(name) if step is not None else None
+        if step is None or implied is None or implied.numel() > MAX_PICTURE_ENTRIES:
+            continue
+        expected = oracle.scaled(step.expectation.gradients[name], step.scale).to(F64)
+        if expected.shape != implied.shape or not all_finite(implied):
+            continue
+        clarity = _clarity(comparison, expected, implied)
+        if best is None or clarity > best[0]:
+            best = (clarity, comparison, expected, implied)
+    if best is None:
+        return None
+    _, comparison, expected, implied = best
+    as_matrix = (lambda t: t.reshape(1, -1) if t.dim() < 2 else t.reshape(t.shape[0], -1))
+    expected, implied = as_matrix(expected), as_matrix(implied.to(F64))
+    worst = int((implied - expected).abs().argmax())
+    return GradientPicture(
+        parameter=name, quantity=GRADIENT_QUANTITY.get(name, f"dL/d{name}"),
+        case=comparison.case, step=comparison.step, expected=expected.tolist(),
+        actual=implied.tolist(), worst_index=[worst // expected.shape[1], worst % expected.shape[1]],
+        tolerance=comparison.tolerance or Tolerance(dtype="float64", rtol=0.0, atol=0.0))

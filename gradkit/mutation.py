@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import sys
 import time
 import types
@@ -28,6 +27,7 @@ from typing import Callable, Iterator, Optional
 
 FUNCTIONS = ("train_neural_net", "neural_net_predict")
 SHIMS = Path(__file__).parent / "shims"
+ROOT = Path(__file__).resolve().parent.parent
 ACTIVATIONS = ("A", "B", "C", "P")
 GRADIENTS = ("dLdP", "dPdC", "dLdC", "dLdB", "dBdA", "dLdA", "dLdW", "dLdJ", "dLdV", "dLdI")
 WEIGHT_KEYS = ("V", "I", "W", "J")
@@ -45,20 +45,45 @@ class Mutant:
     line: int
     before: str  # the changed expression, before and after
     after: str
-    source: str  # the whole mutated file
+    source: str  # the whole mutated file, its lines where the original's are
+    #: the lines of the statement the change is in (first, last)
+    statement: tuple[int, int] = (0, 0)
 
     def __str__(self) -> str:
         return f"{self.id} ({self.function}, line {self.line}): {self.before}  ->  {self.after}"
 
 
-def _replacements(node: ast.AST, scope: frozenset[str]) -> Iterator[tuple[str, ast.AST]]:
-    """(operator, replacement) for every change the operators make to ``node`` itself."""
+def _replacements(node: ast.AST, scope: frozenset[str], operators: frozenset[str],
+                  order: tuple[str, ...] = ()) -> Iterator[tuple[str, ast.AST]]:
+    """(operator, replacement) for every change the operators make to ``node`` itself.
+
+    ``order`` is the function's own variables in the order it first assigns them: with the
+    ``swap_neighbour`` operator, a name is also replaced by the one assigned just before or just
+    after it (another operand from the student's own intermediates, whatever they are named).
+    """
+    for operator, replacement in _all_replacements(node, scope, order):
+        if operator in operators:
+            yield operator, replacement
+
+
+def _transposed(node: ast.expr) -> ast.expr:
+    return ast.Attribute(node, "T", ast.Load())
+
+
+def _all_replacements(node: ast.AST, scope: frozenset[str], order: tuple[str, ...]
+                      ) -> Iterator[tuple[str, ast.AST]]:
     if isinstance(node, ast.BinOp):
         if type(node.op) in _SWAPPED:
             yield "swap_operator", ast.BinOp(node.left, _SWAPPED[type(node.op)](), node.right)
         if isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             yield "drop_term", node.left
             yield "drop_term", node.right
+        if isinstance(node.op, ast.MatMult):
+            yield "swap_product", ast.BinOp(node.right, ast.MatMult(), node.left)
+            yield "add_transpose_product", ast.BinOp(_transposed(node.left), ast.MatMult(),
+                                                     node.right)
+            yield "add_transpose_product", ast.BinOp(node.left, ast.MatMult(),
+                                                     _transposed(node.right))
     elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
         value = node.value
         for new in dict.fromkeys([-value if value else 1, value + 1, value - 1, value * 2]):
@@ -76,6 +101,13 @@ def _replacements(node: ast.AST, scope: frozenset[str]) -> Iterator[tuple[str, a
         for name in group:
             if name != node.id and name in scope:
                 yield "change_variable", ast.Name(name, ast.Load())
+        if not group and node.id in order:
+            at = order.index(node.id)
+            for neighbour in dict.fromkeys(order[max(at - 1, 0):at + 2]):
+                if neighbour != node.id:
+                    yield "swap_neighbour", ast.Name(neighbour, ast.Load())
+    elif isinstance(node, ast.Attribute) and node.attr == "T" and isinstance(node.ctx, ast.Load):
+        yield "remove_transpose", node.value
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         method = node.func.attr
         if method in ("transpose", "t"):
@@ -88,8 +120,18 @@ def _replacements(node: ast.AST, scope: frozenset[str]) -> Iterator[tuple[str, a
                 args[index] = ast.Call(ast.Attribute(args[index], "transpose", ast.Load()),
                                        [ast.Constant(0), ast.Constant(1)], [])
                 yield "add_transpose", ast.Call(node.func, args, node.keywords)
+        elif method in ("matmul", "dot") and len(node.args) == 2:
+            a, b = node.args
+            yield "swap_product", ast.Call(node.func, [b, a], node.keywords)
+        elif method == "dot" and len(node.args) == 1:  # a.dot(b)
+            yield "swap_product", ast.Call(ast.Attribute(node.args[0], "dot", ast.Load()),
+                                           [node.func.value], node.keywords)
         if method == "sum" and node.keywords:
             yield "drop_dim", ast.Call(node.func, node.args, [])
+        if method == "sum":
+            yield "change_reduction", ast.Call(ast.Attribute(node.func.value, "mean",
+                                                             ast.Load()), node.args,
+                                               node.keywords)
     if isinstance(node, ast.Call) and node.keywords and not (
             isinstance(node.func, ast.Attribute) and node.func.attr == "sum"):
         for index, keyword in enumerate(node.keywords):
@@ -117,68 +159,125 @@ def _in_init_branch(function: ast.FunctionDef) -> set[int]:
     return skipped
 
 
-def mutants(source: str, functions: tuple[str, ...] = FUNCTIONS) -> list[Mutant]:
+#: The operators of the mutation score (README "Mutation score").
+SCORE_OPERATORS = frozenset({"swap_operator", "drop_term", "change_constant", "change_key",
+                             "change_variable", "remove_transpose", "add_transpose",
+                             "swap_arguments", "drop_dim", "drop_argument"})
+#: The diagnosis benchmark's: also the operands and products of solutions in other styles
+#: (``@``, ``.T``, ``matmul``, ``dot``, other names), a mean for a sum, and a missing statement.
+DIAGNOSIS_OPERATORS = SCORE_OPERATORS | {"swap_neighbour", "swap_product",
+                                         "add_transpose_product", "change_reduction",
+                                         "delete_statement"}
+
+
+def _variable_order(function: ast.FunctionDef, skipped: set[int]) -> tuple[str, ...]:
+    """The names ``function`` assigns outside its init branch, in order of first assignment."""
+    first: dict[str, tuple[int, int]] = {}
+    for node in ast.walk(function):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            here = (node.lineno, node.col_offset)
+            if node.id not in first or here < first[node.id]:
+                first[node.id] = here
+    return tuple(sorted(first, key=first.__getitem__))
+
+
+def _innermost_statements(function: ast.FunctionDef) -> dict[int, ast.stmt]:
+    """For every node of ``function``'s body, the innermost statement that holds it."""
+    statements = [n for n in ast.walk(function) if isinstance(n, ast.stmt) and n is not function]
+    # outer statements first, so a nested statement overwrites its parent's claim
+    statements.sort(key=lambda s: (s.lineno, -(s.end_lineno or s.lineno), s.col_offset))
+    holder: dict[int, ast.stmt] = {}
+    for statement in statements:
+        for inner in ast.walk(statement):
+            holder[id(inner)] = statement
+    return holder
+
+
+def mutants(source: str, functions: tuple[str, ...] = FUNCTIONS,
+            operators: frozenset[str] = SCORE_OPERATORS) -> list[Mutant]:
     """Every distinct single-point mutant of ``functions`` in ``source``, in source order.
 
     The branch that draws fresh weights (``if not weights:``) is left alone: its draws are
-    random, so gradkit checks their shapes and dtype, not their values.
+    random, so gradkit checks their shapes and dtype, not their values. Each mutant's source is
+    the original's text with the one expression replaced (a removed statement becomes
+    ``pass``), so every other line keeps its number and ``Mutant.statement`` is where the
+    change is in the mutant's own file.
     """
     tree = ast.parse(source)
+    lines = source.encode().splitlines(keepends=True)
     found: dict[str, Mutant] = {}
-    original = {f.name: ast.unparse(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
-    seen = set(original.values())
-    for index, function in enumerate(tree.body):
+    seen = {ast.unparse(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
+    for function in tree.body:
         if not (isinstance(function, ast.FunctionDef) and function.name in functions):
             continue
         scope = _assigned(function)
         skipped = _in_init_branch(function)
         # defaults and annotations are not what gradkit calls: it passes every argument
         skipped.update(id(n) for n in ast.walk(function.args))
+        order = _variable_order(function, skipped) if "swap_neighbour" in operators else ()
         parents = {id(child): (node, field, position)
                    for node in ast.walk(function)
                    for field, value in ast.iter_fields(node)
                    for position, child in (enumerate(value) if isinstance(value, list)
                                            else [(None, value)])
                    if isinstance(child, ast.AST)}
+        holder = _innermost_statements(function)
+        candidates: list[tuple[str, ast.AST, ast.AST, str]] = []
         for node in ast.walk(function):
             if id(node) in skipped or id(node) not in parents or isinstance(node, ast.expr_context):
                 continue
             parent, field, position = parents[id(node)]
             if isinstance(parent, ast.Expr) or field == "returns":  # docstring, annotation
                 continue
-            for variant, (operator, replacement) in enumerate(_replacements(node, scope)):
-                mutated = _replace(tree, index, function, node, replacement)
-                text = ast.unparse(mutated.body[index])
-                if text in seen:  # the original, or a change another mutant already makes
+            if isinstance(node, ast.stmt):
+                continue
+            for variant, (operator, replacement) in enumerate(
+                    _replacements(node, scope, operators, order)):
+                candidates.append((f"{operator}@{node.lineno}:{node.col_offset}#{variant}",
+                                   node, replacement, operator))
+        if "delete_statement" in operators:
+            for statement in ast.walk(function):
+                if id(statement) in skipped or not isinstance(
+                        statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                     continue
-                seen.add(text)
-                mutant_id = f"{operator}@{node.lineno}:{node.col_offset}#{variant}"
-                found[mutant_id] = Mutant(
-                    id=mutant_id, operator=operator, function=function.name, line=node.lineno,
-                    before=ast.unparse(node), after=ast.unparse(replacement),
-                    source=ast.unparse(mutated))
+                candidates.append((f"delete_statement@{statement.lineno}:"
+                                   f"{statement.col_offset}#0", statement, ast.Pass(),
+                                   "delete_statement"))
+        for mutant_id, node, replacement, operator in candidates:
+            text = _splice(lines, node, replacement)
+            try:
+                mutated = ast.parse(text)
+            except SyntaxError:
+                continue
+            function_text = next(ast.unparse(f) for f in mutated.body
+                                 if isinstance(f, ast.FunctionDef) and f.name == function.name)
+            if function_text in seen:  # the original, or a change another mutant already makes
+                continue
+            seen.add(function_text)
+            statement = node if isinstance(node, ast.stmt) else holder.get(id(node))
+            span = (statement.lineno, statement.end_lineno or statement.lineno) \
+                if statement is not None else (node.lineno, node.lineno)
+            found[mutant_id] = Mutant(
+                id=mutant_id, operator=operator, function=function.name, line=node.lineno,
+                before=ast.unparse(node), after=ast.unparse(replacement), source=text,
+                statement=span)
     return list(found.values())
 
 
-def _replace(tree: ast.Module, index: int, function: ast.FunctionDef, node: ast.AST,
-             replacement: ast.AST) -> ast.Module:
-    """A copy of ``tree`` with ``node`` (inside ``function``) replaced."""
-    marker = "__gradkit_mutation_target__"
-    setattr(node, marker, True)
-    try:
-        mutated = copy.deepcopy(tree)
-    finally:
-        delattr(node, marker)
-    new = copy.deepcopy(replacement)
-    for target in ast.walk(mutated.body[index]):
-        for field, value in ast.iter_fields(target):
-            if isinstance(value, list):
-                for position, child in enumerate(value):
-                    if getattr(child, marker, False):
-                        value[position] = new
-            elif getattr(value, marker, False):
-                setattr(target, field, new)
-    return ast.fix_missing_locations(mutated)
+def _splice(lines: list[bytes], node: ast.AST, replacement: ast.AST) -> str:
+    """The source with ``node``'s text replaced by ``replacement`` (parenthesised), every other
+    line where it was. A replaced statement keeps its line count (``pass`` and blank lines)."""
+    first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+    start, end = node.col_offset, node.end_col_offset or 0
+    if isinstance(replacement, ast.stmt):
+        text = ast.unparse(replacement) + "\n" * (last - first)
+    else:
+        text = "(" + ast.unparse(replacement) + ")"
+    head = lines[first][:start]
+    tail = lines[last][end:]
+    return b"".join(lines[:first] + [head + text.encode() + tail] + lines[last + 1:]).decode()
 
 
 # --- an independent judge: the reference on many random inputs --------------------------------
@@ -352,15 +451,236 @@ def score(selected: list[Mutant], sandbox=None, workdir: Optional[Path] = None,
     return Score(outcomes, time.monotonic() - started)
 
 
+# --- the diagnosis benchmark ---------------------------------------------------------------
+
+#: Correct solutions in different styles the diagnosis benchmark mutates (from the repository's
+#: root): the notebook's torch.mm, ``@`` and ``.T``, other names, NumPy inside.
+DIAGNOSIS_SOLUTIONS = ("submissions_example/correct.py",
+                       "submissions_example/styles/matmul_operator.py",
+                       "submissions_example/styles/renamed_variables.py",
+                       "submissions_example/styles/numpy_inside.py")
+
+#: What a diagnosis may say a mutation did, by operator: the edit kinds (``EDIT_KINDS``) that
+#: describe the change. A diagnosis "states the edit" when its ``evidence.details['edit']['kind']``
+#: (or, for a catalogue entry without one, the kind its code names: ``CODE_EDITS``) is one of
+#: these. ``+`` for ``-`` flips a term's sign; a changed constant scales, flips or moves an axis;
+#: a swapped name is another operand (or, where it drops a factor, that); and so on.
+OPERATOR_EDITS: dict[str, frozenset[str]] = {
+    "swap_operator": frozenset({"sign", "operation", "factor", "learning_rate"}),
+    "drop_term": frozenset({"drop_factor", "derivative", "operand", "factor", "sign",
+                            "learning_rate", "missing", "activation"}),
+    "change_constant": frozenset({"factor", "sign", "reduction", "learning_rate", "transpose",
+                                  "derivative"}),
+    "change_key": frozenset({"operand", "missing"}),
+    "change_variable": frozenset({"operand", "derivative", "drop_factor", "activation"}),
+    "swap_neighbour": frozenset({"operand", "derivative", "drop_factor", "activation"}),
+    "remove_transpose": frozenset({"transpose", "operand"}),
+    "add_transpose": frozenset({"transpose", "operand"}),
+    "add_transpose_product": frozenset({"transpose", "operand"}),
+    "swap_arguments": frozenset({"transpose", "operand"}),
+    "swap_product": frozenset({"transpose", "operand"}),
+    "drop_dim": frozenset({"reduction"}),
+    "change_reduction": frozenset({"reduction", "factor"}),
+    "drop_argument": frozenset({"derivative", "activation", "operand"}),
+    "delete_statement": frozenset({"missing", "operand", "drop_factor", "derivative",
+                                   "activation", "order"}),
+}
+
+
+def stated_edit(diagnosis) -> Optional[str]:
+    """The kind of edit a report's diagnosis states, read from its evidence (never its text):
+    ``details['edit']['kind']``, else the kind its catalogue code names, else, for a fitted
+    factor, "factor" (or "sign" for -1)."""
+    from gradkit.diagnosis.catalogue import CODE_EDITS
+
+    edit = diagnosis.evidence.details.get("edit")
+    if isinstance(edit, dict) and edit.get("kind"):
+        return str(edit["kind"])
+    if diagnosis.code in CODE_EDITS:
+        return CODE_EDITS[diagnosis.code]
+    factor = diagnosis.evidence.factor
+    if factor is not None:
+        return "sign" if factor == -1.0 else "factor"
+    return None
+
+
+@dataclass
+class DiagnosisOutcome:
+    """One mutant graded, and whether its diagnoses name its line and state its edit."""
+
+    solution: str
+    mutant: Mutant
+    killed: bool
+    #: every graded call of the mutated function raised: no numbers to diagnose
+    raised: bool
+    line_named: bool
+    edit_stated: bool
+    diagnoses: list[tuple[str, Optional[int], Optional[str]]]  # code, line, edit kind
+    seconds: float  # CPU time of ``diagnose`` for this report
+
+    def describe(self) -> str:
+        said = ", ".join(f"{c}@{line} {kind or '-'}" for c, line, kind in self.diagnoses) or \
+            "no diagnosis"
+        return (f"{Path(self.solution).name}:{self.mutant.statement[0]} "
+                f"{self.mutant.operator}: {self.mutant.before}  ->  {self.mutant.after}  "
+                f"[{said}]")
+
+
+def accepted_lines(mutant: Mutant) -> set[int]:
+    """The lines a diagnosis of ``mutant`` may name: its statement's; for a removed statement
+    also the function's ``return``, where the value it should have changed goes out."""
+    first, last = mutant.statement
+    lines = set(range(first, last + 1))
+    if mutant.operator == "delete_statement":
+        tree = ast.parse(mutant.source)
+        for function in tree.body:
+            if isinstance(function, ast.FunctionDef) and function.name == mutant.function:
+                lines |= {n.lineno for n in ast.walk(function) if isinstance(n, ast.Return)}
+    return lines
+
+
+def judge_diagnosis(solution: str, mutant: Mutant, report, seconds: float) -> DiagnosisOutcome:
+    """Whether ``report`` (the mutant's) names the mutated line and states the edit."""
+    lines = accepted_lines(mutant)
+    kinds = OPERATOR_EDITS.get(mutant.operator, frozenset())
+    said = [(d.code, d.location.line if d.location else None, stated_edit(d))
+            for d in report.diagnoses]
+    checks = {c.id: c for c in report.checks}
+    own = ("gradient.V", "gradient.I", "gradient.W", "gradient.J", "update") \
+        if mutant.function == FUNCTIONS[0] else ("predict",)
+    ran = [checks[c] for c in own if c in checks]
+    raised = bool(ran) and all(c.status == "error" for c in ran)
+    line_named = any(line in lines for _, line, _ in said)
+    edit_stated = any(line in lines and kind in kinds for _, line, kind in said)
+    if raised:  # the report names the line that raised, in the failing check
+        line_named = any(c.location is not None and c.location.line in lines for c in ran)
+    return DiagnosisOutcome(solution, mutant, not report.passed, raised, line_named,
+                            edit_stated, said, seconds)
+
+
+@dataclass
+class DiagnosisScore:
+    outcomes: list[DiagnosisOutcome]
+    seconds: float
+
+    @property
+    def diagnosed(self) -> list[DiagnosisOutcome]:
+        """Killed mutants whose calls returned numbers: what diagnosis is measured on."""
+        return [o for o in self.outcomes if o.killed and not o.raised]
+
+    @property
+    def line_rate(self) -> float:
+        return _rate([o.line_named for o in self.diagnosed])
+
+    @property
+    def edit_rate(self) -> float:
+        return _rate([o.edit_stated for o in self.diagnosed])
+
+    def worst(self, count: int = 15) -> list[DiagnosisOutcome]:
+        """Diagnosed mutants whose line is not named first, then those whose edit is not
+        stated."""
+        missing = [o for o in self.diagnosed if not o.line_named] + \
+            [o for o in self.diagnosed if o.line_named and not o.edit_stated]
+        return missing[:count]
+
+    def lines(self) -> list[str]:
+        out = []
+        for solution in dict.fromkeys(o.solution for o in self.outcomes):
+            mine = [o for o in self.diagnosed if o.solution == solution]
+            every = [o for o in self.outcomes if o.solution == solution]
+            out.append(f"  {Path(solution).name:24} {len(every):4} mutants, "
+                       f"{sum(o.killed for o in every):4} killed, "
+                       f"{sum(o.raised for o in every if o.killed):3} raised, "
+                       f"line {_rate([o.line_named for o in mine]):6.1%}, "
+                       f"edit {_rate([o.edit_stated for o in mine]):6.1%}")
+        times = sorted(o.seconds for o in self.diagnosed)
+        raised = [o for o in self.outcomes if o.killed and o.raised]
+        out += [f"line named:  {self.line_rate:6.1%} of {len(self.diagnosed)} killed mutants "
+                f"that returned numbers (target >= 90%)",
+                f"edit stated: {self.edit_rate:6.1%} (target >= 80%)",
+                f"raised:      {len(raised)} killed mutants raised in every call; the report "
+                f"names the line in {_rate([o.line_named for o in raised]):.1%}"]
+        if times:
+            slowest = max(self.diagnosed, key=lambda o: o.seconds)
+            out.append(f"diagnosis time (CPU, in-process) per failing submission: median "
+                       f"{times[len(times) // 2] * 1e3:.1f} ms, 95th percentile "
+                       f"{times[int(len(times) * 0.95)] * 1e3:.1f} ms, max "
+                       f"{times[-1] * 1e3:.1f} ms (target < 150 ms); slowest: "
+                       f"{Path(slowest.solution).name}:{slowest.mutant.statement[0]} "
+                       f"{slowest.mutant.operator}")
+        out.append(f"{len(self.outcomes)} mutants graded in {self.seconds:.0f} s")
+        return out
+
+
+def _rate(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 1.0
+
+
+def diagnosis_benchmark(solutions: list[Path], *, every: int = 1, sandbox=None,
+                        progress: Optional[Callable[[DiagnosisOutcome], None]] = None
+                        ) -> DiagnosisScore:
+    """Grade every ``DIAGNOSIS_OPERATORS`` mutant of each solution (``every``-th only) with the
+    real ``check`` in one sandbox, and judge each killed mutant's diagnoses."""
+    import tempfile
+
+    import gradkit.diagnosis.diagnose as diagnose_module
+    from gradkit.api import check
+    from gradkit.sandbox import Sandbox
+
+    import torch
+
+    torch.set_num_threads(1)  # as gradkit check and every grading process do
+    started = time.monotonic()
+    own = sandbox is None
+    sandbox = sandbox or Sandbox()
+    timing: list[float] = []
+    original = diagnose_module.diagnose
+
+    def timed(*args, **kwargs):
+        begun = time.thread_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            timing.append(time.thread_time() - begun)
+
+    outcomes = []
+    diagnose_module.diagnose = timed  # check() imports it from the module at each call
+    try:
+        with tempfile.TemporaryDirectory(prefix="gradkit-diagnosis-") as folder:
+            for solution in solutions:
+                source = Path(solution).read_text()
+                for mutant in mutants(source, operators=DIAGNOSIS_OPERATORS)[::every]:
+                    path = Path(folder) / Path(solution).name
+                    path.write_text(mutant.source)
+                    timing.clear()
+                    report = check(path, sandbox=sandbox)
+                    if report.error is not None:
+                        raise RuntimeError(f"gradkit failed on mutant {mutant}: {report.error}")
+                    outcome = judge_diagnosis(str(solution), mutant, report, sum(timing))
+                    outcomes.append(outcome)
+                    if progress:
+                        progress(outcome)
+    finally:
+        diagnose_module.diagnose = original
+        if own:
+            sandbox.close()
+    return DiagnosisScore(outcomes, time.monotonic() - started)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradkit.mutation", description=__doc__
                                      .split("\n\n")[0])
-    parser.add_argument("solution", nargs="?", type=Path,
-                        default=Path(__file__).parent.parent / "submissions_example" /
-                        "correct.py")
+    parser.add_argument("solution", nargs="?", type=Path, default=None)
     parser.add_argument("--every", type=int, default=1, help="grade every K-th mutant only")
     parser.add_argument("--verbose", "-v", action="store_true", help="a line per mutant")
+    parser.add_argument("--diagnosis", action="store_true",
+                        help="the diagnosis benchmark: mutants of the correct solutions in four "
+                             "styles (or the one given); does a diagnosis name the mutated line "
+                             "and state the edit?")
     args = parser.parse_args(argv)
+    if args.diagnosis:
+        return _diagnosis_main(args)
+    args.solution = args.solution or ROOT / "submissions_example" / "correct.py"
     selected = mutants(args.solution.read_text())[::args.every]
     print(f"{len(selected)} mutants of {args.solution}")
 
@@ -377,6 +697,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"FAILED BUT EQUIVALENT: {outcome.mutant}\n    {outcome.why[:300]}")
     print(result.summary())
     return 0 if not result.missed and not result.false_alarms else 1
+
+
+def _diagnosis_main(args) -> int:
+    solutions = [args.solution] if args.solution else [ROOT / s for s in DIAGNOSIS_SOLUTIONS]
+
+    def show(outcome: DiagnosisOutcome) -> None:
+        if args.verbose:
+            state = "passed" if not outcome.killed else "raised" if outcome.raised else \
+                "ok" if outcome.line_named and outcome.edit_stated else \
+                "line only" if outcome.line_named else "MISSED"
+            print(f"{state:10} {outcome.describe()}", flush=True)
+
+    result = diagnosis_benchmark(solutions, every=args.every, progress=show)
+    worst = result.worst()
+    if worst:
+        print("worst mutants (line not named, then edit not stated):")
+        for outcome in worst:
+            print(f"  {outcome.describe()}")
+    print("\n".join(result.lines()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gradkit.sandbox import wire
-from gradkit.cases import TRAINING_CHECKPOINTS, Case
+from gradkit.cases import Case
 
 
 def _encode_tensor(t: Tensor, out: wire.PayloadWriter) -> dict[str, Any]:
@@ -23,9 +23,14 @@ def _encode_tensor(t: Tensor, out: wire.PayloadWriter) -> dict[str, Any]:
     return out.add(str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numpy().tobytes())
 
 
-def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: str
+def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: str,
+                  allow_autograd: bool = False,
+                  functions: tuple[str, str] = ("train_neural_net", "neural_net_predict")
                   ) -> tuple[dict[str, Any], bytes]:
-    """The request a child runs: the source to load and one call per case."""
+    """The request a child runs: the source to load, the names of the student's train and
+    predict functions (the assignment's), and one call per case. Unless ``allow_autograd``,
+    the child switches forward-mode autograd off before the submission loads and watches the
+    engine."""
     out = wire.PayloadWriter()
     calls = []
     for case in cases:
@@ -41,8 +46,9 @@ def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: 
                                  for X, Y in batches]
         calls.append({"id": case.id, "kind": case.kind, "inputs": inputs, "seed": case.seed,
                       "learning_rate": case.learning_rate, "repeat": case.repeat,
-                      "capture": case.capture, "checkpoints": list(TRAINING_CHECKPOINTS)})
-    request = {"source": source, "filename": filename, "workdir": workdir, "calls": calls}
+                      "capture": case.capture, "checkpoints": list(case.checkpoints)})
+    request = {"source": source, "filename": filename, "workdir": workdir, "calls": calls,
+               "autograd_allowed": allow_autograd, "functions": list(functions)}
     return request, out.getvalue()
 
 

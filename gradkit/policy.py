@@ -26,6 +26,7 @@ HINT = ("Write every gradient by hand, as the notebook does (dL/dP = P - Y, then
         "through each sigmoid and matrix product); remove imports of gradkit and of the "
         "reference. An instructor can allow autograd with --allow-autograd.")
 
+
 #: code -> (what it is about, words for the student)
 CODES: dict[str, tuple[str, str]] = {
     "GKP101": ("autograd", "calls .backward() (autograd computes the gradients)"),
@@ -35,6 +36,10 @@ CODES: dict[str, tuple[str, str]] = {
     "GKP110": ("autograd", "ran autograd while it was graded"),
     "GKP111": ("autograd", "returned tensors that carry autograd history (requires_grad or "
                            "grad_fn)"),
+    "GKP112": ("autograd", "switched forward-mode autograd back on, or gradkit's watch of "
+                           "autograd off, while it was graded"),
+    "GKP113": ("autograd", "started threads while it was graded, where gradkit cannot watch "
+                           "for autograd"),
     "GKP201": ("import", "imports gradkit"),
     "GKP202": ("import", "imports the reference solution"),
     "GKP203": ("import", "reached for the grader's or the reference's code while it ran"),
@@ -135,12 +140,28 @@ def _arrays_with_history(value: Any) -> Iterable[bool]:
             yield from _arrays_with_history(item)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _during(places: list[str]) -> str:
+    return ", ".join(places[:4]) + (f" and {len(places) - 4} more" if len(places) > 4 else "")
+
+
 def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
-    """Violations in what the child reported: its load frame and its call frames."""
+    """Violations in what the child reported: its load frame and its call frames.
+
+    Autograd is seen by two routes, both named in the detail: the entry points the child
+    counted by name, and torch's engine itself (graph nodes built, forward-mode AD or the
+    watch found switched, threads started where nodes cannot be counted in every thread).
+    """
     found: list[Violation] = []
     calls: dict[str, int] = {}
     modules: set[str] = set()
     history = 0
+    nodes: dict[str, int] = {}
+    switched: list[str] = []
+    threads: dict[str, int] = {}
     headers_list = list(headers)
     for header in headers_list:
         for name, count in (header.get("autograd_calls") or {}).items():
@@ -149,11 +170,34 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
             modules.update(header.get("new_modules") or [])
         for step in header.get("steps") or []:
             history += sum(_arrays_with_history(step.get("returned")))
+        engine = header.get("engine") or {}
+        where = "loading" if header.get("type") == "load" else str(header.get("id"))[:40]
+        if engine.get("nodes"):
+            nodes[where] = engine["nodes"]
+        if engine.get("grad_mode"):
+            switched.append(where)
+        # a thread matters where the engine's nodes could not be counted in every thread
+        if engine.get("threads") and not (engine.get("all_threads") and engine["threads"] > 0):
+            threads[where] = engine["threads"]
     ran = {name: count for name, count in calls.items() if count}
-    if ran:
-        found.append(Violation("GKP110", "run time", detail=", ".join(
-            f"{name} {count} time{'s' if count > 1 else ''}"
-            for name, count in sorted(ran.items()))))
+    routes = [f"{name} {_plural(count, 'time')}" for name, count in sorted(ran.items())]
+    if nodes:
+        routes.append(f"torch's engine built {_plural(sum(nodes.values()), 'graph node')} "
+                      f"in {_during(list(nodes))}")
+    if routes:
+        found.append(Violation("GKP110", "run time", detail="; ".join(routes)))
+    if switched:
+        found.append(Violation("GKP112", "run time", detail=f"found on after {_during(switched)}"))
+    if threads:
+        tampered = [where for where, count in threads.items() if count < 0]
+        started = {where: count for where, count in threads.items() if count > 0}
+        words = []
+        if started:
+            words.append(f"{_plural(sum(started.values()), 'thread')} started in "
+                         f"{_during(list(started))}")
+        if tampered:
+            words.append(f"gradkit's thread watch closed or replaced in {_during(tampered)}")
+        found.append(Violation("GKP113", "run time", detail="; ".join(words)))
     if history:
         found.append(Violation("GKP111", "run time", detail=f"{history} returned tensor"
                                                             f"{'s' if history > 1 else ''}"))

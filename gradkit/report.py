@@ -3,19 +3,57 @@
 Renderers (terminal, JSON, Gradescope, JUnit, GitHub Actions) are pure functions of a ``Report``;
 none recomputes a score or a verdict. ``FORMAT_VERSION`` changes whenever the schema does (a test
 pins the schema), and ``Report.migrate`` upgrades older reports on load.
+
+Text from the submission is typed ``Untrusted``: every string a submission can put words into
+(its exception messages and tracebacks, what it printed, its file and variable names, its source
+lines, and every gradkit message that quotes any of these) is ``Annotated[str, UNTRUSTED]``. In
+JSON it is a plain string; the schema marks it ``"x-gradkit-untrusted": true``. Renderers show it
+only through ``gradkit.render.untrusted`` (one neutraliser per output), and
+``tests/test_untrusted_text.py`` fails when a string field is neither marked nor listed there as
+gradkit's own words.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import re
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 FORMAT_VERSION = "2.0"
 
+
+class UntrustedMark:
+    """``Annotated`` metadata: this string (or every string inside this container) came from the
+    submission, and no output may show it without ``gradkit.render.untrusted``."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema["x-gradkit-untrusted"] = True
+        return schema
+
+    def __repr__(self) -> str:
+        return "UNTRUSTED"
+
+
+UNTRUSTED = UntrustedMark()
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def no_lone_surrogates(text: str) -> str:
+    """A submission's message can hold lone surrogates, which no UTF-8 output (JSON included)
+    can carry: each is kept as its visible escape (``\\udc80``)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+#: A string the submission wrote, or a gradkit message that quotes one (see the module docstring).
+Untrusted = Annotated[str, UNTRUSTED, AfterValidator(no_lone_surrogates)]
+
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
-CheckGroup = Literal["load", "predict", "gradient", "update", "init", "training", "side_effects",
-                     "policy"]
+CheckGroup = Literal["load", "predict", "gradient", "update", "dtype", "init", "training",
+                     "side_effects", "policy"]
 
 #: Exit codes of ``gradkit check`` (also in the README).
 EXIT_PASSED = 0
@@ -39,7 +77,8 @@ class Tolerance(_Model):
 class Comparison(_Model):
     """One tensor compared with its expected value, in stages: presence, shape, dtype, values."""
 
-    quantity: str = Field(description="What was compared, e.g. 'dL/dW (implied by the update)'.")
+    quantity: Untrusted = Field(description="What was compared, e.g. 'dL/dW (implied by the "
+                                "update)'; it can name the student's variable.")
     case: str = Field(description="Case id (see Report.cases).")
     step: Optional[int] = Field(None, description="Step within a chain or training loop.")
     against: Literal["reference", "autograd", "finite_differences", "rule"] = "reference"
@@ -56,16 +95,16 @@ class Comparison(_Model):
     mismatched: int = 0
     total: int = 0
     tolerance: Optional[Tolerance] = None
-    message: str = ""
+    message: Untrusted = ""
 
 
 class SourceLocation(_Model):
-    file: str
+    file: Untrusted
     line: Optional[int] = None
     column: Optional[int] = None
     cell: Optional[int] = Field(None, description="Notebook cell (1-based), for .ipynb files.")
     cell_line: Optional[int] = None
-    code: str = Field("", description="The line of source, stripped.")
+    code: Untrusted = Field("", description="The line of source, stripped.")
 
 
 class Check(_Model):
@@ -77,7 +116,7 @@ class Check(_Model):
     status: CheckStatus
     points: float = Field(description="Points awarded (partial credit: cases passed / run).")
     max_points: float
-    message: str = Field("", description="What is wrong, in words; empty when it passes.")
+    message: Untrusted = Field("", description="What is wrong, in words; empty when it passes.")
     hint: str = Field("", description="What to look at or try.")
     location: Optional[SourceLocation] = None
     cases_passed: int = 0
@@ -90,7 +129,7 @@ class IntermediateResult(_Model):
 
     name: str
     status: Literal["match", "mismatch", "not_found"]
-    found_as: Optional[str] = Field(None, description="The student's variable that held it.")
+    found_as: Optional[Untrusted] = Field(None, description="The student's variable that held it.")
     matched_by: Optional[Literal["name", "value"]] = None
     location: Optional[SourceLocation] = None
     comparison: Optional[Comparison] = None
@@ -100,7 +139,7 @@ class Evidence(_Model):
     factor: Optional[float] = Field(None, description="c in student = c * reference, if fitted.")
     residual: Optional[float] = Field(None, description="Relative residual of the fit or match.")
     cases: list[str] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: Annotated[dict[str, Any], UNTRUSTED] = Field(default_factory=dict)
 
 
 class Diagnosis(_Model):
@@ -108,7 +147,7 @@ class Diagnosis(_Model):
 
     code: str = Field(description="Stable code, e.g. 'GK201'; `gradkit explain CODE` prints more.")
     title: str
-    message: str = Field(description="Plain words for the student.")
+    message: Untrusted = Field(description="Plain words for the student.")
     severity: Literal["error", "warning", "info"] = "error"
     quantities: list[str] = Field(default_factory=list)
     evidence: Evidence = Field(default_factory=Evidence)
@@ -128,7 +167,7 @@ class CaseInfo(_Model):
 
 
 class SubmissionInfo(_Model):
-    path: str
+    path: Untrusted
     kind: Literal["py", "ipynb", "unknown"]
     sha256: Optional[str] = None
     size: Optional[int] = None
@@ -159,9 +198,52 @@ class Isolation(_Model):
 
 
 class Output(_Model):
-    stdout: str = ""
-    stderr: str = ""
+    stdout: Untrusted = ""
+    stderr: Untrusted = ""
     truncated_bytes: int = 0
+
+
+# -- data for the pictures (gradkit.render.html): numbers only, bounded in size ---------------
+
+#: A gradient is kept for pictures only when it has at most this many entries.
+MAX_PICTURE_ENTRIES = 1024
+
+
+class GradientPicture(_Model):
+    """One parameter's gradient, expected and the student's, in the case that shows its mistake
+    most clearly (the most entries outside tolerance, then the largest error on two matrices of
+    comparable size). Row-major matrices of the parameter's shape (a vector is one row)."""
+
+    parameter: str = Field(description="The parameter, as in the assignment (e.g. 'V').")
+    quantity: str = Field(description="What the matrices are, e.g. 'dL/dV'.")
+    case: str = Field(description="Case id (see Report.cases).")
+    step: Optional[int] = Field(None, description="Step within a chain, if the case is one.")
+    expected: list[list[float]] = Field(description="The reference's gradient (float64).")
+    actual: list[list[float]] = Field(description="The gradient the student's update implies.")
+    worst_index: list[int] = Field(description="(row, column) of the largest difference.")
+    tolerance: Tolerance
+
+
+class TrainingCurve(_Model):
+    """The notebook's training loop run with the student's function and with the reference."""
+
+    case: str = Field(description="Case id of the training case.")
+    steps: list[int] = Field(description="The training steps at which the loss was measured.")
+    student_loss: list[Optional[float]] = Field(
+        description="Mean cross-entropy of the student's weights (None where not finite).")
+    reference_loss: list[float] = Field(description="The same with the reference's weights.")
+    predictions: list[Optional[float]] = Field(
+        description="P on each row after the last step, student's weights (None: not finite).")
+    labels: list[float] = Field(description="Y on each row.")
+    threshold: float = Field(0.5, description="A row counts as class 1 when P exceeds this.")
+
+
+class Plots(_Model):
+    """What the visual views draw, beyond the checks: the numbers behind the pictures."""
+
+    gradients: list[GradientPicture] = Field(
+        default_factory=list, description="One per parameter whose gradient is wrong.")
+    training: Optional[TrainingCurve] = None
 
 
 class Report(_Model):
@@ -181,7 +263,10 @@ class Report(_Model):
     output: Output = Field(default_factory=Output)
     isolation: Isolation = Field(default_factory=Isolation)
     duration_seconds: float = 0.0
-    error: Optional[str] = Field(None, description="gradkit's own failure, if it had one.")
+    error: Optional[Untrusted] = Field(None, description="gradkit's own failure, if it had one "
+                                       "(it can quote the submission).")
+    plots: Plots = Field(default_factory=Plots,
+                         description="Numbers for the pictures of the HTML view (format 2.0).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -214,6 +299,7 @@ class Report(_Model):
         """Upgrade older report formats; drop the computed fields a dump carries."""
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("score", "max_score", "passed")}
-            if data.get("format_version") == "1.0":  # 2.0 only added fields
+            if data.get("format_version") == "1.0":
+                # 2.0 adds fields (with defaults) and values (the dtype check group)
                 data["format_version"] = FORMAT_VERSION
         return data

@@ -23,17 +23,23 @@ class SubmissionError(AssertionError):
     """The student's code did not return a usable result: it raised, crashed or returned junk.
 
     An ``AssertionError``, so a pytest test that calls the student fails (rather than errors)
-    with this message. ``line`` is the student's line where it raised, when known.
+    with this message. ``line`` is the student's line where it raised, when known. The message
+    quotes the submission, so its controls are made visible and no line of it is a workflow
+    command (``gradkit.render.untrusted``): pytest prints it to people and to CI logs.
     """
 
     def __init__(self, message: str, line: Optional[int] = None) -> None:
+        from gradkit.render.untrusted import command_safe, visible
+
+        message = command_safe(visible(message, keep="\n"))
         super().__init__(message)
         self.message = message
         self.line = line
 
 
 class StudentFunctions:
-    """A submission's ``train_neural_net`` and ``neural_net_predict``, run in the sandbox.
+    """A submission's train and predict functions (the assignment's names: the notebook's
+    ``train_neural_net`` and ``neural_net_predict`` by default), run in the sandbox.
 
     Every call starts a fresh child (the student's file is loaded again), so calls share no
     state. ``siblings`` copies the files next to the submission into its working folder, as
@@ -41,7 +47,10 @@ class StudentFunctions:
     """
 
     def __init__(self, path: str | Path, sandbox: SandboxBackend, *, limits: Limits = Limits(),
-                 siblings: bool = True) -> None:
+                 siblings: bool = True, assignment=None) -> None:
+        from reference.assignment import NOTEBOOK
+
+        self.assignment = assignment or NOTEBOOK
         self.path = Path(path)
         self.sandbox = sandbox
         self.limits = limits
@@ -59,7 +68,8 @@ class StudentFunctions:
 
     def train(self, X, Y, weights: Optional[Weights] = None, learning_rate: float = 1.0, *,
               seed: int = 70318) -> dict[str, Any]:
-        """``train_neural_net(X, Y, weights, learning_rate)``: the weights it returned.
+        """``train(X, Y, weights, learning_rate)`` (the assignment's train function): the
+        weights it returned.
 
         With ``weights=None`` the call runs after ``torch.manual_seed(seed)``, so the weights the
         student draws are reproducible. Raises ``SubmissionError`` if the call raised or did not
@@ -75,25 +85,26 @@ class StudentFunctions:
         case = Case(id="call", kind="step" if given is not None else "init",
                     description="an ad-hoc call", seed=int(seed), X=X, Y=Y, weights=given,
                     learning_rate=float(learning_rate), capture=False)
-        returned = self._call(case, "train_neural_net")
+        train = self.assignment.functions.train
+        returned = self._call(case, train)
         if returned.kind != "dict" or not all(v.kind == "array" for v in returned.items.values()):
-            raise SubmissionError(f"train_neural_net returned {returned.describe()}, not a dict of "
+            raise SubmissionError(f"{train} returned {returned.describe()}, not a dict of "
                                   "tensors")
         return {name: value.tensor for name, value in returned.items.items()
                 if isinstance(value.tensor, torch.Tensor)}
 
     def predict(self, X, weights: Weights):
-        """``neural_net_predict(X, weights)``: the tensor it returned."""
+        """``predict(X, weights)`` (the assignment's predict function): the tensor it returned."""
         from gradkit.cases import Case
 
         X = _tensor("X", X)
         given = {str(k): _tensor(f"weights[{k!r}]", v) for k, v in weights.items()}
         case = Case(id="call", kind="predict", description="an ad-hoc call", seed=0, X=X,
                     weights=given, capture=False)
-        returned = self._call(case, "neural_net_predict")
+        predict = self.assignment.functions.predict
+        returned = self._call(case, predict)
         if returned.kind != "array":
-            raise SubmissionError(f"neural_net_predict returned {returned.describe()}, not a "
-                                  "tensor")
+            raise SubmissionError(f"{predict} returned {returned.describe()}, not a tensor")
         return returned.tensor
 
     def _call(self, case, function: str):
@@ -104,8 +115,10 @@ class StudentFunctions:
             raise SubmissionError(submission.syntax_error.message, submission.syntax_error.line)
         workdir = prepare_workdir(submission.path, self.siblings)
         try:
+            functions = self.assignment.functions
             request, payload = build_request((case,), submission.source, str(submission.path),
-                                             str(workdir))
+                                             str(workdir),
+                                             functions=(functions.train, functions.predict))
             outcome = self.sandbox.run(request, payload, self.limits, [case.id])
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

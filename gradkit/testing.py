@@ -18,7 +18,7 @@ from gradkit.compare import compare
 from gradkit.report import Comparison, Tolerance
 from gradkit.tolerances import Tolerances
 from reference import network
-from reference.assignment import NOTEBOOK
+from reference.assignment import NOTEBOOK, Assignment
 
 __all__ = ["Reference", "assert_close"]
 
@@ -72,36 +72,41 @@ def assert_close(actual: Any, expected: Any, *, quantity: str = "value",
 
 
 class Reference:
-    """The course network done right (``reference.network``); the ``gradkit_reference`` fixture.
+    """An assignment's network done right (``reference.network``; default: the course
+    notebook's); the ``gradkit_reference`` fixture.
 
-    Unlike the notebook, its forward pass uses ``weights['I']`` and ``weights['J']``; its
-    gradients are those of L = 1/2 sum (p - y)^2 over the batch.
+    Unlike the notebook, the notebook's forward pass uses ``weights['I']`` and ``weights['J']``;
+    its gradients are those of L = 1/2 sum (p - y)^2 over the batch.
     """
+
+    def __init__(self, assignment: Optional[Assignment] = None) -> None:
+        self.assignment = assignment or NOTEBOOK
 
     def train(self, X: Tensor, Y: Tensor, weights: Optional[Mapping[str, Tensor]] = None,
               learning_rate: float = 1.0) -> dict[str, Tensor]:
         """One SGD step: the updated weights, in the dtype of X."""
-        return network.train_neural_net(X, Y, dict(weights) if weights else None,
-                                        learning_rate)
+        return network.train(self.assignment, X, Y, dict(weights) if weights else None,
+                             learning_rate)
 
     def predict(self, X: Tensor, weights: Mapping[str, Tensor]) -> Tensor:
-        return network.neural_net_predict(X, dict(weights))
+        return network.predict(self.assignment, X, dict(weights))
 
     def gradients(self, X: Tensor, Y: Tensor, weights: Mapping[str, Tensor]
                   ) -> dict[str, Tensor]:
-        """dL/dV, dL/dI, dL/dW, dL/dJ from the hand-written backward pass, in float64."""
+        """Every parameter's gradient from the hand-written backward pass, in float64."""
         from reference.oracles import hand_written_gradients
 
-        return hand_written_gradients(X, Y, dict(weights))
+        return hand_written_gradients(X, Y, dict(weights), assignment=self.assignment)
 
     def weights(self, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
-        """Reproducible ``randn`` weights of the right shapes (V, I, W, J)."""
+        """Reproducible ``randn`` weights of the right shapes (the notebook's V, I, W, J)."""
         g = torch.Generator().manual_seed(seed)
         return {name: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-                for name, shape in NOTEBOOK.parameter_shapes.items()}
+                for name, shape in self.assignment.parameter_shapes.items()}
 
     def __repr__(self) -> str:
-        return f"<gradkit reference network, parameters {list(self.weights())}>"
+        return (f"<gradkit reference network ({self.assignment.name}), parameters "
+                f"{list(self.assignment.parameter_names)}>")
 
 
 def describe_tolerances() -> str:

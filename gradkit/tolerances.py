@@ -31,13 +31,18 @@ _ROUNDING_SLACK = 8
 
 @dataclass(frozen=True)
 class Tolerances:
-    """The table in force for one run (defaults, or overridden for every dtype)."""
+    """The table in force for one run: the defaults, an assignment's per-dtype rules
+    (``base``: (dtype name, rtol, atol) triples), then ``rtol``/``atol`` for every dtype."""
 
     rtol: float | None = None
     atol: float | None = None
+    base: tuple[tuple[str, float, float], ...] = ()
 
     def rule(self, dtype: torch.dtype) -> Rule:
         base = TABLE.get(dtype, TABLE[torch.float32])
+        for name, rtol, atol in self.base:
+            if name == dtype_name(dtype if dtype in TABLE else torch.float32):
+                base = Rule(rtol=rtol, atol=atol)
         if self.rtol is not None:
             base = replace(base, rtol=self.rtol)
         if self.atol is not None:

@@ -21,7 +21,7 @@ PRIVATE = "private-user-data-55e1"
 #: attack files graded in the class, and the existing ones that must keep their verdicts there
 ATTACKS = ["reads_home", "writes_home", "writes_install", "reads_classmates", "opens_socket",
            "reads_environment", "scans_memory", "keyring_note", "delegates_sys_modules",
-           "delegates_gc", "delegates_source"]
+           "delegates_gc", "delegates_source", "shared_memory"]
 DELEGATION = ["delegates_sys_modules", "delegates_gc", "delegates_source", "writes_install"]
 KEPT = {  # existing attack: check id, words of its message (as in tests/test_hostile.py)
     "self_kill": ("gradient.V", "the submission's process killed by SIGKILL"),
@@ -160,8 +160,13 @@ def assert_no_attack_reached_its_target(reports: dict[str, dict], before: dict, 
     assert "classmates found: []" in printed["scans_memory"]
     assert "keyring add refused: errno 1" in printed["keyring_note"]
     assert "sent to" not in printed["opens_socket"]
+    assert "sysv shm refused: errno 1" in printed["shared_memory"]
+    assert "posix shm refused" in printed["shared_memory"]
+    assert not Path("/dev/shm/gradkit-hostile-note").exists()
+    with open("/proc/sysvipc/shm") as segments:  # (the key, in decimal, is the first column)
+        assert str(0x6B1D) not in [line.split()[0] for line in segments.readlines()[1:]]
     for attack in ("reads_home", "writes_home", "reads_classmates", "opens_socket",
-                   "reads_environment", "scans_memory", "keyring_note"):
+                   "reads_environment", "scans_memory", "keyring_note", "shared_memory"):
         assert reports[attack]["passed"], (attack, reports[attack]["checks"])
 
 

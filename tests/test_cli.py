@@ -22,6 +22,10 @@ def parse(fmt: str, text: str):
         return json.loads(text)["score"]
     if fmt == "gradescope":
         return json.loads(text)["score"]
+    if fmt == "html":
+        return float(text.split('data-score="')[1].split('"')[0])
+    if fmt == "prairielearn":  # a fraction of the maximum, which is 100 here
+        return round(json.loads(text)["score"] * 100, 4)
     if fmt == "junit":
         suite = ET.fromstring(text).find("testsuite")
         return float(next(p.get("value") for p in suite.iter("property")

@@ -93,3 +93,74 @@ def test_gradkits_helper_modules_behave_like_the_notebooks(tmp_path, check_json)
         + CORRECT)
     report, code = check_json(tmp_path / "student.py")
     assert code == 0, [c["message"] for c in report["checks"] if c["status"] != "pass"]
+
+
+# -- bounded work on what a student hands in ---------------------------------------------------
+
+_OLD_IPYTHON_LINE = __import__("re").compile(r"^\s*(%|!)|^\s*[\w.,\s]+=\s*(%|!)")
+
+
+@pytest.mark.parametrize("line", ["%matplotlib inline", "  !pip install x", "files = !ls",
+                                  "a, b.c = %who", " =!x", "x == !y", "x = 1", "", "y = (",
+                                  "d = {'a': !b}", "é = %time f()", "\t\t", "% ", "a b = %x"])
+def test_the_ipython_line_scan_agrees_with_the_pattern_it_replaced(line):
+    from gradkit.loader import is_ipython_line
+
+    assert is_ipython_line(line) == bool(_OLD_IPYTHON_LINE.match(line))
+
+
+def test_the_ipython_line_scan_agrees_on_arbitrary_lines():
+    from hypothesis import given, settings, strategies as st
+
+    from gradkit.loader import is_ipython_line
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list(" \t\u00a0\u2003a_Z9é.,=%!(){}'\"#\u0663")),
+                   max_size=30))
+    def agree(line):
+        assert is_ipython_line(line) == bool(_OLD_IPYTHON_LINE.match(line))
+
+    agree()
+
+
+def test_a_long_line_of_spaces_loads_in_linear_time(tmp_path):
+    """The old pattern backtracked quadratically: about 2.5 hours on this line."""
+    import time
+
+    path = tmp_path / "long.ipynb"
+    path.write_text(_notebook([("code", " " * 1_000_000 + "x"), ("code", "a " * 400_000)]))
+    started = time.monotonic()
+    submission = load_submission(path)
+    assert time.monotonic() - started < 5
+    assert submission.kind == "ipynb"
+
+
+def test_a_sparse_file_of_gigabytes_is_refused_by_its_size(tmp_path):
+    import time
+
+    path = tmp_path / "huge.py"
+    with open(path, "wb") as f:
+        f.truncate(3 << 30)  # 3 GB that occupy no disk
+    started = time.monotonic()
+    with pytest.raises(LoadError, match=f"{3 << 30} bytes, over the"):
+        load_submission(path)
+    assert time.monotonic() - started < 1
+
+
+def test_a_symbolic_link_is_refused_not_followed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:$6$hash-of-a-password:19000:0:99999:7:::\n")
+    link = tmp_path / "student.py"
+    link.symlink_to(secret)
+    with pytest.raises(LoadError, match="is a symbolic link") as caught:
+        load_submission(link)
+    assert "hash-of-a-password" not in caught.value.message
+
+
+@pytest.mark.parametrize("depth", [200, 5000, 200_000])
+def test_absurdly_nested_source_is_a_problem_of_the_file(tmp_path, depth):
+    """ast.parse raises RecursionError or MemoryError on deep nesting: the student's problem."""
+    path = tmp_path / "deep.py"
+    path.write_text("x = " + "(" * depth + "1" + ")" * depth + "\n")
+    submission = load_submission(path)
+    assert submission.tree is not None or submission.syntax_error is not None

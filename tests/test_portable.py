@@ -76,6 +76,7 @@ def test_a_correct_file_passes(check_json):
     assert isolation["backend"] == "portable"
     assert isolation["process"].startswith("own process (a fresh interpreter)")
     assert isolation["syscalls"] == "no filter (portable runner)"
+    assert "system calls: no filter (the portable runner has none)" in isolation["exposed"]
     if sys.platform.startswith("linux"):  # the rlimits this platform has
         assert {"cpu_seconds", "address_space", "file_size", "open_files"} <= \
             set(isolation["limits"])
@@ -170,6 +171,88 @@ def test_a_child_that_fails_before_the_submission_runs_says_why(tmp_path):
                              "KeyError: 'cpu_seconds'")
 
 
+def test_an_assignment_with_its_own_function_names_runs_there_too(check_json):
+    """The request carries the assignment's function names (tanh_bce: ``train``, ``predict``)
+    to the portable child as it does to linux's."""
+    tanh_bce = ROOT / "submissions_example" / "tanh_bce"
+    report, code = check_json(tanh_bce / "correct.py", "--assignment", "tanh_bce",
+                              "--sandbox", "portable")
+    assert code == 0 and report["passed"], [c["message"] for c in report["checks"]
+                                            if c["status"] != "pass"]
+    assert report["isolation"]["backend"] == "portable"
+    report, code = check_json(tanh_bce / "sign_error.py", "--assignment", "tanh_bce",
+                              "--sandbox", "portable")
+    assert code == 1 and "gradient.W1" in failing(report)
+
+
+def test_frames_over_the_budget_count_for_nothing_there_too(check_json, tmp_path):
+    """The frame budget (``wire.Budget``) is checked by the shared result order, so the
+    portable backend refuses frames whose arrays share bytes as linux does. (The attack writes
+    to linux's result descriptor, 1000; here it writes to the portable child's, which its
+    command line names.)"""
+    attack = (HOSTILE / "frames_sharing_bytes.py").read_text()
+    assert "os.write(1000, _view)" in attack
+    path = tmp_path / "frames_sharing_bytes.py"
+    path.write_text(attack.replace("os.write(1000, _view)",
+                                   "os.write(int(__import__('sys').argv[-1]), _view)"))
+    report, code = check_json(path, "--sandbox", "portable")
+    assert code == 1 and report["score"] == 0
+    load = next(c for c in report["checks"] if c["id"] == "load")
+    assert load["status"] == "error"
+    assert "no result of this run counts (two arrays describe the same bytes" in \
+        load["message"], load["message"]
+
+
+# Writes five call frames, each well under the frame reader's 1 MiB header and fine alone, whose
+# headers together hold more JSON values than a run's budget (2**21), to the portable child's
+# result channel (its command line names it), in the order the child would; then exits.
+OVER_THE_RUN_BUDGET = textwrap.dedent('''\
+    import gc, json, os, struct, sys
+
+    def _frame(header):
+        head = json.dumps({**header, "payload": 0}, separators=(",", ":")).encode()
+        return struct.pack(">I", len(head)) + head
+
+    _ids = next(v["calls"] for v in gc.get_objects()
+                if isinstance(v, dict) and "calls" in v and "source" in v)
+    _out = _frame({"type": "load", "ok": True, "seconds": 0.0, "functions": {
+        "train_neural_net": "ok", "neural_net_predict": "ok"}, "new_modules": [],
+        "globals": {}})
+    for _call in _ids[:5]:
+        _out += _frame({"type": "call", "id": _call["id"], "ok": True, "seconds": 0.0,
+                        "steps": [], "junk": [[0] * 1000] * 450})
+    _view = memoryview(_out)
+    while _view:
+        _view = _view[os.write(int(sys.argv[-1]), _view):]
+    os._exit(0)
+    ''')
+
+
+def test_a_run_past_its_frame_budget_counts_for_nothing_there_too(check_json, tmp_path):
+    """The budget is one per run, kept by the shared result order: frames each fine alone are
+    refused together on the portable backend too."""
+    path = tmp_path / "over_the_run_budget.py"
+    path.write_text(OVER_THE_RUN_BUDGET)
+    report, code = check_json(path, "--sandbox", "portable")
+    assert code == 1 and report["score"] == 0
+    load = next(c for c in report["checks"] if c["id"] == "load")
+    assert "no result of this run counts (the run's result headers hold more values than " \
+        "gradkit reads)" in load["message"], load["message"]
+
+
+def test_the_autograd_engine_watch_runs_there_too(check_json):
+    """The request's autograd switch reaches the portable child: its engine watch counts the
+    graph nodes built by other routes, and --allow-autograd lets them pass."""
+    report, code = check_json(HOSTILE / "autograd_by_other_routes.py", "--sandbox", "portable")
+    policy = next(c for c in report["checks"] if c["id"] == "policy")
+    assert code == 1 and policy["status"] == "fail", policy["message"]
+    assert "GKP110" in policy["message"] and "torch's engine built" in policy["message"]
+    report, code = check_json(HOSTILE / "autograd_by_other_routes.py", "--sandbox", "portable",
+                              "--allow-autograd")
+    policy = next(c for c in report["checks"] if c["id"] == "policy")
+    assert policy["status"] != "fail", policy["message"]
+
+
 # -- choosing the backend ----------------------------------------------------------------------
 
 def test_the_backend_is_named_once_and_checked(monkeypatch):
@@ -181,6 +264,29 @@ def test_the_backend_is_named_once_and_checked(monkeypatch):
     monkeypatch.setenv(backend.ENVIRONMENT_VARIABLE, "docker")
     with pytest.raises(ValueError, match="no sandbox backend 'docker'"):
         backend.resolve()
+
+
+def test_the_backend_is_a_grading_option(monkeypatch, tmp_path):
+    """``Options.sandbox``: $GRADKIT_SANDBOX, else auto; validated; sent to batch's grading
+    processes; part of the key; ``gradkit.check`` opens the one it names."""
+    from pydantic import ValidationError
+
+    import gradkit
+    from gradkit.options import Options
+
+    monkeypatch.delenv(backend.ENVIRONMENT_VARIABLE, raising=False)
+    assert Options().sandbox == "auto"
+    monkeypatch.setenv(backend.ENVIRONMENT_VARIABLE, "portable")
+    options = Options()
+    assert options.sandbox == "portable" and Options(sandbox="linux").sandbox == "linux"
+    assert Options.from_json(options.to_json()) == options
+    assert options.key() != Options(sandbox="linux").key()
+    monkeypatch.setenv(backend.ENVIRONMENT_VARIABLE, "docker")
+    with pytest.raises(ValidationError):
+        Options()
+    monkeypatch.delenv(backend.ENVIRONMENT_VARIABLE)
+    report = gradkit.check(EXAMPLES / "correct.py", sandbox="portable")
+    assert report.passed and report.isolation.backend == "portable"
 
 
 def test_the_pytest_plugin_takes_the_backend(pytester):

@@ -8,7 +8,8 @@ import gradkit
 
 def test_exported_members():
     assert gradkit.__all__ == ["__version__", "check", "assert_close", "Check", "Comparison",
-                               "Diagnosis", "Report", "Tolerance"]
+                               "Diagnosis", "Report", "Tolerance", "Options", "Assignment",
+                               "AssignmentError", "load_assignment"]
     for name in gradkit.__all__:
         assert getattr(gradkit, name) is not None
 

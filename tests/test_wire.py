@@ -143,6 +143,9 @@ def _nested(depth: int) -> dict:
     ({"error": "boom"}, "not an object"),
     ({"error": {"type": "E", "message": 3}}, "must be strings"),
     ({"autograd_calls": {"torch.autograd.grad": "many"}}, "not counts"),
+    ({"engine": {"nodes": "many"}}, "engine evidence is not counts and a flag"),
+    ({"engine": {"grad_mode": 1}}, "engine evidence is not counts and a flag"),
+    ({"engine": [3]}, "not an object"),
 ])
 def test_call_frames_of_the_wrong_shape_are_refused(changes, words):
     with pytest.raises(wire.WireError) as error:
@@ -269,3 +272,52 @@ def test_an_exception_message_is_read_without_its_str():
     assert _child._message(ValueError("plain words")) == "plain words"
     assert _child._message(Hostile("args are fine")) == "args are fine"
     assert _child._message(Hostile(_Loud())) == "<a message gradkit does not print>"
+
+
+# --- a run's budget: what its frames may make the grader rebuild -----------------------------
+
+def _sharing(count: int, nbytes: int) -> wire.Frame:
+    """A call frame whose ``count`` arrays all describe the same ``nbytes`` of its payload."""
+    same = {"kind": "array", "dtype": "float64", "shape": [nbytes // 8], "offset": 0,
+            "nbytes": nbytes, "source": "tensor"}
+    return wire.Frame({"type": "call", "id": "batch5", "ok": True, "seconds": 0.1,
+                       "steps": [{"returned": {"kind": "list", "type": "list",
+                                               "items": [same] * count}}],
+                       "payload": nbytes}, bytes(nbytes))
+
+
+def test_arrays_that_describe_the_same_bytes_are_refused():
+    """16 MiB described 220 times rebuilt 3.6 GB in the grader; now the frame is refused."""
+    with pytest.raises(wire.WireError, match="describe the same bytes"):
+        wire.check_frame(_sharing(2, 16))
+    with pytest.raises(wire.WireError, match="describe the same bytes"):
+        wire.check_frame(_sharing(220, 16 << 20))
+    assert wire.check_frame(_sharing(1, 16)) == "call"
+    empty = _sharing(2, 0)  # empty arrays hold no bytes: nothing is shared
+    assert wire.check_frame(empty) == "call"
+
+
+def test_a_runs_frames_are_charged_to_one_budget():
+    budget = wire.Budget(nodes=10_000, array_bytes=40)
+    wire.check_frame(_sharing(1, 32), budget)
+    assert budget.array_bytes == 8
+    with pytest.raises(wire.WireError, match="more array bytes than gradkit rebuilds"):
+        wire.check_frame(_sharing(1, 16), budget)
+    junk = wire.Frame({"type": "call", "id": "x", "ok": True, "junk": [[0] * 1000] * 20,
+                       "payload": 0}, b"")
+    with pytest.raises(wire.WireError, match="more values than gradkit reads"):
+        wire.check_frame(junk, wire.Budget(nodes=10_000))
+
+
+def test_the_real_protocol_refuses_a_run_past_its_budget():
+    """A run's frames, each fine alone, are refused together once past the run's budget."""
+    from gradkit.sandbox.runner import _Protocol
+
+    protocol = _Protocol(["a", "b", "c", "d", "e"])
+    protocol.accept(wire.Frame({"type": "isolation", "payload": 0}, b""))
+    protocol.accept(wire.Frame({"type": "load", "ok": True, "payload": 0}, b""))
+    with pytest.raises(wire.WireError, match="more array bytes"):
+        for call_id in "abcde":
+            frame = _sharing(1, 16 << 20)
+            frame.header["id"] = call_id
+            protocol.accept(frame)

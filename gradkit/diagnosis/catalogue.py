@@ -106,6 +106,94 @@ ENTRIES: dict[str, Entry] = {e.code: e for e in (
            C = B @ weights['W'] + weights['J'], and return P = sigmoid(C), one row per row of X.
            No known mistake matched the numbers it returned.
            """),
+    _entry("GK601", "one_edit", "A step is one edit away from the documented formula",
+           "{variable} is {student} on every call, where it should be {documented}: {words}."
+           "{below} The mistake is in this step; the wrong {params} follow{s} from it.",
+           ("dLdP", "dPdC", "dLdC", "dLdW", "dLdJ", "dLdB", "dBdA", "dLdA", "dLdV", "dLdI",
+            "update"),
+           """
+           No known mistake matched, so gradkit searched for what the wrong value IS: it took
+           the step that does not follow from your own inputs (see GK001), and tried the edits
+           students make to that step's formula: another operand of the same shape (one of
+           your own intermediates, the forward pass, the weights before or after the update),
+           a factor or term left out (an activation's derivative, the bias, the learning rate),
+           a derivative written another way (at the activation, without deriv=True, as 1 - P,
+           as tanh's 1 - B²), a mean for a sum, a reshape for a transpose, a clip at a bound, a
+           multiple of the weight added to the update (weight decay). Each was computed from
+           YOUR values on every call gradkit made; the one named matched all of them within
+           the call's tolerance. The evidence gives its kind, your expression, the documented
+           one, and any fitted number (a bound, a decay).
+           """),
+    _entry("GK602", "several_steps", "Several SGD steps in one call",
+           "train_neural_net takes {steps} on every call instead of one: its result equals "
+           "{how}. Do one forward pass, one backward pass and one update per call; the "
+           "caller's loop does the rest.",
+           (*_GRADIENTS, "update"),
+           """
+           train_neural_net is one step of SGD: one forward pass over the whole batch, one
+           backward pass, one update. gradkit repeated the reference's step on each call's
+           inputs (twice or three times on the same batch, or once per row of the batch, in
+           order) and found the weights you returned among them on every call. A loop inside
+           the function (for _ in range(...), or for each row) does that. A single-row call is
+           right either way, which is why some cases pass.
+           """),
+    _entry("GK603", "not_updated", "A weight comes back as it was given",
+           "{what} {comes_come} back exactly as {it_they} {was_were} given: {why}. {fix}",
+           (*_GRADIENTS, "update"),
+           """
+           After one SGD step every weight has moved by -learning_rate times its gradient.
+           gradkit compared each weight you returned with the one it passed in: equal on every
+           call where the step should move it means the update is never stored. Usually the
+           new value is computed but not assigned (w - learning_rate * g on a line of its own),
+           assigned to another name or dict than the one returned, or the update line is
+           missing.
+           """),
+    _entry("GK610", "init_draws", "weights=None draws other initial weights",
+           "With weights=None, train_neural_net draws {what}, not torch.randn(3, 4), (1, 4), "
+           "(4, 1), (1, 1) for V, I, W, J in that order: the weights it returned are one SGD "
+           "step from those draws on every check. Draw V, I, W, J with torch.randn in the "
+           "notebook's order so seeded runs reproduce.",
+           ("init",),
+           """
+           The notebook draws V = torch.randn(3, 4), I = torch.randn(1, 4), W =
+           torch.randn(4, 1), J = torch.randn(1, 1), in that order, after
+           torch.manual_seed(70318). gradkit seeded torch the same way, called your function
+           with weights=None, and compared the weights it returned with one SGD step from
+           other draws: the same draws in another order, in another shape order (randn(4, 3).T),
+           from another distribution (torch.rand, zeros, ones), or scaled. The draws named here
+           are the ones that match.
+           """),
+    _entry("GK620", "predict_ignores_weights", "neural_net_predict ignores its weights argument",
+           "neural_net_predict returns the same predictions whatever weights it is given: "
+           "moving any of V, I, W, J changes nothing{where}. Compute P from the weights "
+           "argument.",
+           ("P",),
+           """
+           gradkit calls neural_net_predict on the same X with each weight moved in turn (every
+           entry by 0.5). The prediction of a network that uses its weights changes; yours did
+           not for any of them, so it reads its weights from somewhere else: module-level
+           weights (trained when the file loads, or left from a notebook cell), or weights it
+           draws or trains itself.
+           """),
+    _entry("GK621", "predict_rounds", "neural_net_predict returns classes, not probabilities",
+           "neural_net_predict returns {what} instead of P = sigmoid(C), the probability. "
+           "Return P itself; compare it with 0.5 only where a class is needed.",
+           ("P",),
+           """
+           The prediction the course checks is the network's output P = sigmoid(C), a number
+           between 0 and 1. Rounding it, or thresholding it at 0.5, turns it into a class label:
+           useful for accuracy, but not the function's contract, and the training loop's
+           cross-entropy needs the probability.
+           """),
+    _entry("GK622", "predict_one_edit", "neural_net_predict is one edit away from the forward pass",
+           "neural_net_predict returns {student} on every call, where it should return "
+           "sigmoid(sigmoid(X @ V + I) @ W + J): {words}.",
+           ("P",),
+           """
+           gradkit compared your predictions with forward passes that differ from the
+           notebook's by one edit (a sigmoid left out, a bias left out or subtracted, a weight
+           used in place of another) and found the one that matches on every call.
+           """),
     _entry("GK101", "no_output_sigmoid_derivative", "The output sigmoid's derivative is missing",
            "dL/dC is dL/dP alone: it should be dL/dP * dP/dC, with dP/dC = sigmoid'(C) "
            "(sigmoid(C, deriv=True)). Every gradient misses this factor.",
@@ -338,6 +426,20 @@ ENTRIES: dict[str, Entry] = {e.code: e for e in (
 )}
 
 
+#: The kind of edit each catalogue entry is a named instance of (``EDIT_KINDS``), for a
+#: report's reader and the diagnosis benchmark; entries that are not an edit of a formula
+#: (an argument changed in place, hidden state, non-finite values) have none.
+EDIT_KINDS = ("sign", "factor", "learning_rate", "operand", "transpose", "reduction",
+              "derivative", "drop_factor", "activation", "operation", "order", "clip", "decay",
+              "missing", "repeated", "init", "threshold")
+CODE_EDITS: dict[str, str] = {
+    "GK101": "derivative", "GK102": "derivative", "GK103": "derivative", "GK104": "sign",
+    "GK105": "reduction", "GK106": "reduction", "GK107": "operand", "GK108": "transpose",
+    "GK201": "sign", "GK202": "learning_rate", "GK203": "order", "GK301": "factor",
+    "GK302": "factor", "GK401": "operand", "GK402": "activation",
+}
+
+
 def explain(entry: Entry) -> str:
     """The long explanation of an entry, as `gradkit explain CODE` prints it."""
     quantities = ", ".join(entry.quantities)
@@ -380,6 +482,10 @@ class Facts:
     accepted: tuple[str, ...] = ()
     _wrong: Optional[frozenset[str]] = field(default=None, repr=False)
     _lines: dict[str, Optional[int]] = field(default_factory=dict, repr=False)
+    _inputs: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the edit search's results, worked out once per step (``diagnose``)
+    _explained: dict[str, Any] = field(default_factory=dict, repr=False)
+    _holders: dict[Any, Optional[str]] = field(default_factory=dict, repr=False)
 
     @property
     def wrong_parameters(self) -> frozenset[str]:
@@ -404,6 +510,28 @@ class Facts:
     def variable(self, quantity: str) -> str:
         found = self.found.get(quantity)
         return found.label if found else quantity
+
+    def input_variable(self, name: str) -> str:
+        """The student's own name for X, Y or a weight in ``train_neural_net``: the local that
+        holds exactly its value on the base call (``inputs = X.to(dtype)``), else the name."""
+        if name in self._inputs:
+            return self._inputs[name]
+        found = name
+        base = self.step_base()
+        if base is not None:
+            target = {"X": base.X, "Y": base.Y}.get(name, base.given.get(name))
+            captured = base.result.captured.get(TRAIN, {})
+            parameters = set(self.source.parameters(TRAIN))
+            if target is not None:
+                exact = [v for v, held in captured.items() if v not in parameters and
+                         held.kind == "array" and
+                         held.tensor is not None and tuple(held.tensor.shape) ==
+                         tuple(target.shape) and torch.equal(held.tensor.to(F64), target)]
+                lines = {v: self.source.assignment_line(TRAIN, v) for v in exact}
+                ordered = sorted((v for v in exact if lines[v] is not None), key=lines.get)
+                found = ordered[0] if ordered else name
+        self._inputs[name] = found
+        return found
 
     def line_of(self, step: str) -> Optional[int]:
         """The line of the student's source where a step is computed, if known."""
@@ -699,9 +827,17 @@ def _bias_words(names: tuple[str, ...], reduce: str) -> dict[str, str]:
                 fix=and_words(fix[n] for n in names), reduce=reduce)
 
 
+def _held_right(facts: Facts, step: str) -> bool:
+    """The function holds ``step`` and it follows from its own inputs on every call: a mistake
+    that would be in it is not there."""
+    checks = [c for c in facts.localisation.of(step) if c.actual is not None]
+    return bool(checks) and all(c.status == "right" for c in checks)
+
+
 def _bias_match(code: str, facts: Facts, alternative: Alternative) -> list[Match]:
     outcomes = against_alternative(facts, alternative, ("I", "J"))
-    names = tuple(n for n in ("I", "J") if outcomes[n].matched)
+    names = tuple(n for n in ("I", "J") if outcomes[n].matched
+                  and not _held_right(facts, GRADIENT_OF[n]))
     if not names:
         return []
     # the bias gradient's own step, or the update that used the wrong tensor
@@ -936,6 +1072,9 @@ def _convention_match(facts: Facts, code: str, convention: str, words: dict[str,
         return []
     backward = ("dLdP", "dLdC", "dLdW", "dLdJ", "dLdB", "dLdA", "dLdV", "dLdI")
     wrong = [s for s in backward if facts.localisation.wrong(s)]
+    held = [s for s in backward if any(c.actual is not None for c in facts.localisation.of(s))]
+    if held and not wrong:
+        return []  # the gradients the function holds are the documented ones: not the loss
     line = facts.line_of(wrong[0]) if wrong else facts.first_line(("dLdP",))
     factor = 2.0 if convention == "sum" else None
     return [Match(code, PARAMETERS, words={**words, "accept": _accept_words(convention)},
@@ -1107,7 +1246,9 @@ def _inputs_mutated(facts: Facts) -> list[Match]:
                     after.tensor.shape != given.shape or
                     not torch.equal(after.tensor.to(F64), given)):
                 changed[name].append(obs)
-        weights_after = obs.after("weights")
+        # the caller's tensors after the call (not the dict's entries, which the function may
+        # rebind, as the notebook does, without touching a tensor)
+        weights_after = obs.after("weight_tensors") or obs.after("weights")
         if weights_after is not None and weights_after.kind == "dict":
             for name, given in obs.given.items():
                 item = weights_after.items.get(name)
@@ -1215,8 +1356,9 @@ def _non_finite(facts: Facts) -> list[Match]:
     names = [n for n in PARAMETERS if n in bad]
     what = [f"weights['{n}']" for n in names] + (["neural_net_predict's P"] if "P" in bad else [])
     where = f", first in {facts.variable(first)}" if first else ""
-    line = facts.line_of(first) if first else (facts.update_line() if names else
-                                               facts.source.return_line(PREDICT))
+    # the first step that went non-finite, else the update of the first such weight
+    line = facts.line_of(first) if first else (facts.line_of(f"update.{names[0]}") if names
+                                               else facts.source.return_line(PREDICT))
     return [Match("GK503", tuple(bad), line=line,
                   cases=tuple(dict.fromkeys(c for v in bad.values() for c in v)),
                   words=dict(what=and_words(what), has_have="has" if len(what) == 1 else "have",

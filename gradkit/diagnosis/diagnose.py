@@ -17,17 +17,19 @@ intermediates), never message strings:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from gradkit.diagnosis import catalogue
+from gradkit.diagnosis import catalogue, edits, whole_call  # noqa: F401 (registers matchers)
 from gradkit.cases import Case, is_probe
 from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation
 from gradkit.grading import Grading, observations
 from gradkit.diagnosis.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
+                                   TRAIN, as_expected_shape,
                                    STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
                                    close, compare_intermediates, find, fit_factor, holds,
                                    localise, snap)
@@ -192,6 +194,11 @@ def diagnose(submission: Submission, cases: tuple[Case, ...], calls: dict[str, C
     (``module_globals`` of the child's load frame).
     """
     tolerances = tolerances or Tolerances()
+    if not grading.assignment.is_notebook:
+        # h13: until per-layer diagnosis (h14): the catalogue, the intermediates and the
+        # localisation are written for the notebook's names; another description gets only
+        # the parameter-level diagnoses (GK002, GK003), which need no names.
+        return [], _parameter_level(submission, cases, calls, grading, tolerances)
     everything = observations(grading.steps, tolerances, probes=True)
     graded = [o for o in everything if not is_probe(o.case)]
     probe_steps = {o.case.id.rsplit("_", 1)[1]: o for o in everything
@@ -242,14 +249,51 @@ def _quantity_words(quantities) -> list[str]:
 def _from_match(match: Match, facts: Facts) -> Diagnosis:
     entry = catalogue.ENTRIES[match.code]
     details = dict(match.details)
+    if match.code == "GK503" and "edit" not in details:
+        # what the first non-finite value is: the step's edit, when one explains it
+        step = details.get("first_step") or next(
+            (f"update.{q}" for q in match.quantities if q in PARAMETERS), None)
+        found = _best_edit(facts, step) if step else None
+        if found is not None:
+            details["edit"] = _edit_details(facts, found)
+            holder = None if found.edit.step in facts.found or \
+                found.edit.step.startswith("update.") else _holding_variable(facts, found)
+            if holder is not None:
+                match.line = facts.source.assignment_line(TRAIN, holder) or match.line
     if facts.localisation.captured_any() and any(q in PARAMETERS for q in match.quantities):
         details["steps"] = _step_summary(facts)
+    line = match.line
+    if match.code[:3] in ("GK1", "GK3", "GK4") and (line is None or line in _update_lines(facts)):
+        line = _searched_line(facts, match) or line
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**match.words),
         quantities=_quantity_words(match.quantities),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
                           details=details),
-        location=facts.submission.location(match.line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=entry.explanation)
+
+
+def _update_lines(facts: Facts) -> set[int]:
+    return {line for p in PARAMETERS if (line := facts.line_of(f"update.{p}")) is not None}
+
+
+def _searched_line(facts: Facts, match: Match) -> Optional[int]:
+    """Where a named mistake is, when its step is held under a name of the student's own: the
+    variable that holds the edited value the search finds (for a forward-pass weight, the
+    line that computes that layer)."""
+    if match.code == "GK401":
+        functions = match.details.get("functions") or [PREDICT]
+        return whole_call.affine_line(facts, functions[0], str(match.details.get("weight", "")))
+    for name in PARAMETERS:
+        if name not in match.quantities:
+            continue
+        found = _best_edit(facts, f"update.{name}")
+        if found is None or found.edit.step.startswith("update."):
+            continue
+        holder = _holding_variable(facts, found)
+        if holder is not None:
+            return facts.source.assignment_line(TRAIN, holder)
+    return None
 
 
 def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
@@ -283,7 +327,15 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
         diagnoses.append(_wrong_step(facts, step, [p for p in PARAMETERS if p in params]))
+    diagnoses = _merge_same_edits(diagnoses)
     remaining = [p for p in unexplained if p not in covered]
+    if remaining and not facts.localisation.captured_any():
+        # nothing held to follow: each update folds in the whole backward pass; an edit of one
+        # step that explains every call of it names the step
+        searched = _searched_without_intermediates(facts, remaining)
+        diagnoses += searched
+        remaining = [p for p in remaining
+                     if not any(QUANTITY_WORDS[p] in d.quantities for d in searched)]
     if remaining:
         diagnoses.append(_wrong_gradients(facts, remaining, wrong))
     if "P" not in explained:
@@ -295,6 +347,9 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
 
 
 def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
+    found = _best_edit(facts, step)
+    if found is not None:
+        return _one_edit(facts, found, params)
     checks = facts.localisation.wrong(step)
     pattern = _step_pattern(checks)
     span = tuple(dict.fromkeys(s for c in checks for s in c.span))
@@ -311,6 +366,11 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
                   f"recognises)") if span else ""
     unchanged = step.startswith("update.") and pattern is not None and \
         pattern.kind == "constant" and pattern.value == 0.0
+    details: dict = {"step": step, "span": list(span), "factor_pattern":
+                     None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
+                     "steps": _step_summary(facts)}
+    if pattern is not None:
+        details["edit"] = _factor_edit(step, pattern, unchanged)
     words = dict(variable=variable, expression=EXPRESSIONS[step],
                  inputs=", ".join(facts.variable(i) for i in inputs),
                  factor_words=" (the weight comes back unchanged)" if unchanged
@@ -325,11 +385,202 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
             factor=pattern.value if pattern and pattern.kind == "constant" else None,
             residual=pattern.residual if pattern else None,
             cases=list(dict.fromkeys(c.observation.label for c in checks)),
-            details={"step": step, "span": list(span), "factor_pattern":
-                     None if pattern is None else {"kind": pattern.kind, "value": pattern.value},
-                     "steps": _step_summary(facts)}),
+            details=details),
         location=facts.submission.location(facts.line_of(step)),
         explanation=entry.explanation)
+
+
+def _best_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
+    """The search's explanation of a wrong step: the first that holds, unless a later one is
+    an edit of a step the function did not keep under a recognised name but holds in a
+    variable of its own (then the source shows where the mistake is)."""
+    if step in facts._explained:
+        return facts._explained[step]
+    facts._explained[step] = best = _choose_edit(facts, step)
+    return best
+
+
+def _choose_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
+    found = edits.explain_all(facts.localisation.of(step), limit=3)
+    if not found:
+        return None
+    for explanation in found:
+        if explanation.edit.step != explanation.target and \
+                _holding_variable(facts, explanation) is not None:
+            return explanation
+    return found[0]
+
+
+def _edit_details(facts: Facts, found: "edits.Explanation") -> dict:
+    """The edit for the report's evidence, in the student's names."""
+    edit = found.edit
+    return {"kind": edit.kind, "step": edit.step,
+            "student": _render(edit.student, facts, found.parameter),
+            "documented": _render(edits.DOCUMENTED[edit.step], facts),
+            "words": _render(edit.words, facts, found.parameter),
+            "parameter": found.parameter}
+
+
+def _holding_variable(facts: Facts, found: "edits.Explanation") -> Optional[str]:
+    """The student's variable that holds the edited step's value on every call it was kept
+    (a wrong value under a name of their own is not found by value; its edited value is), or,
+    when the step is inline, the value of the first step after it that a variable holds."""
+    key = (found.edit, found.target, found.parameter)
+    if key in facts._holders:
+        return facts._holders[key]
+    holder = None
+    for _, values in edits.downstream_values(found, facts.localisation.of(found.target)):
+        holder = _holder_of(facts, values[:3])
+        if holder is not None:
+            break
+    facts._holders[key] = holder
+    return holder
+
+
+def _holder_of(facts: Facts, values: list) -> Optional[str]:
+    used = {f.variable for f in facts.found.values() if f.function == TRAIN}
+    # a copy of an input made before the forward pass (y = Y.numpy()) holds no step
+    start = facts.line_of("A") or whole_call.affine_line(facts, TRAIN, "V") or 0
+    candidates = None
+    for check, value in values:
+        captured = check.observation.result.captured.get(TRAIN, {})
+        here = set()
+        for name, held in captured.items():
+            if name in used or held.kind != "array" or held.tensor is None or \
+                    not held.tensor.dtype.is_floating_point:
+                continue
+            actual = held.tensor.to(F64)
+            if actual.numel() != value.numel():
+                continue
+            actual = as_expected_shape(actual, value)
+            if close(actual, value, check.observation.value_tolerance(held.tensor.dtype)):
+                here.add(name)
+        candidates = here if candidates is None else candidates & here
+        if not candidates:
+            return None
+    lines = {name: facts.source.assignment_line(TRAIN, name) for name in candidates or ()}
+    named = [n for n in lines if lines[n] is not None and lines[n] >= start]
+    # the step's own variable is assigned after any earlier one that holds the same value
+    return max(named, key=lambda n: lines[n]) if named else None
+
+
+def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    """One GK601 for the same edit made in several updates (the learning rate applied twice
+    in each), at the first one's line."""
+    merged: list[Diagnosis] = []
+    first: dict[tuple, Diagnosis] = {}
+    for diagnosis in diagnoses:
+        edit = diagnosis.evidence.details.get("edit") if diagnosis.code == "GK601" else None
+        if not edit:
+            merged.append(diagnosis)
+            continue
+        if str(edit.get("step", "")).startswith("update."):
+            key = ("update", edit["kind"], edit.get("parameter"),
+                   re.sub(r"\b[VIWJ]\b|dLd[VIWJ]", "_", edit["words"]))
+        else:  # the same step found wrong from several updates (nothing held below it)
+            key = (edit["step"], edit["student"], edit.get("parameter"))
+        if key not in first:
+            first[key] = diagnosis
+            merged.append(diagnosis)
+            continue
+        kept = first[key]
+        kept.quantities = list(dict.fromkeys(kept.quantities + diagnosis.quantities))
+        kept.evidence.cases = list(dict.fromkeys(kept.evidence.cases + diagnosis.evidence.cases))
+        kept.evidence.details.setdefault("also", []).append(diagnosis.evidence.details["step"])
+    for kept in first.values():
+        also = [a for a in kept.evidence.details.get("also", []) if a.startswith("update.")]
+        # one edit behind several parameters: name them all
+        params = [p for p in PARAMETERS if QUANTITY_WORDS[p] in kept.quantities]
+        kept.message = re.sub(r"the wrong .* follows? from it\.$", lambda _: (
+            f"the wrong {catalogue.and_words([QUANTITY_WORDS[p] for p in params])} "
+            f"follow{'s' if len(params) == 1 else ''} from it."), kept.message)
+        if not kept.evidence.details["step"].startswith("update."):
+            continue
+        if also:
+            kept.message += (f" The updates of {catalogue.and_words([a[7:] for a in also])} "
+                             f"have the same edit.")
+    return merged
+
+
+def _searched_without_intermediates(facts: Facts, names: list[str]) -> list[Diagnosis]:
+    """GK601 for the parameters whose update an edit of one step explains, grouped by edit."""
+    groups: dict[tuple, tuple["edits.Explanation", list[str]]] = {}
+    for name in names:
+        found = _best_edit(facts, f"update.{name}")
+        if found is None:
+            continue
+        key = (found.edit.step, found.edit.student, found.parameter) \
+            if not found.edit.step.startswith("update.") else \
+            ("update", found.edit.kind, found.edit.words, found.parameter)
+        groups.setdefault(key, (found, []))[1].append(name)
+    return [_one_edit(facts, found, params) for found, params in groups.values()]
+
+
+def _factor_edit(step: str, pattern: FactorPattern, unchanged: bool) -> dict:
+    """The edit a fitted factor states: a sign (-1), the learning rate (k/learning_rate),
+    nothing done (an update by 0), or a scale (c, k/n)."""
+    if unchanged:
+        kind = "missing"
+    elif pattern.kind == "per_learning_rate":
+        kind = "learning_rate"
+    elif pattern.kind == "constant" and pattern.value == -1.0:
+        kind = "sign"
+    else:
+        kind = "factor"
+    return {"kind": kind, "step": step, "factor": pattern.value, "pattern": pattern.kind}
+
+
+def _render(template: str, facts: Facts, parameter: Optional[float] = None) -> str:
+    """An edit's expression or words with the student's names: {dLdC} becomes their variable,
+    {W'} the updated W, {λ} the fitted value (and {κ} 1 - it)."""
+    def name(match: "re.Match[str]") -> str:
+        key = match.group(1)
+        if key == "λ":
+            return _number(parameter) if parameter is not None else "λ"
+        if key == "κ":
+            return _number(1 - parameter) if parameter is not None else "(1 - λ)"
+        if key.endswith(edits.UPDATED):
+            return f"{key[:-1]}_updated"
+        if key in ("X", "Y", *PARAMETERS):
+            return facts.input_variable(key)
+        return facts.variable(key)
+    return re.sub(r"\{([^{}]+)\}", name, template)
+
+
+def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Diagnosis:
+    """GK601: the wrong step is the documented formula with one edit."""
+    edit = found.edit
+    step = edit.step
+    holder = None
+    if step.startswith("update."):
+        name = step.split(".")[1]
+        variable = f"The update of weights['{name}']"
+        line = facts.line_of(step)
+    else:
+        holder = None if step in facts.found else _holding_variable(facts, found)
+        variable = holder or facts.variable(step)
+        line = facts.source.assignment_line(TRAIN, holder) if holder else facts.line_of(step)
+    if line is None:
+        line = facts.line_of(found.target)
+    rendered = _edit_details(facts, found)
+    student, documented, words = rendered["student"], rendered["documented"], rendered["words"]
+    below = "" if step == found.target or holder else (
+        f" Your function does not keep {facts.variable(step)} in a variable gradkit recognises; "
+        f"it was found from {facts.variable(found.target)}.")
+    entry = catalogue.ENTRIES["GK601"]
+    message = entry.message.format(
+        variable=variable, student=student, documented=documented, words=words,
+        below=below, params=catalogue.and_words([QUANTITY_WORDS[p] for p in params]),
+        s="s" if len(params) == 1 else "")
+    return Diagnosis(
+        code=entry.code, title=entry.title, message=message,
+        quantities=_quantity_words(params),
+        evidence=Evidence(
+            factor=found.parameter if edit.kind == "factor" else None,
+            residual=found.residual, cases=found.cases,
+            details={"step": step, "found_at": found.target, "edit": rendered,
+                     "steps": _step_summary(facts)}),
+        location=facts.submission.location(line), explanation=entry.explanation)
 
 
 def _step_summary(facts: Facts) -> dict[str, str]:
@@ -396,3 +647,129 @@ def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosi
                           cases=[o.case.id for o in wrong]),
         location=facts.submission.location(facts.source.return_line(PREDICT)),
         explanation=entry.explanation)
+
+
+# --------------------------------------------------------------------------------------------
+# h13: any other description, until diagnosis is per layer (h14-diagnosis replaces this)
+# --------------------------------------------------------------------------------------------
+
+def _parameter_level(submission: Submission, cases: tuple[Case, ...],
+                     calls: dict[str, CallResult], grading: Grading, tolerances: Tolerances
+                     ) -> list[Diagnosis]:
+    """GK002 (which parameter gradients are wrong, their common factor, where to look, in the
+    description's names) and GK003 (a wrong prediction, its factor), from the numbers alone."""
+    from gradkit.grading import computed_dtype
+    from reference.steps import step_table
+
+    a = grading.assignment
+    table = {s.id: s for s in step_table(a)}
+    status = {c.id: c.status for c in grading.checks}
+    wrong = [p for p in a.parameter_names if status.get(f"gradient.{p}") == "fail"]
+    diagnoses: list[Diagnosis] = []
+    graded = [s for s in grading.steps if not is_probe(s.case)]
+    if wrong:
+        patterns = {}
+        for name in wrong:
+            pairs: list[Pair] = []
+            misshapen = False
+            for seen in graded:
+                implied = seen.implied.get(name)
+                if implied is None:
+                    misshapen = True  # another shape or dtype: no factor relates it
+                    continue
+                before = seen.given[name].to(F64)
+                dtype = computed_dtype(seen.returned[name].dtype, seen.case.dtype)
+                tol = tolerances.implied_gradient(
+                    dtype, float(before.abs().max()) if before.numel() else 1.0,
+                    seen.case.learning_rate)
+                expected = seen.scale * seen.expectation.gradients[name]
+                if not (bool(torch.isfinite(implied).all()) and
+                        bool(torch.isfinite(expected).all())):
+                    continue  # a diverged chain: no factor can be fitted to inf or NaN
+                pairs.append((implied, expected, tol, seen.case.batch_size,
+                              seen.case.learning_rate))
+            pattern = None if misshapen else factor_pattern(pairs)
+            # a factor of exactly 1 says nothing about a gradient that is wrong
+            patterns[name] = None if pattern is not None and pattern.kind == "constant" and \
+                pattern.value == 1.0 else pattern
+        values = list(patterns.values())
+        shared = values[0] if values and all(p is not None for p in values) and len(
+            {(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1 else None
+        L = a.depth
+        top = max(a.parameter_layer(p) for p in wrong)
+        layer_params = [p for p in a.parameter_names if a.parameter_layer(p) <= top]
+        if shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6 \
+                and set(wrong) == set(a.parameter_names):
+            suspects = (f"Every gradient has the opposite sign: either {a.name_of(f'dLdA{L}')} "
+                        "has Y - P where it should have P - Y, or the update adds the gradient "
+                        "instead of subtracting it.")
+        elif set(wrong) == set(a.parameter_names):
+            suspects = ("Every gradient passes through the output layer: look at "
+                        + "; ".join(table[i].formula for i in (f"dLdA{L}", f"dA{L}dZ{L}",
+                                                               f"dLdZ{L}")) +
+                        ", and at the forward pass.")
+        elif len(wrong) == 1:
+            step = table["dLd" + a.parameter_ids[wrong[0]]]
+            suspects = f"Only {wrong[0]}'s is wrong: look at its own step, {step.formula}."
+        elif set(wrong) == set(layer_params):
+            suspects = (f"The gradients of the layers after layer {top} are right, so look at "
+                        f"layer {top}: " + "; ".join(
+                            table[i].formula for i in (f"dLdA{top}", f"dA{top}dZ{top}",
+                                                       f"dLdZ{top}") if i in table) + ".")
+        else:
+            suspects = "Look at the steps these gradients share."
+        entry = catalogue.ENTRIES["GK002"]
+        words = dict(s="s" if len(wrong) > 1 else "", params=catalogue.and_words(wrong),
+                     is_are="is" if len(wrong) == 1 else "are",
+                     factor_words=factor_words(shared) if shared else "", suspects=suspects)
+        diagnoses.append(Diagnosis(
+            code=entry.code, title=entry.title, message=entry.message.format(**words),
+            quantities=[f"dL/d{p}" for p in wrong] + ["update"],
+            evidence=Evidence(
+                factor=shared.value if shared and shared.kind == "constant" else None,
+                residual=shared.residual if shared else None,
+                cases=list(dict.fromkeys(s.case.id for s in graded)),
+                details={"factor_patterns": {n: None if p is None else
+                                             {"kind": p.kind, "value": p.value}
+                                             for n, p in patterns.items()},
+                         "wrong": wrong}),
+            explanation=("gradkit localises the mistake from which parameter gradients are "
+                         "wrong (per-layer diagnosis of this description's steps is not "
+                         "available yet): a gradient is wrong when the one implied by the "
+                         "update, (w_before - w_after) / learning_rate, differs from the "
+                         "reference's and autograd's.")))
+    if status.get("predict") == "fail":
+        pairs = []
+        for case in cases:
+            call = calls.get(case.id)
+            if case.kind != "predict" or is_probe(case) or call is None or not call.steps:
+                continue
+            value = call.steps[0].returned
+            if value.kind != "array" or value.tensor is None or \
+                    not value.tensor.dtype.is_floating_point:
+                continue
+            truth = network.predict(a, case.X.to(F64), {n: w.to(F64)
+                                                         for n, w in case.weights.items()})
+            if value.tensor.shape == truth.shape:
+                pairs.append((value.tensor.to(F64), truth, tolerances.values(
+                    computed_dtype(value.tensor.dtype, case.dtype)), case.batch_size, 1.0))
+        pattern = factor_pattern(pairs) if pairs else None
+        if pattern is not None and pattern.kind != "constant":
+            pattern = None
+        forward = "; ".join(s.formula for s in table.values() if s.is_forward)
+        entry = catalogue.ENTRIES["GK003"]
+        diagnoses.append(Diagnosis(
+            code=entry.code, title=f"{a.functions.predict} returns something else",
+            message=f"{a.functions.predict} does not return the forward pass's output "
+                    f"({forward}){factor_words(pattern)}.",
+            quantities=["P"],
+            evidence=Evidence(factor=pattern.value if pattern else None,
+                              residual=pattern.residual if pattern else None,
+                              cases=[c.id for c in cases if c.kind == "predict"
+                                     and not is_probe(c)]),
+            location=submission.location(SourceIndex(submission).return_line(
+                a.functions.predict)),
+            explanation=(f"{a.functions.predict} must run the same forward pass as "
+                         f"{a.functions.train}, on the weights it is given, and return its "
+                         "output, one row per row of X.")))
+    return diagnoses

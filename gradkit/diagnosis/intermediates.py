@@ -213,11 +213,15 @@ def fit_factor(pairs: Iterable[tuple[Tensor, Tensor, Tolerance]]) -> Optional[Fi
     expected_values = np.concatenate([float64_array(e).reshape(-1) for _, e, _ in pairs])
     if not (np.isfinite(actual_values).all() and np.isfinite(expected_values).all()):
         return None
-    actual, expected = torch.tensor(actual_values), torch.tensor(expected_values)
-    # every element's allowance at once, with its own call's atol and rtol
-    sizes = torch.tensor([e.numel() for _, e, _ in pairs])
-    atol = torch.tensor([t.atol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
-    rtol = torch.tensor([t.rtol for _, _, t in pairs], dtype=F64).repeat_interleave(sizes)
+    actual, expected = torch.from_numpy(actual_values), torch.from_numpy(expected_values)
+    # every element's allowance at once, with its own call's atol and rtol (np.repeat: torch's
+    # repeat_interleave costs milliseconds a call; the arithmetic stays torch's, which
+    # tests/test_numbers.py pins, and a diverged value overflows silently in it)
+    sizes = [e.numel() for _, e, _ in pairs]
+    atol = torch.from_numpy(np.repeat(np.array([t.atol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
+    rtol = torch.from_numpy(np.repeat(np.array([t.rtol for _, _, t in pairs],
+                                               dtype=np.float64), sizes))
     weight = 1.0 / (atol + rtol * expected.abs()) ** 2
     denominator = float((weight * expected) @ expected)
     if denominator == 0.0:
@@ -563,6 +567,9 @@ class StepCheck:
     #: steps the student's function did not hold, folded into this one (the mistake may be there)
     span: tuple[str, ...] = ()
     problem: Optional[Literal["shape", "values", "nonfinite"]] = None
+    #: the call's values as localisation used them (X, Y, the given weights, each step: the
+    #: student's where held, else filled in from the student's own inputs), for the edit search
+    upstream: dict[str, Optional[Tensor]] = field(default_factory=dict, repr=False)
 
 
 class Localisation:
@@ -701,6 +708,8 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             continue
         checks[key] = _judge(key, obs, returned.to(F64), expected,
                              obs.value_tolerance(returned.dtype), span)
+    for check in checks.values():
+        check.upstream = values
     return checks
 
 
@@ -744,13 +753,16 @@ def _names_in(node: ast.AST) -> set[str]:
 
 def _bound(target: ast.AST) -> set[str]:
     """The names an assignment target binds: ``a``, ``a, b``, ``*a``; not ``a[k]`` or ``a.x``."""
-    if isinstance(target, ast.Name):
-        return {target.id}
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return {n for element in target.elts for n in _bound(element)}
-    if isinstance(target, ast.Starred):
-        return _bound(target.value)
-    return set()
+    names, stack = set(), [target]
+    while stack:  # iterative: a target can be nested as deep as the parser allows
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            stack.extend(node.elts)
+        elif isinstance(node, ast.Starred):
+            stack.append(node.value)
+    return names
 
 
 def _subscript_key(node: ast.AST) -> Optional[str]:
@@ -986,33 +998,42 @@ _TRANSPOSE_CALLS = frozenset({"t", "transpose", "permute"})
 _PRODUCT_CALLS = frozenset({"mm", "matmul", "dot"})
 
 
-def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]]) -> Optional[tuple[int, ...]]:
+#: how deep ``_shape`` follows an expression: a student's line nested deeper (thousands of
+#: ``@`` or ``.T``) has no shape gradkit reads, rather than a RecursionError in the grader
+_MAX_SHAPE_DEPTH = 64
+
+
+def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]], depth: int = 0
+           ) -> Optional[tuple[int, ...]]:
+    if depth > _MAX_SHAPE_DEPTH:
+        return None
+    depth += 1
     if isinstance(node, ast.Name):
         return shapes.get(node.id)
     key = _subscript_key(node)
     if key is not None:
         return shapes.get(f"weights[{key!r}]")
     if isinstance(node, ast.Attribute) and node.attr in ("T", "mT"):
-        inner = _shape(node.value, shapes)
+        inner = _shape(node.value, shapes, depth)
         return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
-        return _product(_shape(node.left, shapes), _shape(node.right, shapes))
+        return _product(_shape(node.left, shapes, depth), _shape(node.right, shapes, depth))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         method, owner = node.func.attr, node.func.value
         owner_is_module = isinstance(owner, ast.Name) and owner.id in ("torch", "np", "numpy")
         args = node.args
         if method in _TRANSPOSE_CALLS:
-            inner = _shape(args[0], shapes) if owner_is_module and args else \
-                _shape(owner, shapes)
+            inner = _shape(args[0], shapes, depth) if owner_is_module and args else \
+                _shape(owner, shapes, depth)
             return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else None
         if method in _PRODUCT_CALLS:
             if owner_is_module and len(args) == 2:
-                return _product(_shape(args[0], shapes), _shape(args[1], shapes))
+                return _product(_shape(args[0], shapes, depth), _shape(args[1], shapes, depth))
             if not owner_is_module and len(args) == 1:
-                return _product(_shape(owner, shapes), _shape(args[0], shapes))
+                return _product(_shape(owner, shapes, depth), _shape(args[0], shapes, depth))
         if method in ("to", "clone", "detach", "float", "double", "contiguous") and \
                 not owner_is_module:
-            return _shape(owner, shapes)
+            return _shape(owner, shapes, depth)
     return None
 
 

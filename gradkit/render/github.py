@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
 from gradkit.render._shared import diagnoses_for, failing, first_line, where
+from gradkit.render.untrusted import (actions_data, actions_property, markdown_code,
+                                      markdown_text, prepared)
 from gradkit.report import Report, SourceLocation
 
 #: GitHub shows at most 10 errors and 10 warnings per step; keep under that
@@ -57,7 +59,11 @@ def _cell_words(location: Optional[SourceLocation]) -> str:
 
 
 def annotations(report: Report, workspace: Optional[str] = None) -> list[Annotation]:
-    """What to annotate: diagnoses, then failed checks; one file annotation for the rest."""
+    """What to annotate: diagnoses, then failed checks; one file annotation for the rest.
+
+    The annotations' text is the report's (untrusted parts with their controls made visible);
+    ``command`` escapes it."""
+    report = prepared(report, "actions")
     path = _file(report.submission.path, workspace)
     found: list[Annotation] = []
     if report.error:
@@ -101,52 +107,44 @@ def _unique(found: list[Annotation]) -> list[Annotation]:
     return out
 
 
-def _data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _property(text: str) -> str:
-    return _data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 def command(annotation: Annotation) -> str:
-    """One workflow command, escaped as the Actions runner expects."""
-    props = [f"file={_property(annotation.file)}"]
+    """One workflow command on one line, escaped as the Actions runner unescapes it (its
+    properties' ``%``, CR, LF, ``:`` and ``,``; its data's ``%``, CR and LF)."""
+    props = [f"file={actions_property(annotation.file)}"]
     if annotation.line:
-        props.append(f"line={annotation.line}")
-    props.append(f"title={_property(annotation.title)}")
-    return f"::{annotation.level} {','.join(props)}::{_data(annotation.message)}"
+        props.append(f"line={int(annotation.line)}")
+    props.append(f"title={actions_property(annotation.title)}")
+    return f"::{annotation.level} {','.join(props)}::{actions_data(annotation.message)}"
 
 
 def commands(report: Report, workspace: Optional[str] = None) -> str:
     return "".join(command(a) + "\n" for a in annotations(report, workspace))
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def summary(report: Report) -> str:
-    """The job summary: verdict, score, diagnoses and a table of checks, in markdown."""
-    name = report.submission.path
+    """The job summary: verdict, score, diagnoses and a table of checks, in markdown. Text from
+    the report is literal there: in code spans or escaped (``untrusted.markdown_*``)."""
+    report = prepared(report, "markdown")
+    name = markdown_code(report.submission.path)
     if report.error:
-        return (f"### gradkit: could not grade `{name}`\n\n"
-                f"gradkit itself failed: `{first_line(report.error)}`\n")
+        return (f"### gradkit: could not grade {name}\n\n"
+                f"gradkit itself failed: {markdown_code(first_line(report.error))}\n")
     mark = "✅" if report.passed else "❌"
-    lines = [f"### {mark} gradkit: `{name}` · {report.score:g} / {report.max_score:g}", ""]
+    lines = [f"### {mark} gradkit: {name} · {report.score:g} / {report.max_score:g}", ""]
     for d in report.diagnoses:
-        at = f" at `{where(d.location)}`" if d.location else ""
-        lines.append(f"- **{d.code} {_cell(d.title)}**{at}: {_cell(d.message)}")
+        at = f" at {markdown_code(where(d.location))}" if d.location else ""
+        lines.append(f"- **{d.code} {markdown_text(d.title)}**{at}: {markdown_text(d.message)}")
     if report.diagnoses:
         lines.append("")
     lines += ["| check | result | points | what to look at |", "| --- | --- | --- | --- |"]
     for c in report.checks:
         result = {"pass": "pass", "fail": "**fail**", "error": "**error**",
                   "skipped": "skipped"}[c.status]
-        look = first_line(c.message, 200) if c.status in ("fail", "error") else ""
+        look = markdown_text(first_line(c.message, 200)) if c.status in ("fail", "error") else ""
         if look and c.location is not None:
-            look += f" (at `{where(c.location)}`)"
-        lines.append(f"| `{c.id}` | {result} | {c.points:g} / {c.max_points:g} | {_cell(look)} |")
+            look += f" (at {markdown_code(where(c.location), in_table=True)})"
+        lines.append(f"| {markdown_code(c.id, in_table=True)} | {result} | "
+                     f"{c.points:g} / {c.max_points:g} | {look} |")
     return "\n".join(lines) + "\n"
 
 

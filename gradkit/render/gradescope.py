@@ -11,41 +11,53 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from gradkit.render._shared import diagnoses_for, first_line, where
+from gradkit.render.untrusted import (json_document, markdown_block, markdown_code,
+                                      markdown_text, prepared)
 from gradkit.report import Check, Report
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 #: the submission's own printing shown to students, at most this many characters
 MAX_PRINTED = 4000
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
 
 
 def render(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
-           stdout_visibility: str = "hidden") -> str:
-    """``results.json`` text for this report."""
-    return json.dumps(results(report, visibility=visibility, stdout_visibility=stdout_visibility),
-                      indent=2)
+           stdout_visibility: str = "hidden", output_format: str = "md",
+           submission: Any = None) -> str:
+    """``results.json`` text for this report (safe to print: ``untrusted.json_document``)."""
+    return json_document(json.dumps(
+        results(report, visibility=visibility, stdout_visibility=stdout_visibility,
+                output_format=output_format, submission=submission), indent=2))
 
 
 def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
-            stdout_visibility: str = "hidden") -> dict[str, Any]:
-    """``results.json`` as a dict. ``visibility``: check id, group or ``"*"`` -> visibility."""
+            stdout_visibility: str = "hidden", output_format: str = "md",
+            submission: Any = None) -> dict[str, Any]:
+    """``results.json`` as a dict. ``visibility``: check id, group or ``"*"`` -> visibility.
+
+    Text from the submission is literal in the markdown: escaped, or in code spans and blocks
+    that it cannot close (``untrusted.markdown_*``); ``extra_data`` holds it as plain data.
+    ``output_format="html"``: the top-level output is the visual report
+    (``gradkit.render.html.fragment``, quoting ``submission``'s lines when it is the graded
+    file; its template escapes every string); the tests' outputs stay markdown."""
+    if output_format not in ("md", "html"):
+        raise ValueError(f"output_format {output_format!r}: use 'md' or 'html'")
+    markdown = prepared(report, "markdown")
     visibility = dict(visibility or {})
     for key, value in [*visibility.items(), ("stdout_visibility", stdout_visibility)]:
         if value not in VISIBILITIES:
             raise ValueError(f"visibility {value!r} for {key!r}: use one of "
                              f"{', '.join(VISIBILITIES)}")
-    tests = [_test(report, check, number, visibility)
-             for check, number in zip(report.checks, numbers(report.checks))]
+    tests = [_test(markdown, check, number, visibility)
+             for check, number in zip(markdown.checks, numbers(markdown.checks))]
     return {
         "score": report.score,
         "execution_time": max(0, math.ceil(report.duration_seconds)),
-        "output": _summary(report),
-        "output_format": "md",
+        "output": _summary(markdown) if output_format == "md" else _html(report, submission),
+        "output_format": output_format,
         "test_output_format": "md",
         "stdout_visibility": stdout_visibility,
         "extra_data": {
@@ -55,10 +67,16 @@ def results(report: Report, *, visibility: Optional[Mapping[str, str]] = None,
             "max_score": report.max_score,
             "passed": report.passed,
             "diagnoses": [d.code for d in report.diagnoses],
-            "error": report.error,
+            "error": prepared(report, "json").error,
         },
         "tests": tests,
     }
+
+
+def _html(report: Report, submission: Any) -> str:
+    from gradkit.render import html  # jinja2 and matplotlib: only for this view
+
+    return html.fragment(report, submission)
 
 
 def numbers(checks: list[Check]) -> list[str]:
@@ -83,12 +101,11 @@ def visibility_of(check: Check, visibility: Mapping[str, str]) -> str:
 
 
 def _md(text: str) -> str:
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return markdown_text(text)
 
 
 def _code(text: str) -> str:
-    fence = "``" if "`" in text else "`"
-    return f"{fence}{text}{fence}" if text else ""
+    return markdown_code(text)
 
 
 def _test(report: Report, check: Check, number: str, visibility: Mapping[str, str]
@@ -161,6 +178,5 @@ def _summary(report: Report) -> str:
     printed = (report.output.stdout + report.output.stderr).strip()
     if printed:
         shown = printed[:MAX_PRINTED] + ("\n..." if len(printed) > MAX_PRINTED else "")
-        parts.append("### Your code printed\n\n```text\n" + shown.replace("```", "ʼʼʼ")
-                     + "\n```")
+        parts.append("### Your code printed\n\n" + markdown_block(shown))
     return "\n\n".join(parts)

@@ -12,15 +12,12 @@ import re
 import xml.etree.ElementTree as ET
 
 from gradkit.render._shared import diagnoses_for, first_line, where
+from gradkit.render.untrusted import prepared, xml_document, xml_text
 from gradkit.report import Check, Report
 
-#: characters XML 1.0 cannot hold; they are written as \xNN (as pytest's junitxml does)
-_ILLEGAL = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 ELEMENT = {"fail": "failure", "error": "error", "skipped": "skipped"}
-
-
-def _xml_text(text: str) -> str:
-    return _ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+#: characters XML 1.0 cannot hold are written as \xNN (as pytest's junitxml does)
+_xml_text = xml_text
 
 
 def _suite_name(report: Report) -> str:
@@ -33,7 +30,11 @@ def _classname(report: Report) -> str:
 
 
 def render(report: Report) -> str:
-    """The report as a JUnit XML document (``<testsuites>`` with one ``<testsuite>``)."""
+    """The report as a JUnit XML document (``<testsuites>`` with one ``<testsuite>``).
+
+    Text is escaped by the XML library; what XML 1.0 cannot hold is written visibly first, and
+    the document is made safe to print last (``untrusted.xml_document``)."""
+    report = prepared(report, "xml")
     counts = {status: sum(c.status == status for c in report.checks)
               for status in ("fail", "error", "skipped")}
     errors = counts["error"] + (1 if report.error else 0)
@@ -71,7 +72,8 @@ def render(report: Report) -> str:
     if report.output.stderr:
         ET.SubElement(suite, "system-err").text = _xml_text(report.output.stderr)
     ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+    return xml_document('<?xml version="1.0" encoding="utf-8"?>\n'
+                        + ET.tostring(root, encoding="unicode"))
 
 
 def _details(report: Report, check: Check) -> str:

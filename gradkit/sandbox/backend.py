@@ -242,10 +242,11 @@ class ResultOrder:
         self.order = {call_id: index for index, call_id in enumerate(call_ids)}
         self.state = "start"  # start, isolation, load, call <index>, done
         self.last_call = -1
+        self.budget = wire.Budget()  # what this run's frames may make the grader rebuild
 
     def accept(self, frame: wire.Frame) -> str:
         """The frame's type if it comes where it should; raises ``wire.WireError`` if not."""
-        kind = wire.check_frame(frame)
+        kind = wire.check_frame(frame, self.budget)
         expected = {"start": ("isolation",), "isolation": ("load",),
                     "load": ("call", "done"), "call": ("call", "done"), "done": ()}[self.state]
         if kind not in expected:
@@ -284,8 +285,9 @@ class RunTracker:
         self.received = 0
         self.closed = False  # the channel is no longer read (over its cap, or forged)
         # which function each call needs: the child skips the calls of a function it lacks
-        self.needs = {call.get("id"): "neural_net_predict" if call.get("kind") == "predict"
-                      else "train_neural_net" for call in request.get("calls") or []}
+        train, predict = request.get("functions") or ("train_neural_net", "neural_net_predict")
+        self.needs = {call.get("id"): predict if call.get("kind") == "predict"
+                      else train for call in request.get("calls") or []}
         self.startup_seconds = startup_seconds
         if startup_seconds is None:
             self._start_limits(started)

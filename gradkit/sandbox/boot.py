@@ -4,7 +4,7 @@
     python -I <this file> portable CHANNEL
 
 ``command(role, *args)`` builds that line and ``environment()`` the minimal environment it runs
-in (nothing of the grader's: a fixed PATH, a UTF-8 locale, one OpenMP thread). Run as a script, the
+in (of the grader's, only PATH and the locale; one OpenMP thread). Run as a script, the
 file makes ``gradkit`` a bare package whose ``__init__`` (which imports the grader's API) never
 runs, then hands over to the role's module: the process holds ``gradkit.sandbox``'s modules and
 what they import (torch, numpy), nothing of the grading, diagnosis or rendering side, and nothing
@@ -29,9 +29,15 @@ def command(role: str, *args: str) -> list[str]:
     return [sys.executable, "-I", os.path.join(HERE, "boot.py"), role, *args]
 
 
+#: the grader's variables a sandbox process keeps (where programs are, the locale): no others
+KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE")
+
+
 def environment() -> dict[str, str]:
-    """The environment a sandbox process starts with: ``BASE_ENVIRONMENT`` and nothing else."""
-    return dict(BASE_ENVIRONMENT)
+    """The environment a sandbox process starts with: ``BASE_ENVIRONMENT`` with the grader's
+    ``KEPT_VARIABLES``, and nothing else (no token, no home, no PYTHON* variable)."""
+    return {**BASE_ENVIRONMENT, **{name: os.environ[name] for name in KEPT_VARIABLES
+                                  if name in os.environ}}
 
 
 def install_package() -> None:

@@ -200,6 +200,164 @@ def _count_autograd() -> None:
             setattr(module, name, functools.wraps(original)(counting))
 
 
+# --- run-time evidence of autograd, from the engine itself (for gradkit.policy) --------------
+#
+# The entry points above are names a submission can route around (a built getattr, the wrapper's
+# own ``__wrapped__``). These are not: every autograd graph node takes a number from torch's
+# per-thread sequence counter, which only grows, and anomaly mode makes the engine report every
+# node it builds in any thread; forward-mode AD (which builds no node) is switched off before the
+# submission loads, so using it means switching it back on; and a thread takes a process id from
+# the run's own PID namespace.
+
+_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
+_is_fwd_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: False)
+_set_fwd_grad_enabled = getattr(torch._C, "_set_fwd_grad_enabled", None)
+_pread, _fstat, _getpid, _listdir = os.pread, os.fstat, os.getpid, os.listdir
+_set_anomaly_enabled = getattr(torch._C, "set_anomaly_enabled", None)
+_is_anomaly_enabled = getattr(torch._C, "is_anomaly_enabled", lambda: False)
+_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+class _NodesInAnyThread:
+    """Graph nodes built in any thread. With anomaly mode on (one switch for the whole process),
+    torch's engine calls ``torch.fx.traceback.format_stack`` for every node it builds, in
+    whatever thread; that function is replaced by a counter. ``intact`` says whether the switch
+    and the counter are still in place (a submission that turns them off is seen at the next
+    read). A submission that builds no graph never calls it: it costs nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.module = sys.modules.get("torch.fx.traceback")
+        self.hook: Any = None
+        if _set_anomaly_enabled is None:
+            return
+        try:
+            import torch.fx.traceback as module
+
+            def counted(*args: Any, **kwargs: Any) -> list:
+                self.count += 1
+                return []
+
+            module.format_stack = counted
+            self.module, self.hook = module, counted
+            _set_anomaly_enabled(True, False)  # no NaN checks: only the count is wanted
+        except BaseException:
+            self.hook = None
+
+    @property
+    def active(self) -> bool:
+        return self.hook is not None
+
+    def intact(self) -> bool:
+        try:
+            return bool(_is_anomaly_enabled()) and \
+                sys.modules.get("torch.fx.traceback") is self.module and \
+                self.module.__dict__.get("format_stack") is self.hook
+        except BaseException:
+            return False
+
+    def restore(self) -> None:
+        try:
+            sys.modules["torch.fx.traceback"] = self.module
+            self.module.__dict__["format_stack"] = self.hook
+            _set_anomaly_enabled(True, False)
+        except BaseException:
+            pass
+
+
+class _ThreadWatch:
+    """Threads the submission started: in a PID namespace of the run's own (this process is PID
+    2 or so), the namespace's last process id, which every new thread moves (the file is opened
+    afresh for each read, so the submission sees no extra descriptor, and must be the same file
+    as before it loaded); elsewhere, the threads alive when read."""
+
+    def __init__(self) -> None:
+        self.identity = None
+        self.tasks = os.path.isdir("/proc/self/task")  # not on every system
+        if _getpid() <= 3:
+            try:
+                fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    info = _fstat(fd)
+                    self.identity = (info.st_dev, info.st_ino)
+                finally:
+                    os.close(fd)
+            except OSError:
+                self.identity = None
+        self.mark = self._read()
+
+    def _read(self) -> int:
+        """A number that grows with every thread started; -1 if the watch was tampered with."""
+        try:
+            if self.identity is None:
+                return len(_listdir("/proc/self/task")) - 1 if self.tasks else 0
+            fd = os.open(_LAST_PID, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                info = _fstat(fd)
+                if (info.st_dev, info.st_ino) != self.identity:
+                    return -1
+                return int(_pread(fd, 32, 0))
+            finally:
+                os.close(fd)
+        except BaseException:
+            return -1
+
+    def started(self) -> int:
+        """Threads started since the last call (-1: the watch cannot tell any more)."""
+        now = self._read()
+        if now < 0 or self.mark < 0:
+            return -1
+        started, self.mark = max(0, now - self.mark), now
+        return started
+
+
+class _EngineWatch:
+    """What torch's autograd engine did while the submission's code ran, read from the engine.
+
+    ``watch`` (autograd not allowed): forward-mode AD is switched off before the submission
+    loads and again after each read, so using it means switching it back on, which the next read
+    sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
+    is left as it is: the node counters see every graph built, and a submission that uses
+    autograd still runs, so the gradient checks can say whether its numbers are right.
+    """
+
+    def __init__(self, watch: bool) -> None:
+        self.watch = watch
+        self._switch_off()
+        self.anywhere = _NodesInAnyThread() if watch else None
+        self.threads = _ThreadWatch()
+        self.nodes = self._nodes()
+        self.counted = 0
+
+    def _switch_off(self) -> None:
+        if self.watch and _set_fwd_grad_enabled is not None:
+            _set_fwd_grad_enabled(False)
+
+    @staticmethod
+    def _nodes() -> int:
+        return _sequence_nr() if _sequence_nr is not None else 0
+
+    def read(self) -> dict[str, Any]:
+        """Since the last read: autograd graph nodes built (in this thread, and in any thread
+        while the all-thread counter is in place), whether forward-mode AD was found switched
+        back on or the all-thread counter off, and threads started; then all is switched back."""
+        nodes = self._nodes()
+        grad_mode = self.watch and bool(_is_fwd_grad_enabled())
+        built = max(0, nodes - self.nodes)
+        anywhere = self.anywhere is not None and self.anywhere.active
+        if anywhere:
+            built = max(built, self.anywhere.count - self.counted)
+            self.counted = self.anywhere.count
+            if not self.anywhere.intact():
+                grad_mode = True  # its watch switched off is autograd switched on, unseen
+                self.anywhere.restore()
+        seen = {"nodes": built, "grad_mode": grad_mode, "threads": self.threads.started(),
+                "all_threads": anywhere}
+        self.nodes = nodes
+        self._switch_off()
+        return seen
+
+
 # --- run-time evidence of delegation (for gradkit.policy, GKP203) ---------------------------
 
 #: every attempt seen to reach the grader's or the reference's code: {"route", "target", "line"}
@@ -372,7 +530,8 @@ def _signature(fn: Any, args: int) -> str | None:
     return None
 
 
-def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], filename: str
+def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], filename: str,
+              engine: _EngineWatch | None = None, functions: tuple[str, ...] = FUNCTIONS
               ) -> tuple[dict[str, Any], bytes]:
     encoder = _Encoder()
     encode = encoder.encode
@@ -380,7 +539,7 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
     steps: list[dict[str, Any]] = []
     result: dict[str, Any] = {"type": "call", "id": call["id"], "steps": steps}
     started = _perf_counter()
-    train, predict = namespace.get(FUNCTIONS[0]), namespace.get(FUNCTIONS[1])
+    train, predict = namespace.get(functions[0]), namespace.get(functions[1])
 
     def fresh(name: str):
         value = call["inputs"].get(name)
@@ -410,6 +569,9 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
                 given = fresh("weights") if repeats > 1 else weights
                 if kind == "init":
                     _manual_seed(call["seed"])
+                # the caller's tensors themselves: a function that only rebinds the dict's
+                # entries leaves them as they were (gradkit built ``given``: a plain dict)
+                tensors = dict.copy(given) if type(given) is dict else None
                 capture = _Capture(filename)
                 if call["capture"]:
                     returned = capture.run(train, X, Y, given, call["learning_rate"])
@@ -422,6 +584,9 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
                     else {},
                     "after": {"X": encode(X), "Y": encode(Y), "weights": encode(given)},
                 })
+                if tensors is not None and any(dict.get(given, k) is not v
+                                               for k, v in dict.items(tensors)):
+                    steps[-1]["after"]["weight_tensors"] = encode(tensors)
                 if kind == "chain" and index + 1 < len(batches):
                     if not issubclass(type(returned), dict):
                         break
@@ -434,6 +599,8 @@ def _run_call(call: dict[str, Any], payload: bytes, namespace: dict[str, Any], f
         result["error"] = _student_error(exc, filename)
     result["seconds"] = _perf_counter() - started
     result["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    if engine is not None:
+        result["engine"] = engine.read()
     result["delegation"] = list(DELEGATION)
     return result, encoder.out.getvalue()
 
@@ -484,6 +651,7 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     module.__file__ = filename
     sys.modules["submission"] = module
     _count_autograd()
+    engine = _EngineWatch(watch=not request.get("autograd_allowed"))
     _watch(request)
     modules_before = set(sys.modules)
     started = _perf_counter()
@@ -495,14 +663,17 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
         load = {"type": "load", "ok": False, "error": _student_error(exc, filename)}
     load["seconds"] = _perf_counter() - started
     namespace = module.__dict__
+    # the assignment's function names, sent by the grader as data (default: the notebook's)
+    functions = tuple(request.get("functions") or FUNCTIONS)
     load["functions"] = {
         name: ("missing" if name not in namespace else
-               _signature(namespace[name], 4 if name == FUNCTIONS[0] else 2) or "ok")
-        for name in FUNCTIONS
+               _signature(namespace[name], 4 if name == functions[0] else 2) or "ok")
+        for name in functions
     }
     load["new_modules"] = sorted(m for m in set(sys.modules) - modules_before
                                  if isinstance(m, str))[:500]
     load["autograd_calls"] = dict(AUTOGRAD_CALLS)
+    load["engine"] = engine.read()
     load["delegation"] = list(DELEGATION)
     # module-level tensors, so the grader can recognise a forward pass that reads globals
     encoder = _Encoder()
@@ -510,10 +681,10 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     sender.send(load, encoder.out.getvalue())
     if load["ok"]:
         for call in request["calls"]:
-            needed = FUNCTIONS[1] if call["kind"] == "predict" else FUNCTIONS[0]
+            needed = functions[1] if call["kind"] == "predict" else functions[0]
             if load["functions"][needed] != "ok":
                 continue
-            header, data = _run_call(call, payload, namespace, filename)
+            header, data = _run_call(call, payload, namespace, filename, engine, functions)
             sender.send(header, data)
     for stream in (_STDOUT, _STDERR):
         try:

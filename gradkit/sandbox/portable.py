@@ -244,8 +244,18 @@ class PortableSandbox:
             network = "shared (the portable runner cannot cut it)"
             filesystem = ("shared: it can read and write what the grader's user can; its "
                           "working folder is a private copy")
+        # what the linux backend's default keeps from a run, said plainly (``exposed``)
+        exposed = ["processes: it shares the grader's process ids and user (no PID namespace)",
+                   "system calls: no filter (the portable runner has none)"]
+        if self.seatbelt:
+            exposed.append("files: every file the grader's user may read is readable by the "
+                           "submission")
+        else:
+            exposed += ["files: every file the grader's user may read or write is open to the "
+                        "submission", "network: open to the submission"]
         return {"process": process, "user": user, "network": network,
-                "filesystem": filesystem, "syscalls": "no filter (portable runner)"}
+                "filesystem": filesystem, "syscalls": "no filter (portable runner)",
+                "exposed": exposed}
 
     def _command(self, workdir: str, channel: str) -> list[str]:
         command = boot.command("portable", channel)

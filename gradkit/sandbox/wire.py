@@ -168,6 +168,54 @@ MAX_DEPTH = 8
 FRAME_TYPES = ("isolation", "load", "call", "done")
 
 
+@dataclass
+class Budget:
+    """What all the result frames of one run may make the grader hold and rebuild.
+
+    Within a frame, arrays may not overlap (so the arrays rebuilt never exceed the bytes sent);
+    across a run, the JSON values of the headers and the array bytes are counted against these
+    totals. A run past either broke the protocol: nothing of it counts. (The child describes at
+    most a few thousand values per frame and ``Limits.result_bytes`` of arrays per run.)
+    """
+
+    nodes: int = 1 << 21
+    array_bytes: int = 64 << 20
+
+    def charge(self, nodes: int, array_bytes: int) -> None:
+        self.nodes -= nodes
+        self.array_bytes -= array_bytes
+        if self.nodes < 0:
+            raise WireError("the run's result headers hold more values than gradkit reads")
+        if self.array_bytes < 0:
+            raise WireError("the run's results describe more array bytes than gradkit rebuilds")
+
+
+def _count_nodes(header: Any) -> int:
+    """Every JSON value in a parsed header, counted without recursion."""
+    count, stack = 0, [header]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if type(value) is dict:
+            stack.extend(value.values())
+        elif type(value) is list:
+            stack.extend(value)
+    return count
+
+
+def _no_overlap(arrays: list[tuple[int, int]], payload: bytes) -> int:
+    """The bytes the arrays of a frame describe; raises if two describe the same bytes."""
+    end, total = 0, 0
+    for offset, nbytes in sorted(arrays):
+        if nbytes and offset < end:
+            raise WireError("two arrays describe the same bytes of their frame")
+        end = max(end, offset + nbytes)
+        total += nbytes
+    if total > len(payload):
+        raise WireError("the arrays describe more bytes than their frame holds")
+    return total
+
+
 def _need(ok: bool, where: str, what: str) -> None:
     if not ok:
         raise WireError(f"{where}: {what}")
@@ -188,24 +236,30 @@ def _str_dict(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def check_value(value: Any, payload: bytes, where: str = "value", depth: int = 0) -> None:
-    """Raise ``WireError`` unless ``value`` is a well-formed description of a returned value."""
+def check_value(value: Any, payload: bytes, where: str = "value", depth: int = 0,
+                arrays: Optional[list[tuple[int, int]]] = None) -> None:
+    """Raise ``WireError`` unless ``value`` is a well-formed description of a returned value.
+
+    ``arrays`` collects each array's (offset, length), for the frame's overlap check.
+    """
     _need(depth <= MAX_DEPTH, where, "nested too deeply")
     _need(type(value) is dict, where, "not a value description")
     kind = value.get("kind")
     if kind == "array":
         check_array(value, payload)
         _need(type(value.get("source", "")) is str, where, "array source is not a string")
+        if arrays is not None:
+            arrays.append((value["offset"], value["nbytes"]))
         return
     _need(type(value.get("type", "")) is str, where, "type is not a string")
     if kind == "dict":
         for key, item in _str_dict(value.get("items"), where).items():
-            check_value(item, payload, f"{where}[{key[:40]!r}]", depth + 1)
+            check_value(item, payload, f"{where}[{key[:40]!r}]", depth + 1, arrays)
     elif kind == "list":
         items = value.get("items")
         _need(type(items) is list, where, "list items are not a list")
         for index, item in enumerate(items):
-            check_value(item, payload, f"{where}[{index}]", depth + 1)
+            check_value(item, payload, f"{where}[{index}]", depth + 1, arrays)
     elif kind == "scalar":
         _need(type(value.get("value")) in (type(None), bool, int, float, str), where,
               "scalar is not a number, string or null")
@@ -228,16 +282,26 @@ def _check_common(header: dict[str, Any], where: str) -> None:
     _need(_is_number(header.get("seconds", 0)), where, "seconds is not a number")
     calls = _str_dict(header.get("autograd_calls", {}), f"{where}.autograd_calls")
     _need(all(type(v) is int for v in calls.values()), where, "autograd_calls are not counts")
+    engine = _str_dict(header.get("engine", {}), f"{where}.engine")
+    _need(type(engine.get("nodes", 0)) is int and type(engine.get("threads", 0)) is int
+          and type(engine.get("grad_mode", False)) is bool
+          and type(engine.get("all_threads", False)) is bool, where,
+          "engine evidence is not counts and a flag")
     if "error" in header:
         _check_error(header["error"], f"{where}.error")
 
 
-def check_frame(frame: Frame) -> str:
-    """Raise ``WireError`` unless ``frame`` is a well-formed result frame; return its type."""
+def check_frame(frame: Frame, budget: Optional[Budget] = None) -> str:
+    """Raise ``WireError`` unless ``frame`` is a well-formed result frame; return its type.
+
+    With a ``budget`` (one per run), the frame's header values and array bytes are charged to
+    it, so however a run's frames are made, what the grader keeps and rebuilds is bounded.
+    """
     header, payload = frame.header, frame.payload
     kind = header.get("type")
     _need(kind in FRAME_TYPES, "frame", f"unknown frame type {str(kind)[:40]!r}")
     where = f"{kind} frame"
+    arrays: list[tuple[int, int]] = []
     if kind == "isolation":
         for key, value in header.items():
             _need(type(value) in (str, int, bool) or (type(value) is list and all(
@@ -249,7 +313,7 @@ def check_frame(frame: Frame) -> str:
               "not strings")
         _strings(header.get("new_modules", []), f"{where}.new_modules")
         for name, value in _str_dict(header.get("globals", {}), f"{where}.globals").items():
-            check_value(value, payload, f"{where}.globals[{name[:40]!r}]")
+            check_value(value, payload, f"{where}.globals[{name[:40]!r}]", arrays=arrays)
     elif kind == "call":
         _check_common(header, where)
         _need(type(header.get("id")) is str, where, "call id is not a string")
@@ -258,11 +322,14 @@ def check_frame(frame: Frame) -> str:
         for index, step in enumerate(steps):
             at = f"{where} {header['id'][:40]!r} step {index}"
             step = _str_dict(step, at)
-            check_value(step.get("returned"), payload, f"{at}.returned")
+            check_value(step.get("returned"), payload, f"{at}.returned", arrays=arrays)
             for fn, names in _str_dict(step.get("captured", {}), f"{at}.captured").items():
                 for name, value in _str_dict(names, f"{at}.captured").items():
-                    check_value(value, payload, f"{at}.captured[{name[:40]!r}]")
+                    check_value(value, payload, f"{at}.captured[{name[:40]!r}]", arrays=arrays)
             for name, value in _str_dict(step.get("after", {}), f"{at}.after").items():
-                check_value(value, payload, f"{at}.after[{name[:40]!r}]")
+                check_value(value, payload, f"{at}.after[{name[:40]!r}]", arrays=arrays)
             _need(type(step.get("step")) in (type(None), int), at, "step is not a number")
+    described = _no_overlap(arrays, payload)
+    if budget is not None:
+        budget.charge(_count_nodes(header), described)
     return kind

@@ -1,4 +1,5 @@
-# gradkit-expect: verdict=pass
+# gradkit-expect: verdict=fail
+# gradkit-expect: failing=dtype
 # gradkit-expect: mistake=none
 """The notebook's network computed entirely in float32, whatever X's dtype.
 

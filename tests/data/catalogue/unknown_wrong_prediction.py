@@ -1,6 +1,6 @@
 # expect-diagnosis: GK003 line=92
-# Planted mistake: neural_net_predict leaves out the hidden sigmoid.
-# Otherwise submissions_example/correct.py, unchanged.
+# Planted mistake: neural_net_predict's hidden layer is tanh, not the sigmoid (no single edit
+# gradkit searches for). Otherwise submissions_example/correct.py, unchanged.
 """One SGD step of the course notebook's 3-4-1 sigmoid network, backpropagated by hand.
 
 The network is A = X V + I, B = sigmoid(A), C = B W + J, P = sigmoid(C). The gradients are
@@ -84,7 +84,7 @@ def neural_net_predict(X: Tensor,
     X = X.to(dtype)
 
     A = torch.mm(X, weights['V'].to(dtype)) + weights['I'].to(dtype)
-    B = A
+    B = torch.tanh(A)
 
     C = torch.mm(B, weights['W'].to(dtype)) + weights['J'].to(dtype)
     P = sigmoid(C)

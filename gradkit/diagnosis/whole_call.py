@@ -1,0 +1,482 @@
+"""Explanations of a whole call, not one step: what the function did instead of one SGD step.
+
+Registered as catalogue matchers (``catalogue.matcher``), so they come before the localisation
+and the edit search, and a call they explain gets no step diagnosis:
+
+- GK602: several SGD steps in one call (the same batch two or three times, or row by row);
+- GK603: a weight (or every weight) returned as it was given: the update is never stored;
+- GK610: ``weights=None`` draws other weights (another order, shape order, distribution, scale);
+- GK620: ``neural_net_predict`` ignores its weights argument (no probe moves its output);
+- GK621: it returns classes (rounded or thresholded) instead of the probability;
+- GK622: it is one edit away from the forward pass (a sigmoid or a bias left out).
+
+Each reads numbers only: the student's returned tensors against the reference run on the same
+inputs another way, in float64.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from gradkit.diagnosis.catalogue import Facts, Match, matcher
+from gradkit.diagnosis.intermediates import (PARAMETERS, PREDICT, TRAIN, close, distinct,
+                                             _names_in, _subscript_key)
+from gradkit.grading import weights_of
+from reference import network
+from reference.network import sigmoid
+
+F64 = torch.float64
+Weights = dict[str, Tensor]
+
+
+def _sgd(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
+    fwd = network.forward(X, weights)
+    gradients = network.backward(fwd, Y, weights).parameter_gradients()
+    return network.sgd_update(weights, gradients, lr)
+
+
+# --------------------------------------------------------------------------------------------
+# GK602: several steps in one call
+# --------------------------------------------------------------------------------------------
+
+def _repeated(times: int) -> Callable[[Tensor, Tensor, Weights, float], Weights]:
+    def run(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
+        for _ in range(times):
+            weights = _sgd(X, Y, weights, lr)
+        return weights
+    return run
+
+
+def _row_by_row(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
+    for row in range(X.shape[0]):
+        weights = _sgd(X[row:row + 1], Y[row:row + 1], weights, lr)
+    return weights
+
+
+_SEVERAL = (("2 SGD steps", "two SGD steps on the same batch, one after the other", _repeated(2)),
+            ("3 SGD steps", "three SGD steps on the same batch", _repeated(3)),
+            ("one SGD step per row", "one SGD step per row of the batch, row by row, each "
+             "from the weights the previous row left", _row_by_row))
+
+
+@matcher("GK602")
+def _several_steps(facts: Facts) -> list[Match]:
+    if set(facts.wrong_parameters) != set(PARAMETERS) or facts.accepted:
+        return []
+    order = sorted(facts.steps, key=lambda o: o.case.id != "batch5")
+    for steps, how, alternative in _SEVERAL:
+        hits = []
+        for obs in order:
+            returned = obs.returned
+            if any(returned.get(p) is None or tuple(returned[p].shape) !=
+                   tuple(obs.given[p].shape) for p in PARAMETERS):
+                hits = []
+                break
+            other = alternative(obs.X, obs.Y, obs.given, obs.learning_rate)
+            if not any(distinct(other[p], obs.expectation.updated[p], obs.value_tolerance())
+                       for p in PARAMETERS):
+                continue  # one row: one step either way
+            if not all(close(returned[p].to(F64), other[p], obs.value_tolerance(returned[p].dtype))
+                       for p in PARAMETERS):
+                hits = []
+                break
+            hits.append(obs.label)
+        if hits:
+            return [Match("GK602", (*PARAMETERS, "update"), line=facts.update_line(),
+                          cases=tuple(hits), words=dict(steps=steps, how=how),
+                          details={"edit": {"kind": "repeated", "steps": steps}})]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# GK603: a weight returned as it was given
+# --------------------------------------------------------------------------------------------
+
+def update_expression_line(facts: Facts, name: str) -> Optional[int]:
+    """The first line of ``train_neural_net`` (outside its init branch) that computes
+    ``<weight> - learning_rate * ...`` for weight ``name``, stored or not."""
+    node = facts.source.function(TRAIN)
+    if node is None:
+        return None
+    lr = facts.source.parameter(TRAIN, 3, "learning_rate")
+    gradient = facts.found.get({"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}[name])
+    lines = []
+    for sub in ast.walk(node):
+        if not (isinstance(sub, ast.BinOp) and isinstance(sub.op, (ast.Sub, ast.Add))):
+            continue
+        names = _names_in(sub)
+        if lr not in names:
+            continue
+        keys = {_subscript_key(n) for n in ast.walk(sub)}
+        if name in keys or (gradient is not None and gradient.variable in names):
+            lines.append(sub.lineno)
+    if lines:
+        return min(lines)
+    for sub in ast.walk(node):  # {'V': ..., 'J': j} built in one statement
+        if isinstance(sub, ast.Dict):
+            for key, item in zip(sub.keys, sub.values):
+                if isinstance(key, ast.Constant) and key.value == name and \
+                        lr in _names_in(sub):
+                    return item.lineno
+    # no update expression: the last line that stores into weights[name] after the weights
+    # were drawn or copied (weights['I'] = weights['I'], the update with its step left out)
+    skipped = {id(n) for sub in ast.walk(node) if isinstance(sub, ast.If)
+               for inner in sub.body for n in ast.walk(inner)}
+    stores = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
+              and id(sub) not in skipped
+              and any(_subscript_key(t) == name for t in sub.targets)]
+    return max(stores) if stores else None
+
+
+def _held_gradient_is_zero(facts: Facts, name: str) -> bool:
+    """The function holds weight ``name``'s gradient and it is zero where it should not be:
+    the update is stored, and nothing comes through the backward pass (not GK603's words)."""
+    step = {"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}[name]
+    held = [c for c in facts.localisation.of(step) if c.actual is not None]
+    return bool(held) and all(float(c.actual.abs().max()) == 0.0 for c in held)
+
+
+@matcher("GK603")
+def _not_updated(facts: Facts) -> list[Match]:
+    unchanged, cases = [], []
+    for name in PARAMETERS:
+        if name not in facts.wrong_parameters or _held_gradient_is_zero(facts, name):
+            continue
+        hits, missed = [], False
+        for obs in facts.steps:
+            returned = obs.returned.get(name)
+            if returned is None or tuple(returned.shape) != tuple(obs.given[name].shape) or \
+                    not returned.dtype.is_floating_point:
+                missed = True
+                break
+            tolerance = obs.value_tolerance(returned.dtype)
+            if not distinct(obs.expectation.updated[name], obs.given[name], tolerance):
+                continue  # the step should not move it here
+            if not close(returned.to(F64), obs.given[name], tolerance):
+                missed = True
+                break
+            hits.append(obs.label)
+        if hits and not missed:
+            unchanged.append(name)
+            cases += hits
+    if not unchanged:
+        return []
+    returned_at = facts.source.return_line(TRAIN)
+    if len(unchanged) == len(PARAMETERS):
+        return [Match("GK603", (*PARAMETERS, "update"), line=returned_at,
+                      cases=tuple(dict.fromkeys(cases)),
+                      words=dict(what="Every weight (V, I, W, J)", comes_come="comes",
+                                 it_they="it", was_were="was",
+                                 why="train_neural_net returns the weights it was given, not "
+                                     "the updated ones",
+                                 fix="Return the dict (or the tensors) the update wrote to."),
+                      details={"edit": {"kind": "missing", "weights": list(PARAMETERS)}})]
+    matches = []
+    for name in unchanged:
+        line = update_expression_line(facts, name)
+        why = ("its update is computed on this line but never stored in what the function "
+               "returns" if line is not None else "nothing updates it before the function "
+               "returns")
+        matches.append(Match(
+            "GK603", (name, "update"), line=line if line is not None else returned_at,
+            cases=tuple(dict.fromkeys(cases)),
+            words=dict(what=f"weights['{name}']", comes_come="comes", it_they="it",
+                       was_were="was", why=why,
+                       fix=f"Store weights['{name}'] - learning_rate * dL/d{name} in the dict "
+                           "the function returns."),
+            details={"edit": {"kind": "missing", "weights": [name]}}))
+    return matches
+
+
+def _is_product(node: ast.AST) -> bool:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+        return True
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+        node.func.attr in ("mm", "matmul", "dot")
+
+
+def affine_line(facts: Facts, function: str, weight: str) -> Optional[int]:
+    """The line of ``function`` that computes the hidden layer's (for V, I) or the output
+    layer's (W, J) pre-activation: the first or the last ``product + bias``."""
+    node = facts.source.function(function)
+    if node is None:
+        return None
+    # the forward pass's products: the ones without a transpose in them (the backward pass
+    # multiplies by transposes)
+    lines = sorted({sub.lineno for sub in ast.walk(node) if _is_product(sub) and not any(
+        (isinstance(n, ast.Attribute) and n.attr in ("T", "t", "transpose")) for n in
+        ast.walk(sub))})
+    if not lines:
+        return None
+    return lines[0] if weight in ("V", "I") else lines[min(1, len(lines) - 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# GK610: the initial draws
+# --------------------------------------------------------------------------------------------
+
+_SHAPES = {"V": (3, 4), "I": (1, 4), "W": (4, 1), "J": (1, 1)}
+_INIT_SEED = 70318
+
+
+def _draws(order: tuple[str, ...], draw: Callable[[tuple[int, ...], torch.Generator,
+                                                     torch.dtype], Tensor],
+           dtype: torch.dtype, transposed: frozenset[str] = frozenset()) -> Weights:
+    g = torch.Generator().manual_seed(_INIT_SEED)
+    out = {}
+    for name in order:
+        shape = _SHAPES[name]
+        if name in transposed:
+            out[name] = draw(tuple(reversed(shape)), g, dtype).T
+        else:
+            out[name] = draw(shape, g, dtype)
+    return out
+
+
+def _init_candidates() -> list[tuple[str, str, Callable[[torch.dtype], Weights]]]:
+    """(words, kind, draws) simplest first: orders, shape orders, distributions, scales."""
+    notebook = tuple(PARAMETERS)
+
+    def randn(shape, g, dtype):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    out: list[tuple[str, str, Callable[[torch.dtype], Weights]]] = []
+    for order in itertools.permutations(notebook):
+        if order != notebook:
+            out.append((f"the same torch.randn draws in the order {', '.join(order)}", "order",
+                        lambda d, o=order: _draws(o, randn, d)))
+    for name in PARAMETERS:
+        shape = _SHAPES[name]
+        if shape[0] != shape[1]:
+            out.append((f"{name} as torch.randn{tuple(reversed(shape))}.T (the shape's order "
+                        "reversed)", "shape_order",
+                        lambda d, n=name: _draws(notebook, randn, d, frozenset({n}))))
+    distributions = (
+        ("torch.rand: uniform on [0, 1)", "uniform",
+         lambda s, g, d: torch.rand(*s, generator=g, dtype=d)),
+        ("uniform on [-1, 1) (2 * torch.rand - 1)", "uniform",
+         lambda s, g, d: 2 * torch.rand(*s, generator=g, dtype=d) - 1),
+        ("uniform on [-0.5, 0.5) (torch.rand - 0.5)", "uniform",
+         lambda s, g, d: torch.rand(*s, generator=g, dtype=d) - 0.5),
+        ("zeros", "zeros", lambda s, g, d: torch.zeros(*s, dtype=d)),
+        ("ones", "constant", lambda s, g, d: torch.ones(*s, dtype=d)),
+    )
+    for words, kind, draw in distributions:
+        out.append((words, kind, lambda d, f=draw: _draws(notebook, f, d)))
+    for scale in (0.01, 0.1, 0.5, 2.0):
+        out.append((f"{scale:g} × torch.randn (scaled)", "scaled",
+                    lambda d, c=scale: {n: c * w for n, w in _draws(notebook, randn, d).items()}))
+    return out
+
+
+_INIT_CANDIDATES = _init_candidates()
+_DRAW_CALLS = frozenset({"randn", "rand", "zeros", "ones", "empty", "normal", "normal_",
+                         "uniform_", "randn_like", "rand_like", "full", "tensor"})
+
+
+def _first_draw_line(facts: Facts) -> Optional[int]:
+    node = facts.source.function(TRAIN)
+    if node is None:
+        return None
+    lines = [n.lineno for n in ast.walk(node) if isinstance(n, ast.Call) and
+             isinstance(n.func, ast.Attribute) and n.func.attr in _DRAW_CALLS]
+    return min(lines) if lines else None
+
+
+@matcher("GK610")
+def _init_draws(facts: Facts) -> list[Match]:
+    case = next((c for c in facts.cases if c.id == "init_none"), None)
+    call = facts.calls.get("init_none")
+    if case is None or call is None or call.error or not call.steps:
+        return []
+    returned, _ = weights_of(call.steps[0].returned)
+    if returned is None or any(tuple(returned[n].shape) != _SHAPES[n] or
+                               not returned[n].dtype.is_floating_point for n in PARAMETERS):
+        return []
+    X, Y = case.X.to(F64), case.Y.to(F64)
+    tolerance = facts.tolerances.values(returned["V"].dtype)
+    got = {n: returned[n].to(F64) for n in PARAMETERS}
+
+    def step_from(draws: Weights) -> Weights:
+        return _sgd(X, Y, {n: w.to(F64) for n, w in draws.items()}, case.learning_rate)
+
+    def same(weights: Weights) -> bool:
+        return all(close(got[n], weights[n], tolerance) for n in PARAMETERS)
+
+    # the draws can be read from the step only if the step itself is right: the same function
+    # handed the notebook's draws (the init_draws probe) must return the reference's step
+    probe_case = next((c for c in facts.cases if c.id == "init_draws"), None)
+    probe = facts.calls.get("init_draws")
+    if probe_case is None or probe is None or probe.error or not probe.steps:
+        return []
+    handed, _ = weights_of(probe.steps[0].returned)
+    reference = step_from(probe_case.weights or {})
+    if handed is None or not all(
+            tuple(handed[n].shape) == tuple(reference[n].shape) and
+            close(handed[n].to(F64), reference[n], tolerance) for n in PARAMETERS):
+        return []
+    for dtype in (case.X.dtype, F64):
+        if same(step_from(_draws(tuple(PARAMETERS), lambda s, g, d: torch.randn(
+                *s, generator=g, dtype=d), dtype))):
+            return []  # the notebook's draws: nothing to say
+    for words, kind, draws in _INIT_CANDIDATES:
+        for dtype in dict.fromkeys((case.X.dtype, torch.float32, F64)):
+            if same(step_from(draws(dtype))):
+                return [Match("GK610", ("init",), line=_first_draw_line(facts),
+                              cases=("init_none",), words=dict(what=words),
+                              details={"edit": {"kind": "init", "draws": kind,
+                                                "words": words}})]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# GK620, GK621, GK622: neural_net_predict
+# --------------------------------------------------------------------------------------------
+
+def _rebinds_weights_line(facts: Facts) -> Optional[int]:
+    """The first line of neural_net_predict that assigns its weights parameter another value."""
+    parameter = facts.source.parameter(PREDICT, 1, "weights")
+    lines = facts.source.assignments(PREDICT, parameter)
+    return lines[0] if lines else None
+
+
+@matcher("GK620")
+def _predict_ignores_weights(facts: Facts) -> list[Match]:
+    base = facts.predict_base()
+    if base is None or base.P is None or base.P.shape != base.forward.P.shape or \
+            close(base.P, base.forward.P, base.tolerance) or not facts.probe_predicts:
+        return []
+    moved = []
+    for name, probe in facts.probe_predicts.items():
+        if probe.P is None or probe.P.shape != base.P.shape:
+            return []
+        if distinct(probe.forward.P, base.forward.P, base.tolerance):
+            if not close(probe.P, base.P, base.tolerance):
+                return []  # this weight moves the prediction: it is used
+            moved.append(name)
+    if len(moved) != len(PARAMETERS) or _classes(facts) is not None:
+        return []  # rounded predictions move with the weights too, only less often
+    line = _rebinds_weights_line(facts)
+    where = ""
+    if line is not None:
+        where = f" (it replaces them at {facts.submission.where(line)})"
+    return [Match("GK620", ("P",), line=line if line is not None
+                  else facts.source.return_line(PREDICT),
+                  cases=tuple(f"probe_predict_{n}" for n in moved), words=dict(where=where),
+                  details={"edit": {"kind": "operand", "probes_unchanged": moved}})]
+
+
+def _classes(facts: Facts) -> Optional[Match]:
+    """GK621's match: every prediction is the reference's P rounded (or, the same numbers,
+    thresholded at 0.5) where that differs from P."""
+    observations = facts.predicts
+    for what, kind, alternative in (
+            ("classes 0 and 1 (P rounded, or thresholded at 0.5)", "threshold", torch.round),):
+        hits = []
+        for obs in observations:
+            if obs.P is None or obs.P.shape != obs.forward.P.shape:
+                hits = []
+                break
+            other = alternative(obs.forward.P)
+            if not distinct(other, obs.forward.P, obs.tolerance):
+                continue
+            if not close(obs.P, other, obs.tolerance):
+                hits = []
+                break
+            hits.append(obs.case.id)
+        if hits:
+            return Match("GK621", ("P",), line=facts.source.return_line(PREDICT),
+                         cases=tuple(hits), words=dict(what=what),
+                         details={"edit": {"kind": kind, "words": what}})
+    return None
+
+
+@matcher("GK621")
+def _predict_rounds(facts: Facts) -> list[Match]:
+    match = _classes(facts)
+    return [match] if match is not None else []
+
+
+def _forward_variants() -> list[tuple[str, str, str, str, Callable[..., Tensor]]]:
+    """(student expression, words, kind, where: "B" (the hidden activation's line), "V" or "W"
+    (that layer's product line) or "P" (the return), P from X and the weights), simplest
+    first."""
+    def forward(first=lambda X, V, I: X @ V + I, hidden=sigmoid,
+                second=lambda B, W, J: B @ W + J, out=sigmoid):
+        return lambda X, V, I, W, J: out(second(hidden(first(X, V, I)), W, J))
+
+    variants: list[tuple[str, str, str, str, Callable[..., Tensor]]] = [
+        ("sigmoid((X @ V + I) @ W + J)", "the hidden sigmoid left out (B = A)", "activation",
+         "B", forward(hidden=lambda a: a)),
+        ("sigmoid(sigmoid(X @ V - I) @ W + J)", "the bias I subtracted", "sign", "V",
+         forward(first=lambda X, V, I: X @ V - I)),
+        ("sigmoid(sigmoid(X @ V + I) @ W - J)", "the bias J subtracted", "sign", "W",
+         forward(second=lambda B, W, J: B @ W - J)),
+        ("(X @ V + I) @ W + J", "both sigmoids left out", "activation", "P",
+         forward(hidden=lambda a: a, out=lambda c: c)),
+        ("sigmoid(sigmoid(I) @ W + J)", "the product X @ V left out", "drop_factor", "V",
+         forward(first=lambda X, V, I: I)),
+        ("sigmoid(J)", "the product B @ W left out", "drop_factor", "W",
+         forward(second=lambda B, W, J: J)),
+        ("sigmoid(X @ V + I)", "the output layer left out (B returned)", "activation", "P",
+         lambda X, V, I, W, J: sigmoid(X @ V + I)),
+        ("X @ V + I", "A returned", "activation", "P", lambda X, V, I, W, J: X @ V + I),
+    ]
+    for other in ("V", "W", "J"):
+        variants.append((f"sigmoid(sigmoid(X @ V + {other}) @ W + J)",
+                         f"{other} in place of the bias I", "operand", "V",
+                         lambda X, V, I, W, J, o=other: sigmoid(sigmoid(
+                             X @ V + {"V": V, "W": W, "J": J}[o]) @ W + J)))
+    for other in ("V", "I", "W"):
+        variants.append((f"sigmoid(sigmoid(X @ V + I) @ W + {other})",
+                         f"{other} in place of the bias J", "operand", "W",
+                         lambda X, V, I, W, J, o=other: sigmoid(sigmoid(X @ V + I) @ W +
+                                                                {"V": V, "I": I, "W": W}[o])))
+    return variants
+
+
+_VARIANTS = _forward_variants()
+
+
+@matcher("GK622")
+def _predict_one_edit(facts: Facts) -> list[Match]:
+    observations = facts.predicts + list(facts.probe_predicts.values())
+    if not facts.predicts or any(o.P is None for o in facts.predicts):
+        return []
+    for student, words, kind, where, compute in _VARIANTS:
+        hits = []
+        for obs in observations:
+            weights = {n: w.to(F64) for n, w in (obs.case.weights or {}).items()}
+            if obs.P is None or len(weights) != 4:
+                hits = []
+                break
+            try:
+                other = compute(obs.forward.X, weights["V"], weights["I"], weights["W"],
+                                weights["J"])
+            except RuntimeError:
+                hits = []
+                break
+            if not distinct(other, obs.forward.P, obs.tolerance):
+                continue
+            if not close(obs.P, other, obs.tolerance):
+                hits = []
+                break
+            hits.append(obs.case.id)
+        if hits:
+            if where == "B":
+                line = facts.source.assignment_line(PREDICT, "B")
+            elif where in ("V", "W"):
+                line = affine_line(facts, PREDICT, where)
+            else:
+                line = None
+            return [Match("GK622", ("P",), line=line if line is not None
+                          else facts.source.return_line(PREDICT), cases=tuple(hits),
+                          words=dict(student=student, words=words),
+                          details={"edit": {"kind": kind, "student": student,
+                                            "words": words}})]
+    return []

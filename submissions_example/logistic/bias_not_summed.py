@@ -1,0 +1,37 @@
+# gradkit-expect: assignment=logistic
+# gradkit-expect: verdict=fail
+# gradkit-expect: failing=gradient.b,update
+# gradkit-expect: mistake=dL/db is the per-row dL/dZ, not summed over the batch, so for n > 1 rows b comes back with n rows instead of shape (1, 1).
+# gradkit-expect: code=GK105
+# gradkit-expect: line=30
+"""Logistic regression with the bias gradient left per row, not summed over the batch."""
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+
+def train(X: Tensor, Y: Tensor, weights: Optional[Dict[str, Tensor]] = None,
+          learning_rate: float = 1.0) -> Dict[str, Tensor]:
+    """One SGD step on the batch (X, Y); returns the updated weights {'w', 'b'}."""
+    dtype = X.dtype if X.is_floating_point() else torch.float32
+    X = X.to(dtype)
+    Y = Y.to(dtype)
+    if not weights:
+        weights = {'w': torch.randn(3, 1, dtype=dtype), 'b': torch.randn(1, 1, dtype=dtype)}
+    w, b = weights['w'], weights['b']
+
+    Z = X @ w + b
+    P = torch.sigmoid(Z)
+
+    dLdZ = P - Y
+    dLdw = X.T @ dLdZ
+    dLdb = dLdZ
+
+    return {'w': w - learning_rate * dLdw, 'b': b - learning_rate * dLdb}
+
+
+def predict(X: Tensor, weights: Dict[str, Tensor]) -> Tensor:
+    """P = sigmoid(X w + b)."""
+    return torch.sigmoid(X @ weights['w'] + weights['b'])

@@ -1,0 +1,366 @@
+"""Attacks on the grader itself, through the real CLI and the real sandbox.
+
+Each attack here works on what the grader does with what a submission hands it (its source, its
+notebook, its folder, its result frames, its captured locals, its use of torch), not on the
+sandbox's walls. Every test runs ``gradkit`` as its own process, bounded by a timeout, measures
+the peak resident memory of that process tree (``RUSAGE_CHILDREN`` of a wrapper that runs only
+it), and asserts the exit code (0 or 1: a submission can fail its own run, never the grader,
+whose exit 3 means gradkit's own bug) and the target: the report of the symlinked student, the
+credited points, the policy verdict.
+
+The attack files are in tests/data/hostile/; what is too large to commit (a 3 GB sparse file, a
+thousand nested folders) or cannot be (links to files of this machine) is made in tmp_path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = ROOT / "tests" / "data" / "hostile"
+EXAMPLES = ROOT / "submissions_example"
+#: the grader, its worker and the submission's process, at their largest (torch alone is about
+#: 250 MB in each); the frames attack took the grader alone to 3.6 GB
+PEAK_MEMORY = 1 << 30
+
+#: runs one command and reports its exit code and the peak RSS of its process tree
+_MEASURE = """
+import json, resource, subprocess, sys
+with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+    code = subprocess.run(sys.argv[3:], stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
+print(json.dumps({"code": code,
+                  "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+@dataclass
+class Run:
+    code: int
+    peak: int  # bytes
+    seconds: float
+    stdout: str
+    stderr: str
+
+    def report(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def gradkit(tmp_path: Path, *args: str, seconds: float = 90) -> Run:
+    """``gradkit ARGS`` in a process of its own, within ``seconds``, its memory measured."""
+    out, err = tmp_path / "gradkit.out", tmp_path / "gradkit.err"
+    started = time.monotonic()
+    measured = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(out), str(err), sys.executable, "-m", "gradkit",
+         *map(str, args)],
+        capture_output=True, text=True, timeout=seconds, cwd=ROOT,
+        env={**os.environ, "COLUMNS": "240", "NO_COLOR": "1"})
+    took = time.monotonic() - started
+    assert measured.returncode == 0, measured.stderr
+    result = json.loads(measured.stdout)
+    run = Run(result["code"], result["peak"], took, out.read_text(errors="replace"),
+              err.read_text(errors="replace"))
+    assert run.code in (0, 1), f"exit {run.code} (3 is gradkit's own failure):\n{run.stderr}" \
+                               f"\n{run.stdout[-3000:]}"
+    assert run.peak < PEAK_MEMORY, f"peak memory {run.peak >> 20} MiB"
+    return run
+
+
+def check(tmp_path: Path, path: Path, *options: str, seconds: float = 90) -> tuple[dict, Run]:
+    run = gradkit(tmp_path, "check", path, "--format", "json", *options, seconds=seconds)
+    report = run.report()
+    assert report["error"] is None, report["error"]
+    return report, run
+
+
+def verdicts(report: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in report["checks"]}
+
+
+def gradebook(folder: Path) -> dict[str, dict[str, str]]:
+    with open(folder / "gradebook.csv", newline="", encoding="utf-8") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+# -- bounded work on everything parsed or walked from a submission ------------------------------
+
+def test_a_notebook_line_of_150000_spaces_is_graded_in_seconds(tmp_path):
+    """The IPython-line pattern backtracked quadratically on this line, in the grader."""
+    report, run = check(tmp_path, HOSTILE / "long_line.ipynb", seconds=60)
+    assert run.code == 0 and report["passed"], verdicts(report)
+    assert run.seconds < 45
+
+
+def test_a_sparse_file_of_3_gb_is_refused_without_being_read(tmp_path):
+    huge = tmp_path / "class" / "sparse.py"
+    huge.parent.mkdir()
+    with open(huge, "wb") as f:
+        f.truncate(3 << 30)  # no disk used: reading it would be 3 GB of memory
+    report, run = check(tmp_path, huge, seconds=60)
+    assert run.code == 1
+    assert f"sparse.py is {3 << 30} bytes, over the" in verdicts(report)["load"]["message"]
+    shutil.copy(EXAMPLES / "correct.py", tmp_path / "class" / "alice.py")
+    graded = gradkit(tmp_path, "grade", tmp_path / "class", "--out", tmp_path / "out")
+    assert graded.code == 0
+    rows = gradebook(tmp_path / "out")
+    assert rows["alice"]["passed"] == "yes"
+    assert "bytes, over the" in rows["sparse"]["error"]
+
+
+def test_a_wrong_line_of_a_very_deep_expression_is_the_students_mistake(tmp_path):
+    """Its shape was read by recursion: RecursionError in the grader, exit 3."""
+    report, run = check(tmp_path, HOSTILE / "deep_expression.py", seconds=60)
+    assert run.code == 1
+    gradient = verdicts(report)["gradient.W"]
+    assert gradient["status"] == "error" and "doesn't match the broadcast shape" in \
+        gradient["message"]
+    assert verdicts(report)["predict"]["status"] == "pass"
+
+
+def test_a_student_folder_of_a_thousand_nested_folders_does_not_stop_the_class(tmp_path):
+    """os.walk recursed into it and crashed `gradkit grade` before anyone was graded."""
+    cls = tmp_path / "class"
+    deep = cls / "deep"
+    deep.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "correct.py", cls / "alice.py")
+    shutil.copy(EXAMPLES / "correct.py", deep / "solution.py")
+    fd = os.open(deep, os.O_RDONLY)
+    try:
+        for _ in range(1000):  # relative to a descriptor: the path is far past PATH_MAX
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("train.py", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as f:
+            f.write("def train_neural_net(X, Y, weights=None, learning_rate=1.0):\n    pass\n")
+    finally:
+        os.close(fd)
+    run = gradkit(tmp_path, "grade", cls, "--out", tmp_path / "out", seconds=120)
+    assert run.code == 0, run.stderr
+    rows = gradebook(tmp_path / "out")
+    assert rows["alice"]["passed"] == "yes" and rows["deep"]["passed"] == "yes"
+    assert rows["deep"]["submission"].endswith("deep/solution.py")
+    assert run.seconds < 90
+    nested_only = tmp_path / "class2" / "lost"
+    nested_only.mkdir(parents=True)
+    os.rename(deep / "d", nested_only / "d")
+    try:
+        run = gradkit(tmp_path, "grade", tmp_path / "class2", "--out", tmp_path / "out2")
+        assert run.code == 0
+        assert "defines train_neural_net" in gradebook(tmp_path / "out2")["lost"]["error"]
+    finally:
+        _remove_chain(nested_only)  # shutil.rmtree (pytest's cleanup) recurses, and fails
+
+
+def _remove_chain(top: Path, name: str = "d") -> None:
+    """Remove top/d/d/.../d and the files in them, deepest first, without recursion."""
+    fds = [os.open(top, os.O_RDONLY)]
+    try:
+        while name in os.listdir(fds[-1]):
+            fds.append(os.open(name, os.O_RDONLY, dir_fd=fds[-1]))
+        while len(fds) > 1:
+            fd = fds.pop()
+            for entry in os.listdir(fd):
+                os.unlink(entry, dir_fd=fd)
+            os.close(fd)
+            os.rmdir(name, dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_finding_def_train_neural_net_is_the_old_pattern_in_linear_time():
+    """``gradkit grade`` looks for ``def train_neural_net(`` in every candidate file: the plain
+    scan agrees with the pattern it replaced, and a 2 MiB adversarial text takes milliseconds."""
+    import re
+
+    from hypothesis import given, settings, strategies as st
+
+    from gradkit.batch import _has_def
+
+    name = "train_neural_net"
+    old = re.compile(rf"def\s+{name}\s*\(")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(["def", " ", "\t", "\n", "\u00a0", name, "(", "x",
+                                     "undef", "train_neural_ne"]), max_size=12))
+    def agree(parts):
+        text = "".join(parts)
+        assert _has_def(text, name) == bool(old.search(text))
+
+    agree()
+    for text in ("def" + " " * (2 << 20) + name, (name + " ") * 100_000, "def " * 500_000):
+        started = time.monotonic()
+        assert not _has_def(text, name)
+        assert time.monotonic() - started < 2
+
+
+def test_result_frames_that_describe_the_same_bytes_many_times_count_for_nothing(tmp_path):
+    """16 MiB described as 220 arrays was rebuilt 220 times: 3.6 GB in the grader."""
+    report, run = check(tmp_path, HOSTILE / "frames_sharing_bytes.py", seconds=60)
+    assert run.code == 1
+    load = verdicts(report)["load"]
+    assert load["status"] == "error"
+    assert "no result of this run counts (two arrays describe the same bytes" in load["message"]
+    assert report["score"] == 0
+
+
+# -- class folders without symlink tricks -------------------------------------------------------
+
+SECRET = "root:$6$gradkit-test-hash-0b9e:19000:0:99999:7:::"
+
+
+def test_links_in_a_class_folder_are_never_followed(tmp_path):
+    """A link to a file of the machine is never read; a link to a classmate's file is graded as
+    neither student's work; a link inside a student's folder is never picked."""
+    secret = tmp_path / "shadow"  # a stand-in for /etc/shadow, which only root may read
+    secret.write_text(SECRET + "\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(EXAMPLES / "correct.py", outside / "solution.py")
+    cls = tmp_path / "class"
+    cls.mkdir()
+    shutil.copy(EXAMPLES / "correct.py", cls / "alice.py")
+    (cls / "bob.py").symlink_to("alice.py")  # bob hands in alice's file
+    (cls / "eve.py").symlink_to(secret)
+    (cls / "mallory").symlink_to(outside)  # a student "folder" that leads out of the class
+    (cls / "carol").mkdir()
+    (cls / "carol" / "solution.py").symlink_to(cls / "alice.py")
+    if os.path.exists("/etc/shadow"):
+        (cls / "root.py").symlink_to("/etc/shadow")
+    run = gradkit(tmp_path, "grade", cls, "--out", tmp_path / "out", seconds=120)
+    assert run.code == 0, run.stderr
+    rows = gradebook(tmp_path / "out")
+    assert rows["alice"]["passed"] == "yes" and rows["alice"]["score"] == "100"
+    bob = rows["bob"]
+    assert bob["score"] == "0" and bob["passed"] == "no"
+    assert "bob.py is a symbolic link to alice.py, in another student's submission (alice.py)" \
+        in bob["error"] and "graded as neither student's work" in bob["error"]
+    assert not (tmp_path / "out" / "reports" / "bob.json").exists()
+    for student in ("eve", "mallory"):
+        assert rows[student]["score"] == "0"
+        assert "is a symbolic link to" in rows[student]["error"]
+        assert "follows no link in a class folder" in rows[student]["error"]
+    assert rows["carol"]["score"] == "0"
+    assert "solution.py: a symbolic link, which gradkit never follows" in rows["carol"]["error"]
+    # nothing of the linked file reached any output
+    everything = run.stdout + run.stderr + (tmp_path / "out" / "gradebook.csv").read_text()
+    for report in (tmp_path / "out" / "reports").iterdir():
+        everything += report.read_text()
+    assert "gradkit-test-hash" not in everything and "$6$" not in everything
+    if "root.py" in os.listdir(cls):
+        assert "is a symbolic link to /etc/shadow" in rows["root"]["error"]
+
+
+def test_a_link_given_to_check_is_refused_not_read(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\n")
+    link = tmp_path / "student.py"
+    link.symlink_to(secret)
+    report, run = check(tmp_path, link, seconds=60)
+    assert run.code == 1
+    load = verdicts(report)["load"]
+    assert "is a symbolic link" in load["message"] and "gradkit reads no link" in load["message"]
+    assert "gradkit-test-hash" not in run.stdout + run.stderr
+
+
+# -- credit only from what the function returned ------------------------------------------------
+
+@pytest.mark.parametrize("attack, was", [("credit_unmoved_weights", 55.0),
+                                         ("credit_forged_locals", 70.0)])
+def test_forged_locals_earn_no_credit(tmp_path, attack, was):
+    """With --credit-upstream, captured locals explain; only the returned weights earn."""
+    strict, _ = check(tmp_path, HOSTILE / f"{attack}.py")
+    credited, run = check(tmp_path, HOSTILE / f"{attack}.py", "--credit-upstream")
+    assert run.code == 1
+    assert credited["score"] == strict["score"] < was
+    for check_id in ("gradient.V", "gradient.I", "gradient.W", "gradient.J", "update"):
+        verdict = verdicts(credited)[check_id]
+        assert "credited" not in verdict["message"]
+        assert verdict["points"] == verdicts(strict)[check_id]["points"]
+    assert sum(verdicts(credited)[c]["points"] for c in ("gradient.V", "gradient.I",
+                                                         "gradient.W", "gradient.J",
+                                                         "update")) <= 2.5
+
+
+def test_a_real_upstream_mistake_keeps_its_credit(tmp_path):
+    """The rule does not take credit from an honest one: the sign of dL/dP wrong, every later
+    step right from it, the weights moved by it."""
+    credited, _ = check(tmp_path, EXAMPLES / "buggy" / "sign_error_dLdP.py", "--credit-upstream")
+    for check_id in ("gradient.V", "gradient.I", "update"):
+        assert verdicts(credited)[check_id]["status"] == "pass"
+        assert "credited" in verdicts(credited)[check_id]["message"]
+
+
+# -- autograd caught by any route ---------------------------------------------------------------
+
+@pytest.mark.parametrize("attack, code, words", [
+    ("autograd_by_other_routes", "GKP110", "torch's engine built"),
+    ("autograd_in_a_thread", "GKP110", "torch's engine built"),
+    ("autograd_watch_switched_off", "GKP112", "gradkit's watch of autograd off"),
+])
+def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, words):
+    """Built names, the counter's own __wrapped__, setattr(requires_grad), detached results,
+    grad mode switched back off, another thread, forward mode: 100/100 and a passing policy
+    before."""
+    report, run = check(tmp_path, HOSTILE / f"{attack}.py")
+    assert run.code == 1 and not report["passed"]
+    policy = verdicts(report)["policy"]
+    assert policy["status"] == "fail"
+    assert code in policy["message"] and words in policy["message"]
+    assert report["score"] <= 20  # the gradient, update and training points are withheld
+    allowed, run = check(tmp_path, HOSTILE / f"{attack}.py", "--allow-autograd")
+    assert run.code == 0 and allowed["passed"] and allowed["score"] == 100
+    assert "allowed (autograd is allowed)" in verdicts(allowed)["policy"]["message"]
+
+
+def test_forward_mode_autograd_switched_back_on_fails_the_policy():
+    """Forward-mode AD builds no graph node; gradkit switches it off before the file loads and
+    finds it back on. Through the real sandbox with long limits: torch's first dual operation
+    loads its formulas, a dozen seconds on a busy machine, more than the default load limit."""
+    from gradkit import check as grade
+    from gradkit.sandbox import Limits
+
+    limits = Limits(load_seconds=120, call_seconds=60, total_seconds=300)
+    path = HOSTILE / "autograd_forward_mode.py"
+    report = grade(path, limits=limits)
+    assert report.error is None and report.check("load").status == "pass"
+    policy = report.check("policy")
+    assert policy.status == "fail" and "GKP112" in policy.message
+    assert "switched forward-mode autograd back on" in policy.message
+    assert report.score <= 20
+    allowed = grade(path, limits=limits, allow_autograd=True)
+    assert allowed.passed and allowed.score == 100  # not watched when allowed
+
+
+def test_a_solution_by_hand_shows_no_autograd(tmp_path):
+    report, run = check(tmp_path, EXAMPLES / "correct.py")
+    assert run.code == 0 and verdicts(report)["policy"]["status"] == "pass"
+    assert verdicts(report)["policy"]["message"] == ""
+
+
+@pytest.mark.parametrize("engine, codes", [
+    ({"nodes": 0, "grad_mode": False, "threads": 2, "all_threads": True}, []),
+    ({"nodes": 0, "grad_mode": False, "threads": 2, "all_threads": False}, ["GKP113"]),
+    ({"nodes": 0, "grad_mode": False, "threads": -1, "all_threads": True}, ["GKP113"]),
+    ({"nodes": 7, "grad_mode": True, "threads": 0, "all_threads": True}, ["GKP110", "GKP112"]),
+])
+def test_what_the_engine_saw_is_judged_by_the_policy(engine, codes):
+    """A thread that builds no graph (a progress bar's monitor) is no violation where nodes are
+    counted in every thread; where they cannot be, any thread is, and so is a watch closed."""
+    from gradkit.policy import scan_run
+
+    found = scan_run([{"type": "load", "ok": True, "engine": {"nodes": 0}},
+                      {"type": "call", "id": "batch5", "ok": True, "engine": engine}])
+    assert [v.code for v in found] == codes
+    if "GKP110" in codes:
+        assert "torch's engine built 7 graph nodes in batch5" in found[0].detail
