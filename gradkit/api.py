@@ -19,7 +19,8 @@ from gradkit.sandbox import wire
 from gradkit.loader import LoadError, Submission, load_submission
 from gradkit.options import Options
 from gradkit.report import (Check, Isolation, Output, Report, SourceLocation, SubmissionInfo)
-from gradkit.sandbox import Limits, RunOutcome, Sandbox, prepare_workdir
+from gradkit.sandbox.backend import (Limits, RunOutcome, SandboxBackend, open_sandbox,
+                                     prepare_workdir)
 
 
 def _torch_version() -> str:
@@ -69,7 +70,7 @@ def check(
     tolerances=None,
     points: Optional[dict[str, float]] = None,
     limits: Optional[Limits] = None,
-    sandbox: Optional[Sandbox] = None,
+    sandbox: Optional[SandboxBackend | str] = None,
     siblings: bool = True,
     accept_conventions: tuple[str, ...] = (),
     allow_autograd: bool = False,
@@ -89,16 +90,26 @@ def check(
     fail the submission), ``credit_upstream`` (a gradient wrong only because of an earlier wrong
     step, charged to another check, keeps its credit). Raises ``AssignmentError`` or pydantic's
     ``ValidationError`` for settings that cannot be used.
+    ``sandbox``: a backend from ``gradkit.sandbox.open_sandbox`` to run it in (kept open for
+    the next call), or the name of one ('auto', 'linux', 'portable': ``options.sandbox``);
+    by default the one ``options.sandbox`` names (``$GRADKIT_SANDBOX``, else ``auto``) is
+    opened for this call and closed after it.
     """
+    name = sandbox if isinstance(sandbox, str) else None
+    if isinstance(sandbox, str):
+        sandbox = None
     if options is None:
         options = Options.build(assignment=assignment, tolerances=tolerances, points=points,
                                 limits=limits, accept_conventions=tuple(accept_conventions),
-                                allow_autograd=allow_autograd, credit_upstream=credit_upstream)
+                                allow_autograd=allow_autograd, credit_upstream=credit_upstream,
+                                sandbox=name)
+    elif name is not None:
+        options = Options.model_validate({**dict(options), "sandbox": name})
     started = time.monotonic()
     path = Path(path)
     own = sandbox is None
     try:
-        sandbox = sandbox or Sandbox()
+        sandbox = sandbox or open_sandbox(options.sandbox)
         try:
             report = _check(path, options, sandbox, siblings)
         finally:
@@ -110,11 +121,13 @@ def check(
         report = _base_report(path, None)
         report.error = f"gradkit failed: {type(exc).__name__}: {exc}\n" + \
             "".join(traceback.format_exc(limit=-6))
+    if sandbox is not None:
+        report.isolation.backend = sandbox.name
     report.duration_seconds = round(time.monotonic() - started, 4)
     return report
 
 
-def _check(path: Path, options: Options, sandbox: Sandbox, siblings: bool) -> Report:
+def _check(path: Path, options: Options, sandbox: SandboxBackend, siblings: bool) -> Report:
     from gradkit.cases import build_cases
 
     try:
@@ -165,8 +178,8 @@ def _case_info(case):
 MAX_RESUMES = 2
 
 
-def _run(submission: Submission, cases, options: Options, sandbox: Sandbox, siblings: bool
-         ) -> tuple[RunOutcome, dict[str, str]]:
+def _run(submission: Submission, cases, options: Options, sandbox: SandboxBackend,
+         siblings: bool) -> tuple[RunOutcome, dict[str, str]]:
     """Run every case; returns the (merged) outcome and, for each case a run stopped in, why."""
     from gradkit.expected import prepare
     from gradkit.plan import build_request

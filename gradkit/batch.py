@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from gradkit import __version__
 from gradkit.options import Options
 from gradkit.report import Report
-from gradkit.sandbox import ForkedProcess, Sandbox
+from gradkit.sandbox import open_sandbox
 
 SUFFIXES = (".py", ".ipynb")
 SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
@@ -543,74 +543,89 @@ class _GraderDied(Exception):
 
 
 class _Grader:
-    """One grading process: a fork of this process when that is safe (no other thread running:
-    it then shares this process's torch), else a fresh interpreter. It owns a sandbox, grades the
-    submissions it is sent one at a time, writes each report, and answers with its gradebook row.
+    """One grading process: a fork of this process when that is safe (Linux, and no other thread
+    running: it then shares this process's torch), else a fresh interpreter that takes its
+    requests on stdin and answers on stdout (which works on every platform). It owns a sandbox,
+    grades the submissions it is sent one at a time, writes each report, and answers with its
+    gradebook row.
 
     It runs no student code (its sandbox's processes do), so it is trusted; the messages are
     JSON lines all the same.
     """
 
     def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
-        ours, theirs = socket.socketpair()
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
                           "hidden": hidden, "pages": batch.pages})
-        self.proc: ForkedProcess | subprocess.Popen
-        if threading.active_count() == 1:
+        self.proc: subprocess.Popen
+        # forking a process that loaded torch is safe on Linux only (macOS's system libraries
+        # are not fork-safe; Windows cannot fork)
+        if threading.active_count() == 1 and hasattr(os, "fork") and \
+                sys.platform.startswith("linux"):
             import torch  # noqa: F401  (once, here: every grading process shares it)
 
+            from gradkit.sandbox import ForkedProcess
+
+            ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:
                 code = 0
                 try:
                     ours.close()
-                    _serve(theirs, job)
+                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job)
                 except BaseException:
                     code = 70
                 finally:
                     os._exit(code)
+            theirs.close()
             self.proc = ForkedProcess(pid)
+            self.requests, self.replies = ours.makefile("wb"), ours.makefile("rb")
+            self._sock: Optional[socket.socket] = ours
         else:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from gradkit.batch import _serve_fd; "
-                 "_serve_fd(int(sys.argv[1]), sys.argv[2])", str(theirs.fileno()), job],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
-        theirs.close()
-        self.sock = ours
-        self.replies = ours.makefile("rb")
+                [sys.executable, "-c", "import sys; from gradkit.batch import _serve_stdio; "
+                 "_serve_stdio(sys.argv[1])", job],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=os.name != "nt")
+            self.requests, self.replies = self.proc.stdin, self.proc.stdout
+            self._sock = None
 
     def grade(self, submission: Submission) -> Row:
         message = {"student": submission.student, "path": str(submission.path),
                    "folder": None if submission.folder is None else str(submission.folder),
                    "problem": submission.problem}
         try:
-            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            self.requests.write(json.dumps(message).encode() + b"\n")
+            self.requests.flush()
             line = self.replies.readline()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise _GraderDied(f"its grading process stopped ({exc})") from None
         if not line:
             raise _GraderDied("its grading process stopped")
         return Row(**json.loads(line))
 
     def close(self) -> None:
-        for closing in (self.replies.close, self.sock.close):
+        closers = [self.requests.close, self.replies.close] + (
+            [self._sock.close] if self._sock is not None else [])
+        for closing in closers:
             try:
                 closing()
             except OSError:
                 pass
-        try:  # it exits when its socket closes; a grader stuck for a minute is killed
+        try:  # it exits when its requests end; a grader stuck for a minute is killed
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
 
 
-def _serve_fd(fd: int, job: str) -> None:
-    """A grading process started as a fresh interpreter."""
-    _serve(socket.socket(fileno=fd), job)
+def _serve_stdio(job: str) -> None:
+    """A grading process started as a fresh interpreter: requests on stdin, rows on what was
+    stdout (anything printed goes to stderr instead, so it cannot break a row)."""
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _serve(sys.stdin.buffer, replies, job)
 
 
-def _serve(sock: socket.socket, job_text: str) -> None:
+def _serve(requests, replies, job_text: str) -> None:
     """The grading process: grade each submission sent, write its report, answer its row.
 
     Its sandbox's worker is a fresh interpreter (never a fork of this process, which holds the
@@ -618,7 +633,7 @@ def _serve(sock: socket.socket, job_text: str) -> None:
     import signal
 
     job = json.loads(job_text)
-    sandbox = Sandbox(hidden=job.get("hidden") or ())
+    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or ())
     import torch
 
     from gradkit.api import check
@@ -631,7 +646,6 @@ def _serve(sock: socket.socket, job_text: str) -> None:
     # what is loaded now lives as long as the process: out of the garbage collector's full
     # sweeps, which would otherwise walk its ~200k objects every few submissions
     gc.freeze()
-    requests = sock.makefile("rb")
     try:
         for line in requests:
             message = json.loads(line)
@@ -650,7 +664,8 @@ def _serve(sock: socket.socket, job_text: str) -> None:
                 row = row_of(submission, report)
             except Exception as exc:  # gradkit's own failure: the batch goes on
                 row = _failed_row(submission, exc)
-            sock.sendall(json.dumps(dataclasses.asdict(row)).encode() + b"\n")
+            replies.write(json.dumps(dataclasses.asdict(row)).encode() + b"\n")
+            replies.flush()
     finally:
         sandbox.close()
 

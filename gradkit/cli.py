@@ -17,6 +17,7 @@ import click
 
 from gradkit import __version__
 from gradkit.report import EXIT_INTERNAL, EXIT_USAGE
+from gradkit.sandbox.backend import BACKENDS, ENVIRONMENT_VARIABLE
 
 #: --format name -> "module:function" taking a Report and returning text.
 FORMATS = {
@@ -129,6 +130,27 @@ def grading_options(command):
     return command
 
 
+def sandbox_option(command):
+    """``--sandbox``: which backend runs the submissions (``$GRADKIT_SANDBOX`` by default); it
+    becomes ``Options.sandbox``."""
+    return click.option(
+        "--sandbox", type=click.Choice(BACKENDS), envvar=ENVIRONMENT_VARIABLE, default="auto",
+        show_default=True, show_envvar=True,
+        help="Where submissions run: 'linux' (namespaces, seccomp; Linux only), 'portable' (a "
+             "fresh interpreter per run, for macOS and Windows; weaker, see the README) or "
+             "'auto' (linux where it can run, else portable).")(command)
+
+
+def _open_sandbox(name: str, hidden: list[Path]):
+    """The backend ``name`` asks for; a usage error (exit 2) where it cannot run."""
+    from gradkit.sandbox import SandboxUnavailable, open_sandbox
+
+    try:
+        return open_sandbox(name, hidden=hidden)
+    except SandboxUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def load_assignment_or_exit(spec: Optional[str]):
     """The assignment a command names (default: the notebook's); a bad file is a usage error:
     its one message on stderr, exit code 2."""
@@ -145,7 +167,7 @@ def load_assignment_or_exit(spec: Optional[str]):
 
 def _check_options(assignment: Optional[str], rtol: Optional[float], atol: Optional[float],
                    points: tuple[str, ...], accept: tuple[str, ...], allow_autograd: bool,
-                   credit_upstream: bool, timeout: float):
+                   credit_upstream: bool, timeout: float, sandbox: str = "auto"):
     """The one ``gradkit.options.Options`` the grading options ask for."""
     from pydantic import ValidationError
 
@@ -157,7 +179,7 @@ def _check_options(assignment: Optional[str], rtol: Optional[float], atol: Optio
         return Options(assignment=description, rtol=rtol, atol=atol,
                        points=_points(points, description), limits=Limits(total_seconds=timeout),
                        accept_conventions=accept, allow_autograd=allow_autograd,
-                       credit_upstream=credit_upstream)
+                       credit_upstream=credit_upstream, sandbox=sandbox)
     except ValidationError as exc:
         raise click.UsageError("; ".join(e["msg"].removeprefix("Value error, ")
                                          for e in exc.errors())) from None
@@ -191,6 +213,7 @@ def main() -> None:
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the visual report (one self-contained HTML page) here.")
 @grading_options
+@sandbox_option
 @click.option("--color/--no-color", default=None, help="Force colour on or off.")
 def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
           gradescope_output: str, html_path: Optional[Path], **grading: object) -> None:
@@ -198,20 +221,20 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
     render_options: dict = {"visibility": click.get_current_context().meta.get(
         "gradkit.visibility", {}), "output_format": gradescope_output} \
         if fmt == "gradescope" else {}
-    from gradkit.sandbox import Sandbox
-
     options = _check_options(**grading)  # (no torch: a bad assignment file exits at once)
-    # first thing: the worker (a fresh interpreter) imports torch while this process does
-    sandbox = Sandbox(hidden=[p.resolve().parent for p in (output, html_path) if p is not None])
+    # first thing: the linux backend's worker (a fresh interpreter) imports torch while this
+    # process does
+    backend = _open_sandbox(options.sandbox, hidden=[p.resolve().parent for p in
+                                                     (output, html_path) if p is not None])
     try:
         from gradkit.api import check as run_check
         import torch
 
         # the grader's tensors are tiny: one thread, not an OpenMP pool spinning on every core
         torch.set_num_threads(1)
-        report = run_check(path, sandbox=sandbox, options=options)
+        report = run_check(path, sandbox=backend, options=options)
     finally:
-        sandbox.close()
+        backend.close()
     if fmt == "terminal":
         from rich.console import Console
 
@@ -286,6 +309,7 @@ def schema() -> None:
               help="Also write OUT/summary.html and each student's report as "
                    "OUT/reports/<student>.html.")
 @grading_options
+@sandbox_option
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr while grading.")
 def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Path], force: bool,
@@ -304,6 +328,13 @@ def grade(paths: tuple[Path, ...], jobs: int, out: Path, gradebook: Optional[Pat
 
     from gradkit import batch
 
+    from gradkit.sandbox import SandboxUnavailable
+    from gradkit.sandbox.backend import available
+
+    try:  # the grading processes open it; the name they get is the one that runs
+        grading["sandbox"] = available(str(grading["sandbox"]))
+    except SandboxUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
     settings = _check_options(**grading)
     functions = settings.assignment.functions
     submissions = batch.find_submissions(list(paths), exclude=[out],

@@ -11,17 +11,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Optional
+import os
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gradkit import __version__
 from gradkit.sandbox import Limits
+from gradkit.sandbox.backend import ENVIRONMENT_VARIABLE
 from reference.assignment import (FAMILY_CONVENTIONS, NOTEBOOK, Assignment, LossConvention,
                                   check_ids, parse_assignment)
 
 if TYPE_CHECKING:  # (gradkit.tolerances imports torch: only when the table is used)
     from gradkit.tolerances import Tolerances
+
+
+def _sandbox_from_environment() -> str:
+    """The backend named by ``$GRADKIT_SANDBOX``, else ``auto`` (validated like any other)."""
+    return os.environ.get(ENVIRONMENT_VARIABLE) or "auto"
 
 
 class Options(BaseModel):
@@ -39,6 +46,10 @@ class Options(BaseModel):
         (), description="Loss conventions also accepted as correct.")
     allow_autograd: bool = Field(False, description="Report autograd use without failing.")
     credit_upstream: bool = Field(False, description="Partial credit follows the steps.")
+    sandbox: Literal["auto", "linux", "portable"] = Field(
+        default_factory=_sandbox_from_environment, validate_default=True,
+        description="The sandbox backend that runs the submission ($GRADKIT_SANDBOX, else "
+                    "auto: linux where it can run, else portable).")
 
     @model_validator(mode="after")
     def _fits_the_assignment(self) -> "Options":
@@ -77,7 +88,7 @@ class Options(BaseModel):
         text = json.dumps([self.assignment.fingerprint, self.rtol, self.atol,
                            sorted(self.points.items()), repr(self.limits),
                            sorted(self.accept_conventions), self.allow_autograd,
-                           self.credit_upstream, __version__])
+                           self.credit_upstream, self.sandbox, __version__])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -88,7 +99,8 @@ class Options(BaseModel):
                 "rtol": self.rtol, "atol": self.atol, "points": self.points,
                 "limits": dataclasses.asdict(self.limits),
                 "accept_conventions": list(self.accept_conventions),
-                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream}
+                "allow_autograd": self.allow_autograd, "credit_upstream": self.credit_upstream,
+                "sandbox": self.sandbox}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Options":
@@ -101,7 +113,8 @@ class Options(BaseModel):
                    points=data["points"], limits=Limits(**data["limits"]),
                    accept_conventions=tuple(data["accept_conventions"]),
                    allow_autograd=data["allow_autograd"],
-                   credit_upstream=data["credit_upstream"])
+                   credit_upstream=data["credit_upstream"],
+                   sandbox=data.get("sandbox") or "auto")
 
     @classmethod
     def build(cls, *, assignment: Assignment | str | None = None,

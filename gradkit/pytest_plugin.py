@@ -16,8 +16,10 @@ Fixtures (all session-scoped, so the student's file is graded once and one worke
 - ``gradkit_reference``: the course network done right (``gradkit.testing.Reference``);
 - ``gradkit_cases``: gradkit's fixed cases; a test that takes ``gradkit_case`` is parametrised
   over them (narrow with ``@pytest.mark.gradkit_cases(kind="step")``);
-- ``gradkit_options``: the grading options (``gradkit.options.Options``, with the assignment);
-- ``gradkit_submission`` and ``gradkit_sandbox``, which the others build on.
+- ``gradkit_options``: the grading options (``gradkit.options.Options``, with the assignment
+  and the sandbox backend);
+- ``gradkit_submission`` and ``gradkit_sandbox`` (``--gradkit-sandbox auto|linux|portable``),
+  which the others build on.
 
 Compare tensors with ``gradkit.testing.assert_close`` (gradkit's tolerances and messages).
 Nothing here imports torch until a fixture is used, so the plugin costs nothing elsewhere.
@@ -32,7 +34,7 @@ import pytest
 
 if TYPE_CHECKING:
     from gradkit.report import Report
-    from gradkit.sandbox import Sandbox
+    from gradkit.sandbox import SandboxBackend
     from gradkit.session import StudentFunctions
     from gradkit.testing import Reference
 
@@ -44,6 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gradkit-submission", action="store", dest="gradkit_submission",
                     metavar="PATH", default=None,
                     help="The submission (.py or .ipynb) that gradkit's fixtures grade.")
+    group.addoption("--gradkit-sandbox", action="store", dest="gradkit_sandbox",
+                    choices=("auto", "linux", "portable"), default=None,
+                    help="The sandbox backend the fixtures run the submission in (default: "
+                         "$GRADKIT_SANDBOX, else auto).")
     parser.addini("gradkit_submission", "The submission gradkit's fixtures grade (relative to "
                   "the rootdir); --gradkit-submission overrides it.", default=None)
     group.addoption("--gradkit-assignment", action="store", dest="gradkit_assignment",
@@ -86,16 +92,22 @@ def assignment_spec(config: pytest.Config) -> Optional[str]:
 
 
 def options_of(config: pytest.Config):
-    """The grading options of this session (built once): the assignment, nothing else."""
+    """The grading options of this session (built once): the assignment and the sandbox
+    backend, nothing else."""
     cached = getattr(config, "_gradkit_options", None)
     if cached is None:
+        from pydantic import ValidationError
+
         from gradkit.options import Options
         from reference.assignment import AssignmentError
 
         try:
-            cached = Options.build(assignment=assignment_spec(config))
+            cached = Options.build(assignment=assignment_spec(config),
+                                   sandbox=config.getoption("gradkit_sandbox"))
         except AssignmentError as exc:
             raise pytest.UsageError(f"gradkit: bad assignment: {exc}") from None
+        except ValidationError as exc:  # ($GRADKIT_SANDBOX names no backend)
+            raise pytest.UsageError(f"gradkit: bad option: {exc}") from None
         config._gradkit_options = cached  # type: ignore[attr-defined]
     return cached
 
@@ -141,21 +153,28 @@ def gradkit_submission(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture(scope="session")
 def gradkit_options(pytestconfig: pytest.Config):
     """The grading options (``gradkit.options.Options``): the assignment of
-    ``--gradkit-assignment`` or the ini key, everything else at its default."""
+    ``--gradkit-assignment`` or the ini key, the backend of ``--gradkit-sandbox`` (else
+    ``$GRADKIT_SANDBOX``, else auto), everything else at its default."""
     return options_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def gradkit_sandbox() -> "Sandbox":
-    """One pre-loaded worker for the whole session; each call runs in a fresh child of it."""
-    from gradkit.sandbox import Sandbox
+def gradkit_sandbox(gradkit_options) -> "SandboxBackend":
+    """One sandbox for the whole session, the backend ``gradkit_options.sandbox`` names
+    (``--gradkit-sandbox``, else ``$GRADKIT_SANDBOX``, else auto); each call runs in a fresh
+    process of it."""
+    from gradkit.sandbox import SandboxUnavailable, open_sandbox
 
-    with Sandbox() as sandbox:
+    try:
+        sandbox = open_sandbox(gradkit_options.sandbox)
+    except (SandboxUnavailable, ValueError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with sandbox:
         yield sandbox
 
 
 @pytest.fixture(scope="session")
-def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox",
+def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "SandboxBackend",
                    gradkit_options) -> "Report":
     """The submission's report, exactly as ``gradkit check`` makes it."""
     from gradkit.api import check
@@ -164,7 +183,7 @@ def gradkit_report(gradkit_submission: Path, gradkit_sandbox: "Sandbox",
 
 
 @pytest.fixture(scope="session")
-def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "Sandbox",
+def gradkit_student(gradkit_submission: Path, gradkit_sandbox: "SandboxBackend",
                     gradkit_options) -> "StudentFunctions":
     """The student's functions, run in the sandbox: ``.train(...)`` and ``.predict(...)``."""
     from gradkit.session import StudentFunctions

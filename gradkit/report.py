@@ -176,6 +176,10 @@ class SubmissionInfo(_Model):
 class Isolation(_Model):
     """What the sandbox achieved on this machine (see the README, "Isolation and limits")."""
 
+    backend: Literal["linux", "portable"] = Field(
+        "linux", description="The sandbox backend that ran the submission: 'linux' (namespaces, "
+        "seccomp, a forked worker) or 'portable' (a fresh interpreter per run, for macOS and "
+        "Windows). Reports of format 1.0 were all made by 'linux'.")
     process: str = Field("not started", description="Process, session and PID namespace.")
     user: str = Field("", description="Who the submission ran as.")
     network: str = ""

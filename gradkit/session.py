@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from gradkit.loader import LoadError, Submission, load_submission
-from gradkit.sandbox import Limits, Sandbox, prepare_workdir
+from gradkit.sandbox import Limits, SandboxBackend, prepare_workdir
 
 #: What a weights dict maps to: the parameter names V, I, W, J.
 Weights = dict[str, Any]
@@ -46,7 +46,7 @@ class StudentFunctions:
     ``check()`` does.
     """
 
-    def __init__(self, path: str | Path, sandbox: Sandbox, *, limits: Limits = Limits(),
+    def __init__(self, path: str | Path, sandbox: SandboxBackend, *, limits: Limits = Limits(),
                  siblings: bool = True, assignment=None) -> None:
         from reference.assignment import NOTEBOOK
 

@@ -8,6 +8,10 @@ within its limit, that the worker survived, and that no process of the run is le
 The attacks are bounded so that the tests are safe on a machine without the isolation they check:
 the fork bomb forks at most 50 times, memory is taken under the child's address-space limit, and
 the kill attempts name only the grader of their own test, never -1 or 0.
+
+The module runs on the backend ``GRADKIT_SANDBOX`` names (``auto``: linux here). Where the portable
+backend legitimately does less (README, "Sandbox backends"), the test says so and why; the linux
+backend's expectations are the same either way.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 from unittest import mock
 
 import pytest
@@ -26,9 +32,8 @@ from click.testing import CliRunner
 
 from gradkit import check
 from gradkit.report import Report
-from conftest import _SharedSandbox
-from gradkit.sandbox.worker import children_of
-from gradkit.sandbox import Limits, Sandbox
+from conftest import BACKEND, processes_left, sandbox_alive, share
+from gradkit.sandbox import Limits, SandboxBackend, open_sandbox
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 EXAMPLES = Path(__file__).parent.parent / "submissions_example"
@@ -41,38 +46,51 @@ WRONG_SOLUTION_FAILS = {"gradient.V", "gradient.I", "gradient.W", "gradient.J", 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    """This module's own worker, started with a secret in its environment."""
+    """This module's own sandbox, started with a secret in its environment (the linux backend's
+    worker keeps the environment it started with)."""
     with mock.patch.dict(os.environ, {"GRADKIT_TEST_SECRET": SECRET}):
-        shared = Sandbox()
+        shared = open_sandbox()
+    import torch  # noqa: F401  (the grader's own import, while a worker starts, is no run's time)
+
     with shared:
+        # nor is the worker's start (it imports torch): one run first, untimed
+        assert check(EXAMPLES / "correct.py", sandbox=shared, limits=LIMITS).passed
         yield shared
 
 
-def _after_run(sandbox: Sandbox, report_error, seconds: float, allowed: float) -> None:
+def _after_run(sandbox: SandboxBackend, report_error, seconds: float, allowed: float,
+               may_leave: bool = False) -> None:
     assert report_error is None, f"gradkit itself failed: {report_error}"
     assert seconds < allowed, f"the run took {seconds:.1f} s, over the {allowed} s it may take"
-    assert sandbox.worker_alive, "the grader's worker died"
-    assert children_of(sandbox.worker_pid) == [], "a process of the run is still there"
+    assert sandbox_alive(sandbox), "the grader's worker died"
+    if not may_leave:
+        assert processes_left(sandbox) == [], "a process of the run is still there"
 
 
-def grade(sandbox: Sandbox, path: Path, allowed: float, **options) -> Report:
+#: what the portable backend adds to a check's time: each run starts a fresh interpreter that
+#: imports torch (about a second idle, several on a loaded machine; the run's limits count from
+#: when it is ready), and a check makes up to three runs (api.MAX_RESUMES)
+STARTUP = 30.0 if BACKEND == "portable" else 0.0
+
+
+def grade(sandbox: SandboxBackend, path: Path, allowed: float, may_leave: bool = False,
+          **options) -> Report:
     started = time.monotonic()
     report = check(path, sandbox=sandbox, limits=LIMITS, **options)
-    _after_run(sandbox, report.error, time.monotonic() - started, allowed)
+    _after_run(sandbox, report.error, time.monotonic() - started, allowed + STARTUP, may_leave)
     return report
 
 
-def cli(sandbox: Sandbox, monkeypatch, *args: str) -> tuple[dict, int]:
-    """The real ``gradkit check ... --format json`` on the module's worker."""
-    import gradkit.sandbox
+def cli(sandbox: SandboxBackend, monkeypatch, *args: str) -> tuple[dict, int]:
+    """The real ``gradkit check ... --format json`` on the module's sandbox."""
     from gradkit.cli import main
 
-    monkeypatch.setattr(gradkit.sandbox, "Sandbox", lambda **options: _SharedSandbox(sandbox))
+    share(monkeypatch, sandbox)
     started = time.monotonic()
     result = CliRunner().invoke(main, ["check", *args, "--format", "json", "--timeout", "15"],
                                 catch_exceptions=False)
     report = json.loads(result.stdout)
-    _after_run(sandbox, report["error"], time.monotonic() - started, 15)
+    _after_run(sandbox, report["error"], time.monotonic() - started, 15 + STARTUP)
     return report, result.exit_code
 
 
@@ -103,15 +121,50 @@ STOPPED = [
 ]
 
 
+def portable_differs(attack: str, report: Report) -> Optional[tuple[str, tuple[str, ...]]]:
+    """(status, words, any of which the message holds) where the portable backend on this
+    platform legitimately gives another verdict than STOPPED's, and why; None where it gives the
+    same. Only Linux is measured here; the macOS and Windows rows follow from what those systems
+    provide."""
+    limits = report.isolation.limits
+    if report.isolation.backend != "portable":
+        return None
+    if attack == "memory_exhaustion" and "address_space" not in limits and os.name != "nt":
+        # macOS accepts RLIMIT_AS but does not enforce it (the backend records no such limit):
+        # the allocations go on until the system refuses one or the wall clock stops the call
+        return "error", ("call 'notebook_row' ran past its 2 s limit",
+                         "DefaultCPUAllocator: can't allocate memory")
+    if attack == "huge_file" and "file_size" not in limits:
+        # Windows has no RLIMIT_FSIZE: the 200 MB file is written in the private working folder
+        # (deleted after the run), and the solution beneath is correct
+        return "pass", ()
+    if attack == "deep_recursion" and os.name == "nt":
+        return "error", ("the submission's process killed by STATUS_STACK_OVERFLOW",)
+    if attack == "deep_recursion" and sys.platform == "darwin":
+        # macOS reports a stack overflow as SIGSEGV or SIGBUS, depending on where it lands
+        return "error", ("the submission's process killed by SIGSEGV",
+                         "the submission's process killed by SIGBUS")
+    if attack == "self_kill" and os.name == "nt":
+        return "error", ("raised AttributeError: module 'signal' has no attribute 'SIGKILL'",)
+    return None
+
+
 @pytest.mark.parametrize("attack, check_id, status, words, seconds", STOPPED,
                          ids=[row[0] for row in STOPPED])
 def test_attack_fails_the_submission_with_a_clear_message(sandbox, attack, check_id, status,
                                                           words, seconds):
     report = grade(sandbox, HOSTILE / f"{attack}.py", seconds)
+    expected = (status, (words,))
+    differs = portable_differs(attack, report)
+    if differs is not None:
+        expected = differs
+        if differs[0] == "pass":
+            assert report.check(check_id).status == "pass"
+            return
     assert not report.passed and report.return_code == 1
     verdict = report.check(check_id)
-    assert verdict.status == status
-    assert words in verdict.message
+    assert verdict.status == expected[0]
+    assert any(words in verdict.message for words in expected[1]), verdict.message
     # nothing passes on the strength of a run that was stopped or produced nothing usable
     assert report.check("gradient.W").status != "pass"
 
@@ -165,6 +218,16 @@ def test_fake_result_files_are_not_the_report(sandbox, monkeypatch, tmp_path):
 
 
 def test_fork_attempts_are_bounded_and_leave_nothing(sandbox):
+    if BACKEND == "portable" and os.name != "nt":
+        # the portable backend has no PID namespace or subreaper on POSIX: a process that left
+        # the run's session escapes the group kill and outlives the run (README, "Sandbox
+        # backends"). The test finds each one by the environment the run gave it, and ends it.
+        report = grade(sandbox, HOSTILE / "fork_bomb.py", 6, may_leave=True)
+        left = processes_left(sandbox)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert report.check("gradient.V").status != "pass"  # forking 50 times per call is slow
+        return
     report = grade(sandbox, HOSTILE / "fork_bomb.py", 6)
     if "seccomp" in report.isolation.syscalls:
         assert report.check("gradient.V").status == "error"
@@ -183,7 +246,9 @@ def test_megabytes_of_output_are_capped_and_change_nothing(sandbox):
 
 def test_the_environment_holds_no_secrets(sandbox):
     assert os.environ.get("GRADKIT_TEST_SECRET") is None  # only the worker was given it
-    report = grade(sandbox, HOSTILE / "env_secrets.py", 4)
+    # the portable backend starts each run from the grader's own environment: give it the secret
+    with mock.patch.dict(os.environ, {"GRADKIT_TEST_SECRET": SECRET}):
+        report = grade(sandbox, HOSTILE / "env_secrets.py", 4)
     assert report.passed
     assert "environment:" in report.output.stdout
     assert SECRET not in report.output.stdout
@@ -209,9 +274,13 @@ def test_importing_gradkit_or_the_reference_fails_the_policy_check(sandbox):
     assert "GKP202" in message and "imports the reference solution" in message
 
 
-def test_an_attempt_to_kill_the_grader_leaves_it_alive(tmp_path):
+def test_an_attempt_to_kill_the_grader_leaves_it_alive(tmp_path, sandbox):
     """The real command in its own process: the submission tries to SIGKILL it (its pid is in
     grader_pid.txt beside the file), its worker and its own ancestors."""
+    if sandbox.name == "portable" and not sandbox.seatbelt:
+        pytest.skip("the portable backend runs the submission as the grader's own user with no "
+                    "PID namespace: without macOS's sandbox-exec profile it can signal every "
+                    "process of that user, this test's own included (README, Sandbox backends)")
     submission = tmp_path / "kill_grader.py"
     shutil.copy(HOSTILE / "kill_grader.py", submission)
     started = time.monotonic()

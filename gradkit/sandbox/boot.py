@@ -1,6 +1,7 @@
 """The entry point of every sandbox process that starts as a fresh interpreter.
 
     python -I <this file> worker FD
+    python -I <this file> portable CHANNEL
 
 ``command(role, *args)`` builds that line and ``environment()`` the minimal environment it runs
 in (of the grader's, only PATH and the locale; one OpenMP thread). Run as a script, the
@@ -58,6 +59,10 @@ def _main(argv: list[str]) -> None:
         from gradkit.sandbox.worker import main
 
         main(int(argv[2]))
+    elif role == "portable":  # one run of the portable backend: its result channel
+        from gradkit.sandbox.portable import serve_run
+
+        serve_run(argv[2])
     else:
         raise SystemExit(f"gradkit sandbox: unknown role {role!r}")
 

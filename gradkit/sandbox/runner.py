@@ -21,168 +21,24 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from gradkit.sandbox import boot, wire
+from gradkit.sandbox.backend import (GRADKIT, SHIMS, CappedLog, Limits, ResultOrder, RunOutcome,
+                                     RunTracker, find_reference)
+from gradkit.sandbox.backend import prepare_workdir  # noqa: F401  (its old home)
 from gradkit.sandbox.worker import LENGTH
 
-SHIMS = str(Path(__file__).parent.parent / "shims")
-GRADKIT = str(Path(__file__).parent.parent)
-
-
-def _reference() -> tuple[Optional[str], str]:
-    """The reference package's folder (found, not imported) and the source of its toy data,
-    which the nn_helper shim serves: it reaches the child as data, the package stays out of
-    view."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("reference")
-    folder = list(spec.submodule_search_locations or [None])[0] if spec else None
-    source = ""
-    if folder:
-        try:
-            source = (Path(folder) / "toy_data.py").read_text(encoding="utf-8")
-        except OSError:
-            pass
-    return folder, source
-
+_Protocol = ResultOrder  # (its old name, for the tests that use it)
 
 #: folders no run may see, whoever grades: every home and the users' runtime folders
 HOMES = ("/root", "/home", "/run/user")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one submission run (documented in the README)."""
-
-    load_seconds: float = 20.0  # wall clock for loading the file (a notebook runs its cells)
-    call_seconds: float = 10.0  # wall clock for any one planned call
-    total_seconds: float = 60.0  # wall clock for the whole run
-    address_space: int = 3 << 30  # bytes of virtual memory (torch alone maps ~0.7 GB)
-    file_size: int = 16 << 20  # bytes any one file the child writes may reach
-    open_files: int = 256
-    processes: int = 64  # only where RLIMIT_NPROC binds (not root)
-    result_bytes: int = 64 << 20  # cap on everything sent back on the result pipe
-    log_bytes: int = 64 << 10  # stdout and stderr kept, each
-    workdir_bytes: int = 64 << 20  # size of the private working folder (where mounts allow)
-    no_network: bool = True
-
-    def for_child(self) -> dict[str, Any]:
-        return {"cpu_seconds": int(self.total_seconds) + 5, "address_space": self.address_space,
-                "file_size": self.file_size, "open_files": self.open_files,
-                "processes": self.processes, "no_network": self.no_network,
-                "workdir_bytes": self.workdir_bytes}
-
-
-@dataclass
-class RunOutcome:
-    """What came back from one run: frames, logs, and how the child ended."""
-
-    frames: list[wire.Frame] = field(default_factory=list)
-    stdout: str = ""
-    stderr: str = ""
-    stdout_dropped: int = 0
-    stderr_dropped: int = 0
-    exit: dict[str, Any] = field(default_factory=dict)
-    #: why the grader stopped the child, in words ("call 'batch5' ran past 10 s"), or None
-    killed: Optional[str] = None
-    #: a problem on the grader's side of the boundary (worker died, bad frame)
-    fault: Optional[str] = None
-    seconds: float = 0.0
-    isolation: dict[str, Any] = field(default_factory=dict)
-    #: the child sent its closing frame: every planned call was made
-    finished: bool = False
-    #: the planned call the run was in when it ended ("load" before loading finished, "done"
-    #: after the last call): with ``call_timed_out``, what a resumed run can skip
-    running: str = "load"
-    #: the grader stopped the child because ``running`` ran past its own time limit
-    call_timed_out: bool = False
-
-    @property
-    def exit_words(self) -> str:
-        if "signal_name" in self.exit:
-            return f"killed by {self.exit['signal_name']}"
-        if "code" in self.exit:
-            return f"exited with code {self.exit['code']}"
-        return "did not report how it ended"
-
-    @property
-    def stopped(self) -> Optional[str]:
-        """Why the run ended before making every planned call, in words; None if it did not."""
-        if self.killed or self.fault:
-            return self.killed or self.fault
-        if self.exit.get("code") == 0 and self.finished:
-            return None
-        if self.exit.get("code") == 0:
-            return ("the submission's process exited before it finished (does the file call "
-                    "sys.exit or os._exit?)")
-        return f"the submission's process {self.exit_words}"
-
-
-class _Log:
-    def __init__(self, cap: int) -> None:
-        self.cap, self.data, self.dropped = cap, bytearray(), 0
-
-    def feed(self, chunk: bytes) -> None:
-        room = self.cap - len(self.data)
-        self.data += chunk[:room]
-        self.dropped += max(0, len(chunk) - room)
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
-
-
-def prepare_workdir(submission: Path, siblings: bool, max_bytes: int = 32 << 20) -> Path:
-    """A temporary copy of the submission (and, if asked, its folder's small files)."""
-    workdir = Path(tempfile.mkdtemp(prefix="gradkit-"))
-    shutil.copy2(submission, workdir / submission.name)
-    if siblings:
-        budget = max_bytes
-        for entry in sorted(submission.parent.iterdir()):
-            if entry == submission or not entry.is_file() or entry.is_symlink():
-                continue
-            size = entry.stat().st_size
-            if size > budget or entry.suffix in (".ipynb",):
-                continue
-            budget -= size
-            shutil.copy2(entry, workdir / entry.name)
-    return workdir
-
-
-class _Protocol:
-    """The order a child writes its frames in; anything else was written by the submission."""
-
-    def __init__(self, call_ids: list[str]) -> None:
-        self.order = {call_id: index for index, call_id in enumerate(call_ids)}
-        self.state = "start"  # start, isolation, load, call <index>, done
-        self.last_call = -1
-        self.budget = wire.Budget()  # what this run's frames may make the grader rebuild
-
-    def accept(self, frame: wire.Frame) -> str:
-        """The frame's type if it comes where it should; raises ``wire.WireError`` if not."""
-        kind = wire.check_frame(frame, self.budget)
-        expected = {"start": ("isolation",), "isolation": ("load",),
-                    "load": ("call", "done"), "call": ("call", "done"), "done": ()}[self.state]
-        if kind not in expected:
-            raise wire.WireError(f"a {kind} frame came after the {self.state} frame")
-        if kind == "call":
-            index = self.order.get(frame.header["id"], -1)
-            if index <= self.last_call:
-                raise wire.WireError(f"call frame {frame.header['id'][:40]!r} is not the next "
-                                     "planned call")
-            self.last_call = index
-        self.state = kind
-        return kind
 
 
 class ForkedProcess:
@@ -222,6 +78,9 @@ class ForkedProcess:
 class Sandbox:
     """One pre-loaded worker; ``run`` grades one submission at a time in fresh processes."""
 
+    #: the backend's name (``gradkit.sandbox.backend``), recorded in the report
+    name = "linux"
+
     #: how long the grader waits for the worker to take a request or to confirm a kill
     WORKER_SECONDS = 10.0
 
@@ -234,7 +93,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self.hidden = [str(folder) for folder in hidden]
         self._start()
-        self._reference = _reference()
+        self._reference = find_reference()
 
     def _hide(self, request: dict[str, Any]) -> list[str]:
         """The folders the run must not see: every home (the grader's own included), the
@@ -358,24 +217,17 @@ class Sandbox:
         for _, w in pipes:
             os.close(w)
         readers = {pipes[0][0]: "result", pipes[1][0]: "stdout", pipes[2][0]: "stderr"}
-        # which function each call needs: the child skips the calls of a function it lacks
-        train, predict = request.get("functions") or ("train_neural_net", "neural_net_predict")
-        needs = {call.get("id"): predict if call.get("kind") == "predict"
-                 else train for call in request.get("calls") or []}
         try:
-            self._collect(outcome, readers, limits, call_ids, started, needs)
+            self._collect(RunTracker(outcome, request, limits, call_ids, started), readers)
         finally:
             for fd in readers:
                 os.close(fd)
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    def _collect(self, outcome: RunOutcome, readers: dict[int, str], limits: Limits,
-                 call_ids: list[str], started: float, needs: dict[str, str]) -> None:
-        logs = {"stdout": _Log(limits.log_bytes), "stderr": _Log(limits.log_bytes)}
-        results = wire.FrameReader()
-        protocol = _Protocol(call_ids)
-        received = 0
+    def _collect(self, tracker: RunTracker, readers: dict[int, str]) -> None:
+        outcome, limits = tracker.outcome, tracker.limits
+        logs = {"stdout": CappedLog(limits.log_bytes), "stderr": CappedLog(limits.log_bytes)}
         pid: Optional[int] = None
         worker = wire.FrameReader()
         selector = selectors.DefaultSelector()
@@ -383,10 +235,6 @@ class Sandbox:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ, name)
         selector.register(self._sock, selectors.EVENT_READ, "worker")
-        # deadline for the next frame: loading first, then each call in turn
-        waiting_for = "load"
-        frame_deadline = started + limits.load_seconds
-        total_deadline = started + limits.total_seconds
         killed_at: Optional[float] = None
         exited_at: Optional[float] = None
         open_pipes = set(readers)
@@ -414,21 +262,14 @@ class Sandbox:
                 if exited_at is not None and (not open_pipes or now > exited_at + 0.2):
                     break
                 if exited_at is None:
-                    if now > total_deadline:
-                        kill(f"the whole run took longer than {limits.total_seconds:g} s")
-                    elif now > frame_deadline:
-                        what = ("loading the file" if waiting_for == "load"
-                                else f"call '{waiting_for}'")
-                        limit = (limits.load_seconds if waiting_for == "load"
-                                 else limits.call_seconds)
-                        kill(f"{what} ran past its {limit:g} s limit")
-                        outcome.call_timed_out = outcome.killed == \
-                            f"{what} ran past its {limit:g} s limit"
+                    reason = tracker.overdue(now)
+                    if reason:
+                        kill(reason)
                     if killed_at is not None and now > killed_at + self.WORKER_SECONDS:
                         outcome.fault = "the submission's process could not be stopped"
                         return
                 timeout = 0.05 if exited_at is not None or outcome.killed else \
-                    max(0.0, min(frame_deadline, total_deadline) - now) + 0.01
+                    max(0.0, tracker.deadline - now) + 0.01
                 for key, _ in selector.select(timeout):
                     name = key.data
                     if name == "worker":
@@ -470,44 +311,11 @@ class Sandbox:
                     if name != "result":
                         logs[name].feed(chunk)
                         continue
-                    received += len(chunk)
-                    if received > limits.result_bytes:
-                        kill(f"it sent back more than {limits.result_bytes >> 20} MiB of results")
+                    reason = tracker.feed(chunk, time.monotonic())
+                    if reason:
+                        kill(reason)
+                    if tracker.closed:
                         stop_reading(fd)
-                        continue
-                    try:
-                        frames = results.feed(chunk)
-                        kinds = [protocol.accept(frame) for frame in frames]
-                    except wire.WireError as exc:
-                        kill(f"something other than gradkit wrote to its result channel, so no "
-                             f"result of this run counts ({exc})")
-                        outcome.frames.clear()
-                        outcome.finished = False
-                        stop_reading(fd)
-                        continue
-                    for frame, kind in zip(frames, kinds):
-                        if kind == "isolation":
-                            outcome.isolation = {k: v for k, v in frame.header.items()
-                                                 if k not in ("type", "payload")}
-                            continue
-                        if kind == "done":
-                            outcome.finished = True
-                            continue
-                        outcome.frames.append(frame)
-                        if kind == "load":
-                            usable = {name for name, state in
-                                      (frame.header.get("functions") or {}).items()
-                                      if state == "ok"}
-                            call_ids = [c for c in call_ids if needs.get(c) in usable
-                                        or c not in needs]
-                        done = {f.header.get("id") for f in outcome.frames
-                                if f.header.get("type") == "call"}
-                        remaining = [c for c in call_ids if c not in done]
-                        waiting_for = remaining[0] if remaining else "done"
-                        frame_deadline = time.monotonic() + (
-                            limits.call_seconds * (3 if waiting_for == "training_loop" else 1))
         finally:
             selector.close()
-            outcome.running = waiting_for
-            outcome.stdout, outcome.stdout_dropped = logs["stdout"].text(), logs["stdout"].dropped
-            outcome.stderr, outcome.stderr_dropped = logs["stderr"].text(), logs["stderr"].dropped
+            tracker.finish(logs)
