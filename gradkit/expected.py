@@ -38,6 +38,18 @@ class StepExpectation:
     updated: Weights  # w - learning_rate * gradient, float64
     #: every value of the reference's forward and backward pass, by step id (float64)
     trace: Optional[network.Trace] = None
+    #: the scale of the rounding in each gradient, by parameter name (``Trace.rounding_scales``)
+    rounding: Optional[Weights] = None
+
+    def rounding_of(self, name: str, scale: float = 1.0) -> tuple[Tensor, Tensor] | None:
+        """The reference gradient of ``name`` and the scale of its rounding, under a loss
+        convention's ``scale`` (for ``Tolerances.implied_gradient``); None where unknown."""
+        rounding = (self.rounding or {}).get(name)
+        if rounding is None:
+            return None
+        if scale == 1.0:
+            return self.gradients[name], rounding
+        return self.gradients[name] * scale, rounding * abs(scale)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,8 @@ def expect_step(X: Tensor, Y: Tensor, weights: Weights, learning_rate: float,
             "dLdb1")})
     result = StepExpectation(fwd, bwd, grads,
                              autograd_gradients(X64, Y64, w64, assignment=assignment),
-                             network.sgd_update(w64, grads, learning_rate), trace)
+                             network.sgd_update(w64, grads, learning_rate), trace,
+                             trace.rounding_scales())
     if len(_STEP_CACHE) > 4096:
         _STEP_CACHE.clear()
     _STEP_CACHE[key] = result

@@ -518,11 +518,17 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
             implied[name] = (before[name] - after.to(F64)) / lr
             weight_scale = float(before[name].abs().max()) if before[name].numel() else 1.0
             gradient_tolerance[name] = tolerances.implied_gradient(
-                computed_dtype(after.dtype, X.dtype), weight_scale, lr)
+                computed_dtype(after.dtype, X.dtype), weight_scale, lr, exp.rounding_of(name))
         documented = assignment.loss_convention
         convention, scale = _convention(implied, exp, gradient_tolerance, X.shape[0], documented,
                                         accepted, assignment) if accepted else \
             (documented, 1.0)
+        if scale != 1.0:  # the gradient's rounding scales with the convention's factor
+            for name in list(gradient_tolerance):
+                weight_scale = float(before[name].abs().max()) if before[name].numel() else 1.0
+                gradient_tolerance[name] = tolerances.implied_gradient(
+                    computed_dtype(returned[name].dtype, X.dtype), weight_scale, lr,
+                    exp.rounding_of(name, scale))
         steps_seen.append(SeenStep(case, index, exp, result, given, returned, convention, scale,
                                    implied))
         if verdicts is None:

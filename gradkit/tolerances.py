@@ -2,14 +2,22 @@
 
 A float32 solution that is right must pass, so float32 results are held to float32 accuracy.
 Gradients implied by an update, (w_before - w_after) / learning_rate, lose digits to the
-subtraction: ``implied_gradient`` widens the absolute tolerance by the rounding of w.
+subtraction: ``implied_gradient`` widens the absolute tolerance by the rounding of w. A gradient
+is also only known to the rounding of the terms it is computed from, which can be far larger than
+the gradient (a tiny sum of large terms that cancel, a large upstream gradient times a saturated
+unit's 1 - sigmoid): where rtol * |gradient| falls short of that, it widens the absolute
+tolerance too (``implied_gradient``'s ``rounding``, from the reference's
+``Trace.rounding_scales``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from gradkit.report import Tolerance
 
@@ -25,7 +33,8 @@ TABLE: dict[torch.dtype, Rule] = {
     torch.float64: Rule(rtol=1e-6, atol=1e-10),
     torch.float32: Rule(rtol=1e-4, atol=1e-6),
 }
-#: Rounding units that the subtraction in an implied gradient amplifies by 1/learning_rate.
+#: Rounding units allowed on the scale of a value's rounding: w's, which the subtraction in an
+#: implied gradient amplifies by 1/learning_rate, and the gradient's own.
 _ROUNDING_SLACK = 8
 
 
@@ -53,11 +62,23 @@ class Tolerances:
         rule = self.rule(dtype)
         return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=rule.atol)
 
-    def implied_gradient(self, dtype: torch.dtype, weight_scale: float, learning_rate: float
-                         ) -> Tolerance:
+    def implied_gradient(self, dtype: torch.dtype, weight_scale: float, learning_rate: float,
+                         rounding: Optional[tuple[Tensor, Tensor]] = None) -> Tolerance:
+        """The tolerance of (w_before - w_after) / learning_rate computed in ``dtype``: the
+        table's, with atol widened by the rounding of w (``weight_scale``: the largest |w|) and,
+        where the table's rtol * |gradient| does not cover it, by the rounding of the gradient
+        itself. ``rounding``: the reference's gradient and the scale of its rounding, elementwise
+        (``reference.network.Trace.rounding_scales``); the widening is the least that gives every
+        element ``_ROUNDING_SLACK`` * eps * its scale."""
         rule = self.rule(dtype)
         eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
         atol = rule.atol + _ROUNDING_SLACK * eps * max(weight_scale, 1.0) / learning_rate
+        if rounding is not None and rounding[0].numel() and rounding[0].shape == rounding[1].shape:
+            gradient, scale = rounding
+            short = float((_ROUNDING_SLACK * eps * scale.to(torch.float64)
+                           - rule.rtol * gradient.to(torch.float64).abs()).max())
+            if math.isfinite(short) and short > 0:  # (no finite widening covers a diverged one)
+                atol += short
         return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=atol)
 
     def table(self) -> list[Tolerance]:

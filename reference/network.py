@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from reference.assignment import NOTEBOOK, Assignment, LossConvention
-from reference.steps import Step, sigmoid, step_table
+from reference.steps import Step, derivative, sigmoid, step_table
 
 Weights = dict[str, Tensor]
 
@@ -37,6 +37,7 @@ __all__ = ["Trace", "run", "run_forward", "train", "predict", "loss_value", "ini
 # ------------------------------------------------------------------------------------------------
 # Any assignment
 # ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -69,6 +70,52 @@ class Trace:
         a = self.assignment
         return {name: self.values["dLd" + a.parameter_ids[name]] for name in a.parameter_names}
 
+    def rounding_scales(self) -> Weights:
+        """For every parameter, by its name, the scale of the float rounding in its gradient:
+        a correct solution that computes it in another order, or with the textbook formulas,
+        differs from the reference by about eps times this, not eps times the gradient.
+
+        A first-order running bound, carried through the pass on the reference's own float64
+        values. Every value v gets a scale s(v) >= |v|: the data and the parameters their
+        absolute values; a step whose ``Step.magnitude`` m says how it rounds (sums of absolute
+        terms instead of differences) gets the sum over its inputs of m with that input's scale
+        in place of its absolute value (the error each input brings, and the step's own
+        rounding); an activation |f(z)| + |f'(z)| s(z) (ReLU and the identity are exact); an
+        activation derivative the magnitude of its textbook formula, s (1 + s) for the sigmoid's
+        s (1 - s) and 1 + tanh^2 for tanh's 1 - tanh^2 (a saturated unit's 1 - s is known to
+        eps, not to eps times itself), plus |f''(z)| s(z). A gradient that is a tiny sum of large
+        terms which cancel, or the product of a large upstream gradient and a saturated
+        derivative, gets the scale of those terms.
+        """
+        a = self.assignment
+        values = self.values
+        scales = {name: value.abs() for name, value in values.items()
+                  if name in ("X", "Y") or name in a.parameter_ids.values()}
+        for step in step_table(a, self.convention):
+            if step.kind == "update" or step.id not in values:
+                break
+            if step.magnitude is not None:
+                absolute = [values[i].abs() for i in step.inputs]
+                total = None
+                for index, name in enumerate(step.inputs):
+                    term = step.magnitude(*absolute[:index], scales[name], *absolute[index + 1:])
+                    total = term if total is None else total + term
+                scales[step.id] = total
+                continue
+            activation = a.layers[step.layer - 1].activation
+            z = values[step.inputs[0]]
+            first = derivative(activation, z).abs()
+            if step.kind == "activation":
+                scales[step.id] = values[step.id].abs() + first * scales[step.inputs[0]]
+            elif activation == "sigmoid":
+                s = torch.sigmoid(z)
+                scales[step.id] = s * (1 + s) + first * (1 - 2 * s).abs() * scales[step.inputs[0]]
+            elif activation == "tanh":
+                t = torch.tanh(z)
+                scales[step.id] = 1 + t * t + 2 * first * t.abs() * scales[step.inputs[0]]
+            else:  # ReLU's and the identity's derivatives are exact
+                scales[step.id] = first
+        return {name: scales["dLd" + a.parameter_ids[name]] for name in a.parameter_names}
 
 def _inputs(assignment: Assignment, X: Tensor, Y: Optional[Tensor], weights: Weights
             ) -> dict[str, Tensor]:

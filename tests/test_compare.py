@@ -62,6 +62,28 @@ def test_implied_gradients_widen_atol_by_the_rounding_of_w_over_the_learning_rat
     assert small_lr.rtol == large_lr.rtol == TABLE[torch.float32].rtol
 
 
+def test_implied_gradients_widen_atol_by_the_rounding_of_their_terms_where_rtol_falls_short():
+    tolerances = Tolerances()
+    eps = torch.finfo(F64).eps
+    rule = TABLE[F64]
+    plain = tolerances.implied_gradient(F64, weight_scale=1.0, learning_rate=1.0)
+    # the failing chain step of a saturating network: dL/dW1 = -2.09e-7 out of terms of 2.36e10
+    gradient = torch.tensor([[6.7e-15, -2.09e-7]], dtype=F64)
+    scale = torch.tensor([[2.0e3, 2.36e10]], dtype=F64)
+    wide = tolerances.implied_gradient(F64, 1.0, 1.0, (gradient, scale))
+    assert wide.atol == pytest.approx(plain.atol + 8 * eps * 2.36e10 - rule.rtol * 2.09e-7)
+    assert compare("dL/dW1", "chain", torch.tensor([[0.0, -1.91e-7]], dtype=F64), gradient,
+                   wide).passed
+    assert not compare("dL/dW1", "chain", torch.tensor([[0.0, -1.91e-7]], dtype=F64), gradient,
+                       plain).passed
+    # terms no larger than rtol * |gradient| / (8 eps) already covers: the table's tolerance
+    covered = tolerances.implied_gradient(F64, 1.0, 1.0, (gradient, gradient.abs() * 100))
+    assert covered == plain
+    # a diverged gradient's scale is not finite: no widening
+    assert tolerances.implied_gradient(
+        F64, 1.0, 1.0, (gradient, torch.full_like(scale, float("inf")))) == plain
+
+
 def test_command_line_overrides_apply_to_every_dtype():
     tolerances = Tolerances(rtol=0.5, atol=0.25)
     assert [(t.rtol, t.atol) for t in tolerances.table()] == [(0.5, 0.25), (0.5, 0.25)]

@@ -681,7 +681,7 @@ def _parameter_level(submission: Submission, cases: tuple[Case, ...],
                 dtype = computed_dtype(seen.returned[name].dtype, seen.case.dtype)
                 tol = tolerances.implied_gradient(
                     dtype, float(before.abs().max()) if before.numel() else 1.0,
-                    seen.case.learning_rate)
+                    seen.case.learning_rate, seen.expectation.rounding_of(name, seen.scale))
                 expected = seen.scale * seen.expectation.gradients[name]
                 if not (bool(torch.isfinite(implied).all()) and
                         bool(torch.isfinite(expected).all())):

@@ -304,7 +304,9 @@ class StepObservation:
         if tolerance is None:
             before = self.given[name]
             scale = float(before.abs().max()) if before.numel() else 1.0
-            tolerance = self.tolerances.implied_gradient(self.dtype, scale, self.learning_rate)
+            tolerance = self.tolerances.implied_gradient(
+                self.dtype, scale, self.learning_rate,
+                self.expectation.rounding_of(name, self.scale))
             self._gradient_tolerances[name] = tolerance
         return tolerance
 
