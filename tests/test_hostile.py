@@ -226,7 +226,8 @@ def test_fork_attempts_are_bounded_and_leave_nothing(sandbox):
         left = processes_left(sandbox)
         for pid in left:
             os.kill(pid, signal.SIGKILL)
-        assert report.check("gradient.V").status != "pass"  # forking 50 times per call is slow
+        # nothing refuses the forks here: the run is graded as it computed, within its limits
+        assert report.error is None and report.duration_seconds < LIMITS.total_seconds
         return
     report = grade(sandbox, HOSTILE / "fork_bomb.py", 6)
     if "seccomp" in report.isolation.syscalls:
