@@ -726,22 +726,6 @@ def _side_effects(case: Case, call: CallResult, tolerances: Tolerances, assignme
     return verdict
 
 
-def weights_mutated(case: Case, step: StepResult) -> list[str]:
-    """Names of the caller's weight tensors the call changed in place (allowed, but noted)."""
-    after = step.after.get("weights")
-    if case.weights is None or after is None or after.kind != "dict":
-        return []
-    changed = []
-    for name, original in case.weights.items():
-        item = after.items.get(name)
-        if item is not None and item.kind == "array" and (
-                item.tensor.shape != original.shape or
-                not torch.equal(item.tensor.to(F64), original.to(F64))):
-            changed.append(name)
-    return changed
-
-
-
 # -- the numbers behind the pictures (Report.plots) --------------------------------------------
 
 def plots_of(checks: list[Check], verdicts: dict[str, list[CaseVerdict]],
