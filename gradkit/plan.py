@@ -23,6 +23,11 @@ def _encode_tensor(t: Tensor, out: wire.PayloadWriter) -> dict[str, Any]:
     return out.add(str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numpy().tobytes())
 
 
+#: the seed torch, numpy and ``random`` are given before the submission loads, so whatever a
+#: module draws at load time (``I = torch.randn(1, 4)``) is the same on every run
+LOAD_SEED = 0
+
+
 def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: str,
                   allow_autograd: bool = False,
                   functions: tuple[str, str] = ("train_neural_net", "neural_net_predict")
@@ -48,7 +53,8 @@ def build_request(cases: tuple[Case, ...], source: str, filename: str, workdir: 
                       "learning_rate": case.learning_rate, "repeat": case.repeat,
                       "capture": case.capture, "checkpoints": list(case.checkpoints)})
     request = {"source": source, "filename": filename, "workdir": workdir, "calls": calls,
-               "autograd_allowed": allow_autograd, "functions": list(functions)}
+               "autograd_allowed": allow_autograd, "functions": list(functions),
+               "load_seed": LOAD_SEED}
     return request, out.getvalue()
 
 

@@ -111,3 +111,20 @@ def test_the_installed_command_exit_codes(name, code):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == code, done.stderr
     assert ("PASSED" if code == 0 else "FAILED") in done.stdout
+
+
+def test_what_a_module_draws_at_load_is_the_same_on_every_run(check_json, tmp_path):
+    """torch seeds each process afresh; gradkit seeds the load, so a module-level draw (the
+    notebook's global I and J) grades the same twice (global_biases.py once scored 10 or 10.83)."""
+    source = (EXAMPLES / "correct.py").read_text() + (
+        "\nimport random\nimport numpy\n"
+        "print('drawn at load:', torch.randn(2).tolist(), random.random(), numpy.random.rand())\n")
+    path = tmp_path / "draws_at_load.py"
+    path.write_text(source)
+    outputs = set()
+    for _ in range(3):
+        report, code = check_json(path)
+        assert code == 0
+        outputs.add(next(line for line in report["output"]["stdout"].splitlines()
+                         if line.startswith("drawn at load:")))
+    assert len(outputs) == 1, outputs
