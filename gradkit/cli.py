@@ -439,7 +439,10 @@ def run() -> None:
     except Exception:  # a gradkit bug outside check(): say so with the documented exit code
         import traceback
 
-        traceback.print_exc()
+        from gradkit.render.untrusted import command_safe, visible
+
+        # the message may quote a submission's bytes (a name, a value): shown, never obeyed
+        sys.stderr.write(command_safe(visible(traceback.format_exc(), keep="\n")))
         code = EXIT_INTERNAL
     try:
         sys.stdout.flush()

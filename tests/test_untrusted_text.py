@@ -577,3 +577,24 @@ def test_an_instructors_pytest_sees_the_students_exception_as_inert_text(sandbox
     no_hazards(message)
     no_commands(message)
     assert "##[" not in message
+
+
+def test_gradkits_own_crash_shows_hostile_text_in_its_traceback_inert():
+    """Exit 3 (a gradkit bug) prints a traceback whose message may quote a submission's bytes:
+    controls are shown as escapes and no line of it is a workflow command."""
+    import subprocess
+    import sys
+
+    hostile = "\\x1b[2J\\x1b]0;owned\\x07\\n::add-mask::token\\n##[error]fake"
+    script = ("import gradkit.cli as cli\n"
+              "def boom():\n"
+              f"    raise RuntimeError('{hostile}')\n"
+              "cli.main = boom\n"
+              "cli.run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3
+    assert "RuntimeError" in done.stderr and "\\x1b[2J" in done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert not any(line.lstrip().startswith("::") or "##[" in line
+                   for line in done.stderr.splitlines())
