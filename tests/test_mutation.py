@@ -4,6 +4,10 @@
 operator at every site of train_neural_net's backward pass (for variable swaps, the first swap at
 each site), about 100 mutants. Set GRADKIT_MUTATION_FULL=1 to grade all of them (330, about two
 minutes), as ``python -m gradkit.mutation`` does for the README's figure.
+
+Any assignment's network: the names come from its description, and a sample of tanh_bce mutants
+goes through ``python -m gradkit.mutation --assignment`` (real CLI, real sandbox), each killed or
+passed as it changes the network or not.
 """
 
 from __future__ import annotations
