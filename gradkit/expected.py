@@ -156,6 +156,19 @@ def _training(case: Case, assignment: Assignment) -> TrainingExpectation:
     return TrainingExpectation(tuple(checkpoints), losses, wrong)
 
 
+def training_stretch(case: Case, start: Weights, first: int, last: int,
+                     assignment: Assignment = NOTEBOOK) -> Weights:
+    """The reference's weights after steps ``first``..``last`` (1-based, as the loop counts
+    them) of the training loop, started from ``start`` (a student's checkpoint): what plain SGD
+    does from *their* weights, over one stretch between two checkpoints."""
+    X, Y = case.X.to(F64), case.Y.to(F64)
+    weights = {n: start[n].to(F64) for n in assignment.parameter_names}
+    for row in case.rows.tolist()[first - 1:last]:
+        weights = network.train(assignment, X[row : row + 1], Y[row : row + 1], weights,
+                                case.learning_rate)
+    return weights
+
+
 def expect_training(case: Case, assignment: Assignment = NOTEBOOK) -> TrainingExpectation:
     """The reference's run of the training loop from the same start and rows."""
     key = (_key(case.X, case.Y, case.rows, *case.weights.values()), assignment.fingerprint)

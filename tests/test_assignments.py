@@ -426,10 +426,24 @@ SATURATING_CHAIN = Assignment.model_validate({
                {"units": 1, "activation": "identity", "weight": "W4", "bias": "b4"}]})
 
 
+#: Found by the property: a correct float32 loop leaves the first plateau at step ~400, the
+#: reference's float64 run at ~350 (0.549 against 0.207 at step 400; both end near 0.10). Each
+#: stretch of 100 steps tracks the reference's run from the student's own previous checkpoint
+#: within 3e-6, so the training check judges it stretch by stretch.
+PLATEAU = Assignment.model_validate({
+    "name": "random", "inputs": 2, "loss": "half_sse",
+    "functions": {"train": "train", "predict": "predict"},
+    "layers": [{"units": 3, "activation": "sigmoid", "weight": "W1", "bias": "b1"},
+               {"units": 6, "activation": "identity", "weight": "W2", "bias": "b2"},
+               {"units": 3, "activation": "tanh", "weight": "W3", "bias": "b3"}],
+    "training": {"seed": 70318, "rows": 16, "steps": 800, "learning_rate": 0.1}})
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(assignment=descriptions())
 @example(assignment=SATURATING_CHAIN)
+@example(assignment=PLATEAU)
 def test_a_correct_solution_written_from_a_random_description_passes(assignment, tmp_path,
                                                                      check_json):
     folder = tmp_path / f"a{abs(hash(assignment.fingerprint)) % 10**8}"
@@ -444,6 +458,31 @@ def test_a_correct_solution_written_from_a_random_description_passes(assignment,
     assert failing == [] and code == 0, failing
     assert report["score"] == report["max_score"] - sum(
         c["max_points"] for c in report["checks"] if c["status"] == "skipped")
+
+
+def test_a_run_that_leaves_its_plateau_elsewhere_is_tracked_stretch_by_stretch(tmp_path,
+                                                                              check_json):
+    """The PLATEAU description: the correct loop passes the training check on the stretch
+    comparison (its message gives the whole run's gap); the same loop smoothing the labels in
+    place (the caller's Y) tracks no stretch closely enough and fails it."""
+    (tmp_path / "course.toml").write_text(_toml(PLATEAU))
+    source = correct_solution(PLATEAU)
+    (tmp_path / "student.py").write_text(source)
+    report, _ = check_json(tmp_path / "student.py", "--assignment", tmp_path / "course.toml")
+    training = next(c for c in report["checks"] if c["id"] == "training")
+    assert training["status"] == "pass"
+    tracked = training["comparisons"][0]
+    assert "from your previous checkpoint" in tracked["quantity"]
+    assert tracked["max_abs_error"] < 1e-4 and tracked["tolerance"]["rtol"] == 0.02
+    assert "not the reference's whole run (at step 400" in tracked["message"]
+    smoothing = source.replace("    Y = Y.to(X.dtype)\n",
+                               "    Y = Y.to(X.dtype)\n    Y.mul_(0.9).add_(0.05)\n")
+    assert smoothing != source
+    (tmp_path / "smoothing.py").write_text(smoothing)
+    report, _ = check_json(tmp_path / "smoothing.py", "--assignment", tmp_path / "course.toml")
+    training = next(c for c in report["checks"] if c["id"] == "training")
+    assert training["status"] == "fail"
+    assert "previous checkpoint" not in training["comparisons"][0]["quantity"]
 
 
 def test_a_planted_mistake_fails_its_gradients_on_a_random_description(tmp_path, check_json):
