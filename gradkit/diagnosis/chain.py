@@ -53,7 +53,7 @@ _LOSS_FORMS = {"half_sse": "{P} - {Y}", "sse": "2 * ({P} - {Y})", "mse": "2 * ({
                "bce": "({P} - {Y}) / ({P} * (1 - {P}))"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per assignment: compared (and hashed) by identity
 class Chain:
     """Every table of the diagnosis, for one assignment, in the course's names."""
 
