@@ -371,7 +371,8 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
                      "steps": _step_summary(facts)}
     if pattern is not None:
         details["edit"] = _factor_edit(step, pattern, unchanged)
-    words = dict(variable=variable, expression=facts.chain.expressions[step],
+    words = dict(variable=variable + _layer_words(facts, step),
+                 expression=facts.chain.expressions[step],
                  inputs=", ".join(facts.variable(i) for i in inputs),
                  factor_words=" (the weight comes back unchanged)" if unchanged
                  else factor_words(pattern), span_words=span_words,
@@ -416,7 +417,7 @@ def _edit_details(facts: Facts, found: "edits.Explanation") -> dict:
     edit = found.edit
     return {"kind": edit.kind, "step": edit.step,
             "student": _render(edit.student, facts, found.parameter),
-            "documented": _render(edits.DOCUMENTED[edit.step], facts),
+            "documented": _render(facts.chain.documented[edit.step], facts),
             "words": _render(edit.words, facts, found.parameter),
             "parameter": found.parameter}
 
@@ -571,6 +572,7 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
         line = facts.source.assignment_line(facts.chain.train, holder) if holder else facts.line_of(step)
     if line is None:
         line = facts.line_of(found.target)
+    variable += _layer_words(facts, step)
     rendered = _edit_details(facts, found)
     student, documented, words = rendered["student"], rendered["documented"], rendered["words"]
     below = "" if step == found.target or holder else (
@@ -590,6 +592,15 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
             details={"step": step, "found_at": found.target, "edit": rendered,
                      "steps": _step_summary(facts)}),
         location=facts.submission.location(line), explanation=entry.explanation)
+
+
+def _layer_words(facts: Facts, step: str) -> str:
+    """' (layer 2)' after a step's variable, for a description other than the notebook's
+    (whose names say their layer)."""
+    chain = facts.chain
+    if chain.is_notebook or step not in chain.layer_of:
+        return ""
+    return f" ({chain.layer_words(chain.layer_of[step])})"
 
 
 def _step_summary(facts: Facts) -> dict[str, str]:

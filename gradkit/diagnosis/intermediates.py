@@ -867,16 +867,31 @@ class SourceIndex:
                 statements.append(sub.lineno)
         if statements:
             return min(statements)
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Dict):
-                for key, value in zip(sub.keys, sub.values):
-                    if isinstance(key, ast.Constant) and key.value == parameter:
-                        return value.lineno
+        # {'V': V - learning_rate * dLdV, ...} or {'V': V_new, ...}; not a dict of the
+        # gradients themselves ({'V': dLdV}), which a comprehension over the weights' names
+        # then applies
+        entries = [value.lineno for sub in ast.walk(node)
+                   if isinstance(sub, ast.Dict) for key, value in zip(sub.keys, sub.values)
+                   if isinstance(key, ast.Constant) and key.value == parameter
+                   and not (isinstance(value, ast.Name) and value.id == gradient)]
+        if entries:
+            return entries[0]
         if gradient:
             uses = [n.lineno for n in ast.walk(node) if isinstance(n, ast.BinOp)
                     and {gradient, lr} <= _names_in(n)]
             if uses:
                 return min(uses)
+        # every weight updated by one expression (a comprehension over the weights' names,
+        # weights[name] - learning_rate * grads[name]): that expression, the learning rate's
+        # first
+        given = self.parameter(self.train, 2, "weights")
+        steps = sorted((lr not in _names_in(n), n.lineno) for n in ast.walk(node)
+                       if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub))
+                       and any(isinstance(s, ast.Subscript) and isinstance(s.value, ast.Name)
+                               and s.value.id == given and not isinstance(s.slice, ast.Constant)
+                               for s in ast.walk(n)))
+        if steps:
+            return steps[0][1]
         # the last assignment to weights['V'] (after any initialisation)
         assigned = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
                     and any(_subscript_key(t) == parameter for t in sub.targets)]
