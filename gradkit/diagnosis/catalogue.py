@@ -810,46 +810,78 @@ def _param_words(chain: Chain, names) -> str:
 # GK1xx: the backward pass
 # --------------------------------------------------------------------------------------------
 
-def _missing_derivative(facts: Facts, layer: int, code: str) -> list[Match]:
+def _missing_derivative(facts: Facts, layers: tuple[int, ...], code: str) -> list[Match]:
+    """Every layer of ``layers`` (none an identity) has dL/dZ = dL/dA: its activation's
+    derivative left out."""
     chain = facts.chain
-    if chain.activations[layer - 1] == "identity":
+    if any(chain.activations[k - 1] == "identity" for k in layers):
         return []  # its derivative is 1: nothing to leave out
-    names = _below(chain, layer)
-    outcomes = against_alternative(
-        facts, lambda o: _with(o, _with_derivative(o.chain, layer, lambda v, k=layer: torch.ones_like(
-            v[o.chain.of_layer("pre_activation", k)]))), names)
+    names = _below(chain, max(layers))
+
+    def alternative(o: StepObservation) -> dict[str, Tensor]:
+        overrides: Overrides = {}
+        for k in layers:
+            pre = o.chain.of_layer("pre_activation", k)
+            overrides.update(_with_derivative(
+                o.chain, k, lambda v, pre=pre: torch.ones_like(v[pre])))
+        return _with(o, overrides)
+
+    outcomes = against_alternative(facts, alternative, names)
     if not _all_matched(outcomes):
         return []
-    derivative_name = chain.of_layer("derivative", layer)
-    delta, upstream = chain.of_layer("delta", layer), chain.of_layer("upstream", layer)
-    line = facts.first_line((derivative_name, delta))
-    match = Match(code, names, line=line, cases=_hits(outcomes), residual=_residual(outcomes),
-                  details={"layer": layer})
+    steps = tuple(s for k in sorted(layers, reverse=True)
+                  for s in (chain.of_layer("derivative", k), chain.of_layer("delta", k)))
+    match = Match(code, names, line=facts.first_line(steps), cases=_hits(outcomes),
+                  residual=_residual(outcomes),
+                  details={"layer": layers[0]} if len(layers) == 1 else {"layers": list(layers)})
     if not chain.is_notebook:
-        activation = chain.activations[layer - 1]
-        z = chain.of_layer("pre_activation", layer)
-        form = chain.documented[derivative_name].replace("{", "").replace("}", "")
-        match.title = f"The {activation}'s derivative is missing at {chain.layer_words(layer)}"
+        parts = []
+        for k in layers:
+            activation = chain.activations[k - 1]
+            derivative_name = chain.of_layer("derivative", k)
+            delta, upstream = chain.of_layer("delta", k), chain.of_layer("upstream", k)
+            form = chain.documented[derivative_name].replace("{", "").replace("}", "")
+            parts.append(f"at {chain.layer_words(k)} ({activation}), {facts.variable(delta)} "
+                         f"is {facts.variable(upstream)} alone: it should be {upstream} * "
+                         f"{derivative_name}, with {derivative_name} = {form}")
+        text = "; ".join(parts)
+        where = and_words([chain.layer_words(k) for k in layers])
+        match.title = f"The activation's derivative is missing at {where}"
         match.message = (
-            f"At {chain.layer_words(layer)} ({activation}), {facts.variable(delta)} is "
-            f"{facts.variable(upstream)} alone: it should be {upstream} * {derivative_name}, "
-            f"with {derivative_name} = {form}, the derivative of {activation} at {z}. The "
-            f"gradient{'s' if len(names) > 1 else ''} of {and_words(names)} "
-            f"miss{'' if len(names) > 1 else 'es'} this factor.")
+            f"{text[0].upper()}{text[1:]}. The gradient{'s' if len(names) > 1 else ''} of "
+            f"{and_words(names)} miss{'' if len(names) > 1 else 'es'} "
+            f"{'this factor' if len(layers) == 1 else 'these factors'}.")
     return [match]
+
+
+def _derivative_layers(chain: Chain) -> list[int]:
+    return [k for k in range(1, chain.depth + 1) if chain.activations[k - 1] != "identity"]
 
 
 @matcher("GK101")
 def _no_output_derivative(facts: Facts) -> list[Match]:
-    return _missing_derivative(facts, facts.chain.depth, "GK101")
+    """The output layer's derivative left out (alone, or, for a description other than the
+    notebook's, with every hidden layer's)."""
+    chain = facts.chain
+    found = _missing_derivative(facts, (chain.depth,), "GK101")
+    layers = tuple(_derivative_layers(chain))
+    if not found and not chain.is_notebook and len(layers) > 1 and layers[-1] == chain.depth:
+        found = _missing_derivative(facts, layers, "GK101")
+    return found
 
 
 @matcher("GK102")
 def _no_hidden_derivative(facts: Facts) -> list[Match]:
-    for layer in range(facts.chain.depth - 1, 0, -1):
-        found = _missing_derivative(facts, layer, "GK102")
+    """A hidden layer's derivative left out (one layer, from the output down; for a description
+    other than the notebook's, then every hidden layer's at once)."""
+    chain = facts.chain
+    hidden = [k for k in _derivative_layers(chain) if k < chain.depth]
+    for layer in reversed(hidden):
+        found = _missing_derivative(facts, (layer,), "GK102")
         if found:
             return found
+    if not chain.is_notebook and len(hidden) > 1:
+        return _missing_derivative(facts, tuple(hidden), "GK102")
     return []
 
 
