@@ -842,8 +842,9 @@ def _missing_derivative(facts: Facts, layers: tuple[int, ...], code: str) -> lis
             delta, upstream = chain.of_layer("delta", k), chain.of_layer("upstream", k)
             form = chain.documented[derivative_name].replace("{", "").replace("}", "")
             parts.append(f"at {chain.layer_words(k)} ({activation}), {facts.variable(delta)} "
-                         f"is {facts.variable(upstream)} alone: it should be {upstream} * "
-                         f"{derivative_name}, with {derivative_name} = {form}")
+                         f"is {facts.variable(upstream)} alone: it should be "
+                         f"{facts.variable(upstream)} * {derivative_name}, with "
+                         f"{derivative_name} = {form}")
         text = "; ".join(parts)
         where = and_words([chain.layer_words(k) for k in layers])
         match.title = f"The activation's derivative is missing at {where}"
