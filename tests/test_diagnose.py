@@ -160,6 +160,26 @@ def test_partial_credit_follows_the_steps_when_asked(sandbox):
     assert [d.code for d in credited.diagnoses] == ["GK104"]  # diagnosis is unchanged
 
 
+def test_partial_credit_follows_each_layer_s_steps_for_any_description(sandbox):
+    from reference.assignment import load_assignment
+
+    tanh_bce = load_assignment("tanh_bce")
+    path = EXAMPLES / "tanh_bce" / "sign_error.py"
+    strict = check(path, sandbox=sandbox, assignment=tanh_bce)
+    credited = check(path, sandbox=sandbox, assignment=tanh_bce, credit_upstream=True)
+    # the sign is wrong in dLdZ2, the output layer's: W2 and b2 pay for it; layer 1's
+    # gradients and the update were computed correctly from it
+    for check_id in ("gradient.W1", "gradient.b1", "update"):
+        assert strict.check(check_id).status == "fail"
+        result = credited.check(check_id)
+        assert result.status == "pass" and result.points == result.max_points
+        assert "credited" in result.message and "dLdZ2" in result.message
+    for check_id in ("gradient.W2", "gradient.b2"):
+        assert credited.check(check_id).status == "fail"
+        assert credited.check(check_id).points == strict.check(check_id).points
+    assert [d.code for d in credited.diagnoses] == ["GK104"]
+
+
 def test_no_credit_without_intermediates_to_follow(sandbox):
     path = ROOT / "tests" / "data" / "catalogue" / "unknown_without_intermediates.py"
     strict = check(path, sandbox=sandbox)
