@@ -1645,8 +1645,8 @@ def _hidden_state(facts: Facts) -> list[Match]:
         call = facts.calls.get(case.id)
         if not case.repeat or call is None or len(call.steps) < 2:
             continue
-        first, _ = weights_of(call.steps[0].returned)
-        second, _ = weights_of(call.steps[1].returned)
+        first, _ = weights_of(call.steps[0].returned, facts.chain.assignment)
+        second, _ = weights_of(call.steps[1].returned, facts.chain.assignment)
         if first is None or second is None:
             continue
         differs = [n for n in facts.chain.parameters if first[n].shape != second[n].shape or

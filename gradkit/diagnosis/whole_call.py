@@ -318,7 +318,7 @@ def _init_draws(facts: Facts) -> list[Match]:
     chain = facts.chain
     parameters = chain.parameters
     shapes = chain.assignment.parameter_shapes
-    returned, _ = weights_of(call.steps[0].returned)
+    returned, _ = weights_of(call.steps[0].returned, facts.chain.assignment)
     if returned is None or any(n not in returned or tuple(returned[n].shape) != shapes[n] or
                                not returned[n].dtype.is_floating_point for n in parameters):
         return []
@@ -338,7 +338,7 @@ def _init_draws(facts: Facts) -> list[Match]:
     probe = facts.calls.get("init_draws")
     if probe_case is None or probe is None or probe.error or not probe.steps:
         return []
-    handed, _ = weights_of(probe.steps[0].returned)
+    handed, _ = weights_of(probe.steps[0].returned, facts.chain.assignment)
     reference = step_from(probe_case.weights or {})
     if handed is None or not all(
             tuple(handed[n].shape) == tuple(reference[n].shape) and
