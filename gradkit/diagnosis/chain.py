@@ -249,10 +249,13 @@ def rerun(chain: Chain, values: dict[str, Tensor],
     """Every step of the chain from X, Y and the parameters in ``values`` (course names), with
     the steps named in ``overrides`` computed by their function of the values so far instead
     (a mistake planted at one step, the rest done right). ``scale`` multiplies the steps that
-    read Y (a loss convention's factor). Returns every value by name."""
+    read Y (a loss convention's factor). Without Y, the forward pass only. Returns every value
+    by name."""
     out = dict(values)
     overrides = overrides or {}
     for step in chain.steps:
+        if "Y" not in out and not step.kind in ("pre_activation", "activation"):
+            break  # a prediction: the forward pass only
         if step.name in overrides:
             out[step.name] = overrides[step.name](out)
             continue

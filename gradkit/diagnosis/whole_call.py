@@ -500,10 +500,10 @@ _VARIANTS = _forward_variants()
 @matcher("GK622")
 def _predict_one_edit(facts: Facts) -> list[Match]:
     observations = facts.predicts + list(facts.probe_predicts.values())
-    if not facts.chain.is_notebook:
-        return []  # the variants are written for the notebook's forward pass
     if not facts.predicts or any(o.P is None for o in facts.predicts):
         return []
+    if not facts.chain.is_notebook:
+        return _predict_one_edit_per_layer(facts, observations)
     for student, words, kind, where, compute in _VARIANTS:
         hits = []
         for obs in observations:
@@ -535,4 +535,65 @@ def _predict_one_edit(facts: Facts) -> list[Match]:
                           words=dict(student=student, words=words),
                           details={"edit": {"kind": kind, "student": student,
                                             "words": words}})]
+    return []
+
+
+def _forward_edits(chain: Chain) -> list[tuple[str, str, str, int, dict]]:
+    """(student's edit, words, kind, layer, overrides of the forward pass) for a description
+    other than the notebook's, layer by layer from the input, simplest first."""
+    out: list[tuple[str, str, str, int, dict]] = []
+    for k in range(1, chain.depth + 1):
+        weight, bias = chain.layer_parameters(k)
+        z, a = chain.of_layer("pre_activation", k), chain.of_layer("activation", k)
+        below = "X" if k == 1 else chain.of_layer("activation", k - 1)
+        activation = chain.activations[k - 1]
+        if activation != "identity" and k < chain.depth:  # the output's: GK402
+            out.append((f"{a} = {z}", f"the {activation} of {chain.layer_words(k)} left out",
+                        "activation", k, {a: lambda v, z=z: v[z]}))
+        out.append((f"{z} = {below} @ {weight} - {bias}",
+                    f"the bias {bias} subtracted at {chain.layer_words(k)}", "sign", k,
+                    {z: lambda v, b=below, w=weight, c=bias: v[b] @ v[w] - v[c]}))
+        out.append((f"{z} = {below} @ {weight}", f"the bias {bias} left out at "
+                    f"{chain.layer_words(k)}", "drop_factor", k,
+                    {z: lambda v, b=below, w=weight: v[b] @ v[w]}))
+    return out
+
+
+def _predict_one_edit_per_layer(facts: Facts, observations: list) -> list[Match]:
+    """GK622 for any description: the prediction is the forward pass with one edit at one
+    layer (an activation left out, a bias subtracted or left out) on every call."""
+    from gradkit.diagnosis.chain import rerun
+
+    chain = facts.chain
+    for student, words, kind, layer, overrides in _forward_edits(chain):
+        hits = []
+        for obs in observations:
+            weights = {n: w.to(F64) for n, w in (obs.case.weights or {}).items()}
+            if obs.P is None or set(weights) != set(chain.parameters):
+                hits = []
+                break
+            try:
+                other = rerun(chain, {"X": obs.forward.X, **weights}, overrides)[chain.output]
+            except RuntimeError:
+                hits = []
+                break
+            if not distinct(other, obs.forward.P, obs.tolerance):
+                continue
+            if other.shape != obs.P.shape or not close(obs.P, other, obs.tolerance):
+                hits = []
+                break
+            hits.append(obs.case.id)
+        if hits:
+            weight = chain.layer_parameters(layer)[0]
+            line = affine_line(facts, chain.predict, weight)
+            forward = "; ".join(f"{q} = {chain.expressions[q]}" for q in chain.forward)
+            match = Match("GK622", ("P",), line=line if line is not None
+                          else facts.source.return_line(chain.predict), cases=tuple(hits),
+                          words=dict(student=student, words=words),
+                          details={"edit": {"kind": kind, "student": student, "words": words},
+                                   "layer": layer})
+            match.title = f"{chain.predict} is one edit away from the forward pass"
+            match.message = (f"{chain.predict} returns the forward pass with {student} on "
+                             f"every call, where it should compute {forward}: {words}.")
+            return [match]
     return []
