@@ -441,11 +441,94 @@ CODE_EDITS: dict[str, str] = {
 }
 
 
+#: Each entry for any assignment file, in the terms of its layer k: Z_k = A_{k-1} @ W_k + b_k,
+#: A_k = f_k(Z_k) (A_0 = X, the last A the prediction P), and the backward pass dL/dZ_k =
+#: dL/dA_k * f_k'(Z_k), dL/dW_k = A_{k-1}.T @ dL/dZ_k, dL/db_k = dL/dZ_k summed over the rows,
+#: dL/dA_{k-1} = dL/dZ_k @ W_k.T; each name is the one the assignment gives (its [names]).
+GENERAL: dict[str, str] = {
+    "GK001": "A step of the backward pass does not follow from your own values of its inputs "
+             "(each step is recomputed from them); the steps after it may be right. When the "
+             "wrong value is a constant multiple of the right one, the factor is given.",
+    "GK002": "No intermediate could be followed, so the mistake is placed from which parameter "
+             "gradients are wrong: all of them, the output layer or the forward pass; those of "
+             "layers 1..k only, layer k's dL/dA_k, f_k'(Z_k) or dL/dZ_k; one alone, its own "
+             "step.",
+    "GK003": "The prediction function must run the forward pass on the weights it is given "
+             "and return the output layer's activation, one row per row of X.",
+    "GK101": "The output layer's activation derivative is left out: dL/dZ_L = dL/dA_L without "
+             "f_L'(Z_L). Every gradient misses the factor.",
+    "GK102": "A hidden layer's activation derivative is left out: dL/dZ_k = dL/dA_k without "
+             "f_k'(Z_k) (tanh: 1 - tanh(Z_k)**2; ReLU: (Z_k > 0); sigmoid: "
+             "sigmoid(Z_k) * (1 - sigmoid(Z_k))). The gradients of layers 1..k miss the "
+             "factor; the layers above are right.",
+    "GK103": "An activation's derivative is taken at the activation A_k instead of the "
+             "pre-activation Z_k (f'(A_k) for f'(Z_k)): the activation applied twice.",
+    "GK104": "A step of the backward pass has its sign flipped (Y - P for P - Y); every "
+             "gradient after it points uphill, while the update subtracts them as it should "
+             "(compare GK201).",
+    "GK105": "A bias gradient is the per-row dL/dZ_k, not summed over the rows: right for one "
+             "row, and for n rows the update makes b_k n rows tall.",
+    "GK106": "A bias gradient is the mean of dL/dZ_k over the rows instead of its sum: n times "
+             "too small for n rows (a batch-mean loss would divide every gradient, GK302).",
+    "GK107": "A hidden layer's bias gradient is summed from dL/dA_k, before its activation's "
+             "derivative, instead of from dL/dZ_k.",
+    "GK108": "A weight's gradient is dL/dZ_k.T @ A_{k-1}, the transpose of A_{k-1}.T @ "
+             "dL/dZ_k: it has the weight's shape reversed.",
+    "GK201": "The update adds the gradient (w + learning_rate * dL/dw): the gradients are "
+             "right, the step climbs the loss.",
+    "GK202": "The update moves the weights by the same multiple of the gradient whatever "
+             "learning_rate is passed.",
+    "GK203": "W_k is updated before dL/dA_{k-1} = dL/dZ_k @ W_k.T is computed, so the layers "
+             "below take their gradients from the new W_k.",
+    "GK301": "Every gradient is the documented one times a constant (the loss with or without "
+             "its 1/2): a convention an instructor can accept.",
+    "GK302": "Every gradient is the documented one times a function of the batch size (a mean "
+             "for a sum, or a sum for a mean): a convention an instructor can accept.",
+    "GK401": "The forward pass does not read one of the weights it is given: moving it changes "
+             "nothing (a module-level global used in its place, or the term left out).",
+    "GK402": "The prediction function returns the output layer's pre-activation Z_L instead of "
+             "A_L = f_L(Z_L).",
+    "GK501": "An argument (X, Y, or a weight tensor) is changed in place, so the caller's "
+             "tensors differ after the call.",
+    "GK502": "The same call made twice on fresh copies of the same inputs returns different "
+             "results: state is kept between calls.",
+    "GK503": "A value is NaN or infinite where the reference's is finite; the first step of "
+             "the backward pass to go non-finite is named.",
+    "GK601": "The wrong step equals its documented formula with one edit (another operand of "
+             "the same shape, a factor left out or added, a derivative written another way, a "
+             "mean for a sum, a clip, a weight decay), on every call.",
+    "GK602": "The training function takes several SGD steps on every call (twice on the batch, "
+             "or row by row) instead of one.",
+    "GK603": "A weight comes back exactly as it was given: its update is never stored.",
+    "GK610": "With weights=None the weights drawn are not torch.randn of each parameter's "
+             "shape in the file's order (weight, then bias, layer by layer): another order, "
+             "shape order, distribution or scale.",
+    "GK620": "The prediction function returns the same predictions whatever weights it is "
+             "given.",
+    "GK621": "The prediction function returns classes (its sigmoid output rounded or "
+             "thresholded) instead of the probability.",
+    "GK622": "The prediction is the forward pass with one edit at one layer: a hidden "
+             "activation left out, a bias subtracted or left out.",
+}
+
+
+def explanation(entry: Entry, chain: Optional[Chain] = None) -> str:
+    """An entry's long explanation for a report of ``chain``'s assignment: the notebook's words
+    for the notebook, the words for any assignment (``GENERAL``) for another."""
+    if chain is None or chain.is_notebook:
+        return entry.explanation
+    return GENERAL.get(entry.code, entry.explanation)
+
+
 def explain(entry: Entry) -> str:
-    """The long explanation of an entry, as `gradkit explain CODE` prints it."""
+    """The long explanation of an entry, as `gradkit explain CODE` prints it: the notebook's
+    words, then the same for any assignment file."""
     quantities = ", ".join(entry.quantities)
-    return (f"{entry.code} {entry.slug}: {entry.title}\n\n{entry.explanation}\n\n"
-            f"Explains: {quantities}\n")
+    general = GENERAL.get(entry.code)
+    general = "" if general is None else "\n\nFor any assignment file (layer k):\n" + \
+        textwrap.fill(general, 95)
+    return (f"{entry.code} {entry.slug}: {entry.title}\n\n{entry.explanation}{general}\n\n"
+            f"Explains: {quantities} (in the notebook's names)\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ def _from_match(match: Match, facts: Facts) -> Diagnosis:
         quantities=_quantity_words(match.quantities, facts.chain),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
                           details=details),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _update_lines(facts: Facts) -> set[int]:
@@ -388,7 +388,7 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
             cases=list(dict.fromkeys(c.observation.label for c in checks)),
             details=details),
         location=facts.submission.location(facts.line_of(step)),
-        explanation=entry.explanation)
+        explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _best_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
@@ -591,7 +591,7 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
             residual=found.residual, cases=found.cases,
             details={"step": step, "found_at": found.target, "edit": rendered,
                      "steps": _step_summary(facts)}),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _layer_words(facts: Facts, step: str) -> str:
@@ -644,7 +644,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
                                          {"kind": p.kind, "value": p.value}
                                          for n, p in patterns.items()},
                      "wrong": wrong}),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosis:
@@ -668,7 +668,7 @@ def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosi
                           residual=pattern.residual if pattern else None,
                           cases=[o.case.id for o in wrong]),
         location=facts.submission.location(facts.source.return_line(facts.chain.predict)),
-        explanation=entry.explanation)
+        explanation=catalogue.explanation(entry, facts.chain))
 
 
 # --------------------------------------------------------------------------------------------
