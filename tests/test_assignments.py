@@ -278,7 +278,8 @@ def test_grade_takes_the_assignment(gradkit_cli, tmp_path):
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "out" / "gradebook.csv").read_text().splitlines()
     assert rows[1].startswith("correct,105,105,yes,")
-    assert rows[2].startswith("sign_error,25,105,no,GK002,gradient.W1 gradient.b1")
+    # the per-layer diagnosis names the mistake: the sign of dLdZ2 (GK104)
+    assert rows[2].startswith("sign_error,25,105,no,GK104,gradient.W1 gradient.b1")
 
 
 def test_the_pytest_plugin_takes_the_assignment(pytester):

@@ -254,7 +254,7 @@ def rerun(chain: Chain, values: dict[str, Tensor],
     out = dict(values)
     overrides = overrides or {}
     for step in chain.steps:
-        if "Y" not in out and not step.kind in ("pre_activation", "activation"):
+        if "Y" not in out and step.kind not in ("pre_activation", "activation"):
             break  # a prediction: the forward pass only
         if step.name in overrides:
             out[step.name] = overrides[step.name](out)

@@ -231,10 +231,9 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
                      (P, Y), lambda o, p, y: 2 * (p - y))
             add_call("drop_factor", f"({{{P}}} - {{{Y}}}) / n", "the factor 2 left out",
                      (P, Y), lambda o, p, y: (p - y) / p.shape[0])
-        if chain.loss == "bce":
-            add("sign", f"({{{Y}}} - {{{P}}}) / ({{{P}}} * (1 - {{{P}}}))", "the sign is flipped",
-                (P, Y), lambda p, y: (y - p) / (p * (1 - p)))
-        swaps("{} - {}", 0, (P, Y), lambda p, y: p - y)
+        # another operand in place of P, in the documented formula
+        template = chain.documented[step].replace("{%s}" % P, "{0}").replace("{%s}" % Y, "{1}")
+        swaps(template, 0, (P, Y), lambda p, y: loss_step.compute(p, y))
     elif kind == "loss":
         P, Y = ops
         add("sign", f"{{{Y}}} - {{{P}}}", "the sign is flipped", (P, Y), lambda p, y: y - p)
