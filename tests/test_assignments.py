@@ -564,7 +564,7 @@ def test_a_missing_activation_derivative_is_placed_at_its_layer(planted, tmp_pat
 def _layer_words(assignment: Assignment, layer: int) -> str:
     if layer < assignment.depth:
         return f"layer {layer}"
-    return "the output layer" if assignment.depth > 1 else "the layer"
+    return "the output layer" if assignment.depth > 1 else "the only layer"
 
 
 def _named(report: dict, code: str, parameters: list[str]) -> dict:

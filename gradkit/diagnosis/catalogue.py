@@ -1439,25 +1439,30 @@ def _convention_match(facts: Facts, code: str, convention: str, words: dict[str,
                   line=line, cases=_hits(outcomes), residual=_residual(outcomes), factor=factor,
                   details={"convention": convention})
     if not chain.is_notebook:
-        from reference.assignment import CONVENTION_WORDS, LOSSES
-
         how = f"{ratio:g} ×" if constant else {
             ("sum", "mean"): "n ×", ("half_sum", "mean"): "n/2 ×", ("half_mean", "mean"): "1/2 ×",
             ("mean", "sum"): "1/n ×", ("half_mean", "sum"): "1/(2n) ×",
             ("half_mean", "half_sum"): "1/n ×", ("mean", "half_sum"): "2/n ×",
             ("sum", "half_sum"): "2 ×", ("half_sum", "sum"): "1/2 ×",
         }.get((convention, a.loss_convention), "a batch-size multiple of")
-        loss_words = ("the batch mean of the loss" if convention in ("half_mean", "mean")
-                      else "the sum of the loss over the batch")
-        if a.loss != "bce":
-            loss_words = CONVENTION_WORDS[convention].split(" (")[0]
         match.title = ("Every gradient is a multiple of the documented one (another loss "
                        "convention)")
         match.message = (
-            f"Every gradient is {how} the documented one: you differentiated {loss_words}, "
-            f"where the course's loss is {LOSSES[a.loss].split(' (')[0]}. This is a convention, "
-            f"not a bug in one place: use the documented loss{_accept_words(convention)}.")
+            f"Every gradient is {how} the documented one: you differentiated "
+            f"{_loss_words(a.loss, convention)}, where the course's loss is "
+            f"{_loss_words(a.loss, a.loss_convention)}. This is a convention, not a bug in one "
+            f"place: use the documented loss{_accept_words(convention)}.")
     return [match]
+
+
+def _loss_words(loss: str, convention: str) -> str:
+    """A loss under a convention, in words (for another description's GK301/GK302)."""
+    if loss == "bce":
+        return {"sum": "the cross-entropy summed over the batch",
+                "mean": "the batch mean of the cross-entropy"}[convention]
+    return {"half_sum": "1/2 · Σ(p - y)² over the batch", "sum": "Σ(p - y)² over the batch",
+            "half_mean": "1/2 · the batch mean of Σ(p - y)² over the outputs",
+            "mean": "the batch mean of Σ(p - y)² over the outputs"}[convention]
 
 
 @matcher("GK301")

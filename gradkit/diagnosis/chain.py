@@ -135,9 +135,10 @@ class Chain:
         return self.names[step_id]
 
     def layer_words(self, layer: int) -> str:
-        """'the output layer' or 'layer k' (the hidden layers counted from the input)."""
+        """'the output layer' (of a one-layer network, 'the only layer') or 'layer k' (the
+        hidden layers counted from the input)."""
         if layer == self.depth:
-            return "the output layer" if self.depth > 1 else "the layer"
+            return "the output layer" if self.depth > 1 else "the only layer"
         return f"layer {layer}"
 
     @property
