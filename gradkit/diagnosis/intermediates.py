@@ -414,11 +414,13 @@ def _functions(observations: list[StepObservation]) -> list[str]:
 
 
 def reference_observation(observations: list[StepObservation]) -> Optional[StepObservation]:
-    """The call names are matched on: batch5 (five rows tell every shape apart) if it ran."""
+    """The call names are matched on: batch5 (five rows tell every shape apart) if it ran,
+    else a call whose rows tell the shapes apart."""
     with_captures = [o for o in observations if o.result.captured and o.case.capture]
-    preferred = [o for o in with_captures if o.case.id == "batch5"]
     multi_row = [o for o in with_captures
                  if o.batch_size not in o.chain.multi_row_excluded]
+    # (batch5 unless five rows make two quantities alike: a description with 5 inputs or units)
+    preferred = [o for o in multi_row if o.case.id == "batch5"]
     for group in (preferred, multi_row, with_captures):
         if group:
             return group[0]
@@ -458,10 +460,17 @@ def find(observations: list[StepObservation]) -> dict[str, Found]:
             _, _, function, variable = min(candidates)
             found[quantity] = Found(quantity, function, variable, "name", train)
             used.add((function, variable))
+    references = {q: base.reference(q) for q in quantities}
     for quantity in quantities:
         if quantity in found:
             continue
-        expected = base.reference(quantity)
+        expected = references[quantity]
+        if any(other != quantity and tuple(value.shape) == tuple(expected.shape) and
+               close(value, expected, base.value_tolerance(F64))
+               for other, value in references.items()):
+            # two quantities alike on this call (an identity layer's Z and A, a ReLU's where
+            # every pre-activation is positive): a value cannot say which is which
+            continue
         for function in functions:
             match = next((variable for variable, value in base.result.captured[function].items()
                           if (function, variable) not in used and value.tensor is not None
