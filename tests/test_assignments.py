@@ -660,3 +660,48 @@ def test_a_transposed_weight_gradient_at_layer_k_is_named_at_its_layer(planted, 
     assert diagnosis["evidence"]["details"]["layer"] == layer
     assert _layer_words(assignment, layer) in diagnosis["message"]
     assert "transpose" in diagnosis["message"]
+
+
+#: (what, the correct solution's line, the planted line): mistakes of the backward pass or the
+#: update, never of the forward pass
+BACKWARD_MISTAKES = [
+    ("the learning rate applied twice",
+     "new[w] = weights[w] - learning_rate * inputs[i].T @ g",
+     "new[w] = weights[w] - learning_rate * learning_rate * inputs[i].T @ g"),
+    ("the bias step halved",
+     "new[b] = weights[b] - learning_rate * g.sum(dim=0, keepdim=True)",
+     "new[b] = weights[b] - 0.5 * learning_rate * g.sum(dim=0, keepdim=True)"),
+    ("dL/dA of the layer below from the updated weight",
+     "g = g @ weights[w].T", "g = g @ new[w].T"),
+    ("every derivative left out", "g = g * dact(f, pres[i])", "g = g"),
+]
+
+
+#: Found by the property: on batch5 every pre-activation of the ReLU output is positive, so its
+#: Z3 and A3 are alike there, and matched by value one for the other they were "wrong" on
+#: every call where some Z3 < 0.
+ALIKE_ON_ONE_CALL = Assignment.model_validate({
+    "name": "random", "inputs": 2, "loss": "half_sse",
+    "functions": {"train": "train", "predict": "predict"},
+    "layers": [{"units": 7, "activation": "identity", "weight": "W1", "bias": "b1"},
+               {"units": 7, "activation": "identity", "weight": "W2", "bias": "b2"},
+               {"units": 1, "activation": "relu", "weight": "W3", "bias": "b3"}]})
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(assignment=descriptions(), planted=st.sampled_from(BACKWARD_MISTAKES))
+@example(assignment=ALIKE_ON_ONE_CALL, planted=BACKWARD_MISTAKES[1])
+def test_a_backward_mistake_is_never_blamed_on_the_forward_pass(assignment, planted, tmp_path,
+                                                                check_json):
+    """On any description, a mistake planted after the forward pass is diagnosed without an
+    error and never as a wrong forward step (the intermediates found by value must not mistake
+    one alike quantity for another: an identity layer's Z and A)."""
+    _, old, new = planted
+    source = correct_solution(assignment)
+    report = _graded(assignment, source.replace(old, new),
+                     tmp_path / f"f{abs(hash((assignment.fingerprint, old))) % 10**8}",
+                     check_json)
+    forward = {step.name for step in step_table(assignment) if step.is_forward}
+    for diagnosis in report["diagnoses"]:
+        assert diagnosis["evidence"]["details"].get("step") not in forward, diagnosis["message"]
