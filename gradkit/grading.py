@@ -333,8 +333,7 @@ def grade(submission: Submission, cases: tuple[Case, ...], calls: dict[str, Call
             verdicts["dtype"].append(_dtype(case, call, assignment))
         if case.kind in ("step", "chain", "predict"):
             verdicts["side_effects"].append(_side_effects(case, call, tolerances, assignment))
-    if options.credit_upstream and assignment.is_notebook:
-        # (the steps it follows are the notebook's until diagnosis is per layer)
+    if options.credit_upstream:
         _credit_upstream(verdicts, steps_seen, tolerances, assignment)
     check_titles, check_hints = titles(assignment), hints(assignment)
     checks = [_check(check_id, check_id.split(".")[0], verdicts[check_id], points, submission,
@@ -409,8 +408,10 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
     The captured intermediates are the student's to forge: they explain and localise, but a
     call earns credit only through what the function returned."""
     from gradkit.diagnosis import intermediates
+    from gradkit.diagnosis.chain import Chain
 
     seen = observations(steps, tolerances)
+    chain = Chain.of(assignment)
     found = intermediates.find(seen)
     by_case: dict[str, list[dict]] = {}
     for obs in seen:
@@ -432,7 +433,7 @@ def _credit_upstream(verdicts: dict[str, list[CaseVerdict]], steps: list[SeenSte
                     reasons.update(upstream)
             else:
                 if reasons:
-                    verdict.credited = tuple(sorted(reasons, key=intermediates.STEP_NAMES.index))
+                    verdict.credited = tuple(sorted(reasons, key=chain.step_names.index))
 
 
 def _weights_show(checks: dict, check_id: str) -> bool:

@@ -160,6 +160,26 @@ def test_partial_credit_follows_the_steps_when_asked(sandbox):
     assert [d.code for d in credited.diagnoses] == ["GK104"]  # diagnosis is unchanged
 
 
+def test_partial_credit_follows_each_layer_s_steps_for_any_description(sandbox):
+    from reference.assignment import load_assignment
+
+    tanh_bce = load_assignment("tanh_bce")
+    path = EXAMPLES / "tanh_bce" / "sign_error.py"
+    strict = check(path, sandbox=sandbox, assignment=tanh_bce)
+    credited = check(path, sandbox=sandbox, assignment=tanh_bce, credit_upstream=True)
+    # the sign is wrong in dLdZ2, the output layer's: W2 and b2 pay for it; layer 1's
+    # gradients and the update were computed correctly from it
+    for check_id in ("gradient.W1", "gradient.b1", "update"):
+        assert strict.check(check_id).status == "fail"
+        result = credited.check(check_id)
+        assert result.status == "pass" and result.points == result.max_points
+        assert "credited" in result.message and "dLdZ2" in result.message
+    for check_id in ("gradient.W2", "gradient.b2"):
+        assert credited.check(check_id).status == "fail"
+        assert credited.check(check_id).points == strict.check(check_id).points
+    assert [d.code for d in credited.diagnoses] == ["GK104"]
+
+
 def test_no_credit_without_intermediates_to_follow(sandbox):
     path = ROOT / "tests" / "data" / "catalogue" / "unknown_without_intermediates.py"
     strict = check(path, sandbox=sandbox)
@@ -252,3 +272,69 @@ def test_factor_words():
     assert "1/n" in factor_words(FactorPattern("per_row", 1.0, 0.0))
     assert "0.01/learning_rate" in factor_words(FactorPattern("per_learning_rate", 0.01, 0.0))
     assert factor_words(None) == ""
+
+
+# --------------------------------------------------------------------------------------------
+# every description: the catalogue's whole-call and behaviour entries on tanh_bce
+# --------------------------------------------------------------------------------------------
+
+TANH_BCE = (EXAMPLES / "tanh_bce" / "correct.py").read_text()
+
+#: name -> (edits of tanh_bce/correct.py, the code, a phrase of its message, the line)
+TANH_BCE_MISTAKES = {
+    "forward_ignores_b1": ([("    Z1 = X @ W1 + b1\n", "    Z1 = X @ W1\n"),
+                            ("A1 = torch.tanh(X @ weights['W1'] + weights['b1'])",
+                             "A1 = torch.tanh(X @ weights['W1'])")],
+                           "GK401", "train and predict do not use weights['b1']", 32),
+    "W2_updated_before_use": ([("    dLdA1 = dLdZ2 @ W2.T\n",
+                                "    W2 = W2 - learning_rate * dLdW2\n    dLdA1 = dLdZ2 @ W2.T\n"),
+                               ("'W2': W2 - learning_rate * dLdW2", "'W2': W2")],
+                              "GK203", "W2 is updated before dLdA1 is computed", 52),
+    "mutates_X": ([("    X = X.to(dtype)\n", "    X = X.to(dtype)\n    X[0, 0] = X[0, 0] + 1.0\n")],
+                  "GK501", "train changes X in place", 22),
+    "hidden_state": ([("def train(", "STATE = []\n\n\ndef train("),
+                      ("    dLdZ2 = P - Y\n", "    STATE.append(1)\n    dLdZ2 = (P - Y) * len(STATE)\n")],
+                     "GK502", "train keeps state between calls", 41),
+    "b1_not_updated": ([("'b1': b1 - learning_rate * dLdb1", "'b1': b1")],
+                       "GK603", "weights['b1'] comes back exactly as it was given", 50),
+    "draws_in_another_order": ([("        weights['W1'] = torch.randn(2, 8, dtype=dtype)\n"
+                                 "        weights['b1'] = torch.randn(1, 8, dtype=dtype)\n",
+                                 "        weights['b1'] = torch.randn(1, 8, dtype=dtype)\n"
+                                 "        weights['W1'] = torch.randn(2, 8, dtype=dtype)\n")],
+                               "GK610", "in the order b1, W1, W2, b2", 25),
+    "weight_decay": ([("'W1': W1 - learning_rate * dLdW1",
+                       "'W1': W1 - learning_rate * (dLdW1 + 0.01 * W1)")],
+                     "GK601", "(layer 1) is W1 - learning_rate * (dLdW1 + 0.01 * W1)", 49),
+    "predict_rounds": ([("return torch.sigmoid(A1 @ weights['W2'] + weights['b2'])",
+                         "return torch.round(torch.sigmoid(A1 @ weights['W2'] + weights['b2']))")],
+                       "GK621", "instead of P = sigmoid(Z2), the probability", 59),
+    "predict_without_tanh": ([("A1 = torch.tanh(X @ weights['W1'] + weights['b1'])",
+                               "A1 = X @ weights['W1'] + weights['b1']")],
+                             "GK622", "the tanh of layer 1 left out", 58),
+    "predict_ignores_weights": ([("A1 = torch.tanh(X @ weights['W1'] + weights['b1'])\n"
+                                  "    return torch.sigmoid(A1 @ weights['W2'] + weights['b2'])",
+                                  "return torch.full((X.shape[0], 1), 0.5, dtype=X.dtype)")],
+                                "GK620", "moving any of W1, b1, W2, b2 changes nothing", 58),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TANH_BCE_MISTAKES))
+def test_another_description_gets_the_catalogue_s_codes_in_its_own_names(name, tmp_path,
+                                                                          check_json):
+    edits, code, phrase, line = TANH_BCE_MISTAKES[name]
+    text = TANH_BCE
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    report, exit_code = check_json(path, "--assignment", "tanh_bce")
+    assert report["error"] is None and exit_code == 1
+    located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
+    assert located[0] == (code, line), located
+    assert phrase in report["diagnoses"][0]["message"], report["diagnoses"][0]["message"]
+    for diagnosis in report["diagnoses"]:
+        assert "neural_net_predict" not in diagnosis["message"]
+        assert "train_neural_net" not in diagnosis["message"]
+        # the long words are those for any assignment, not the notebook's V, I, W, J
+        assert diagnosis["explanation"] == catalogue.GENERAL[diagnosis["code"]]

@@ -112,3 +112,58 @@ def test_a_caller_tensor_changed_in_place_is_still_named(check_json, tmp_path):
     report, _ = check_json(path)
     named = [d for d in report["diagnoses"] if d["code"] == "GK501"]
     assert named and "the caller's weight tensors" in named[0]["message"]
+
+
+# -- per layer, for the other bundled descriptions ------------------------------------------------
+
+def _example(assignment: str, name: str) -> Path:
+    return EXAMPLES / assignment / f"{name}.py"
+
+
+#: (assignment, example, code, why its claim would be false there): each example is a real,
+#: wrong submission of that description, close to the code's mistake but not it
+PER_LAYER: list[tuple[str, str, str, str]] = [
+    ("tanh_bce", "tanh_derivative_one_minus_tanh", "GK102",
+     "layer 1's tanh derivative is there, written as 1 - A1, not left out"),
+    ("tanh_bce", "tanh_derivative_one_minus_tanh", "GK103",
+     "the derivative is 1 - A1, not tanh's derivative taken at A1"),
+    ("tanh_bce", "no_hidden_tanh_derivative", "GK101",
+     "the output layer's dL/dZ2 = P - Y is right; only layer 1's derivative is missing"),
+    ("tanh_bce", "tanh_derivative_of_activation", "GK102",
+     "layer 1's derivative is taken at A1, not left out"),
+    ("tanh_bce", "bias_averaged", "GK105", "b2's gradient is averaged, not left per row"),
+    ("tanh_bce", "bias_averaged", "GK302", "only b2's gradient is divided by n"),
+    ("tanh_bce", "batch_mean_loss", "GK106", "every gradient is divided by n, not only the "
+     "biases'"),
+    ("relu_mse", "bias_not_summed", "GK106", "b1's gradient is left per row, not averaged"),
+    ("relu_mse", "sign_error", "GK201", "the update subtracts; dL/dP has the wrong sign"),
+    ("relu_mse", "gradient_ascent", "GK104", "the gradients are right; the update adds them"),
+    ("relu_mse", "gradient_ascent", "GK202", "the step follows the learning rate"),
+    ("relu_mse", "no_relu_derivative_layer2", "GK101",
+     "the output layer is the identity: only layer 2's ReLU derivative is missing"),
+    ("relu_mse", "sum_not_mean", "GK106", "every gradient is n times the documented one"),
+    ("relu_mse", "relu_derivative_is_relu", "GK102",
+     "layer 1's derivative is there, written as relu(Z1), not left out"),
+    ("logistic", "no_sigmoid_derivative", "GK102", "the network has no hidden layer"),
+    ("logistic", "predict_without_sigmoid", "GK401", "predict uses every weight"),
+]
+
+
+@pytest.mark.parametrize("assignment,name,code,why", PER_LAYER,
+                         ids=[f"{a}/{n}-{c}" for a, n, c, _ in PER_LAYER])
+def test_a_per_layer_code_is_not_given_where_its_claim_would_be_false(assignment, name, code, why,
+                                                                      check_json):
+    report, _ = check_json(_example(assignment, name), "--assignment", assignment)
+    codes = [d["code"] for d in report["diagnoses"]]
+    assert code not in codes, f"{code} given where {why}: {report['diagnoses']}"
+    assert codes, "a wrong submission left without any diagnosis"
+
+
+def test_a_per_layer_code_names_only_the_layer_it_is_at(check_json):
+    """relu_mse's transposed product is at layer 2 only: GK108 names W2, not W1 or W3."""
+    report, _ = check_json(_example("relu_mse", "transposed_product"), "--assignment", "relu_mse")
+    named = [d for d in report["diagnoses"] if d["code"] == "GK108"]
+    assert len(named) == 1
+    assert named[0]["evidence"]["details"]["layer"] == 2
+    assert named[0]["quantities"] == ["dL/dW2", "update"]
+    assert "At layer 2, dLdW2" in named[0]["message"]

@@ -322,3 +322,44 @@ def test_a_wrong_intermediate_is_a_mismatch_at_its_line(sandbox):
     assert wrong.location.code == "dLdC = dLdP"
     assert wrong.comparison is not None and not wrong.comparison.passed
     assert wrong.comparison.tolerance is not None
+
+
+# -- any description's names -------------------------------------------------------------------
+
+def test_name_variants_follow_the_description_s_names():
+    from gradkit.diagnosis.chain import Chain
+    from gradkit.diagnosis.intermediates import aliases
+    from reference.assignment import load_assignment
+
+    chain = Chain.of(load_assignment("tanh_bce"))
+    assert {"dldw1", "dw1", "gradw1", "w1grad"} <= aliases("dLdW1", chain)
+    assert {"dldb2", "db2", "gradb2"} <= aliases("dLdb2", chain)
+    assert "dz1" in aliases("dLdZ1", chain) and aliases("Z1", chain) == {"z1"}
+    assert aliases("dA1dZ1", chain) == {"da1dz1"}
+    # the notebook's are what they were
+    assert aliases("dLdW") == {"dldw", "dlossdw", "dw", "gradw", "wgrad", "dlw"}
+    assert aliases("dPdC") == {"dpdc"} and aliases("B") == {"b"}
+
+
+def test_another_description_s_intermediates_are_found_under_variant_names(check_json,
+                                                                          tmp_path):
+    """tanh_bce with dL_dZ1-style names and its output bias averaged: the intermediates are
+    found under the student's names, and the diagnosis names the variable and its line."""
+    source = (EXAMPLES / "tanh_bce" / "correct.py").read_text()
+    for old, new in (("dLdZ2", "dL_dZ2"), ("dLdW2", "grad_W2"), ("dLdb2", "dL_db2"),
+                     ("dLdA1", "dL_dA1"), ("dLdZ1", "dZ1"), ("dLdW1", "dW1"),
+                     ("dLdb1", "db1")):
+        source = source.replace(old, new)
+    source = source.replace("dL_db2 = dL_dZ2.sum(dim=0, keepdim=True)",
+                            "dL_db2 = dL_dZ2.mean(dim=0, keepdim=True)")
+    path = tmp_path / "renamed.py"
+    path.write_text(source)
+    report, _ = check_json(path, "--assignment", "tanh_bce")
+    found = {i["name"]: (i["status"], i.get("found_as")) for i in report["intermediates"]}
+    assert found["dLdW2"] == ("match", "grad_W2") and found["dLdZ1"] == ("match", "dZ1")
+    assert found["dLdb2"] == ("mismatch", "dL_db2")
+    (diagnosis,) = report["diagnoses"]
+    line = next(n for n, text in enumerate(source.splitlines(), start=1)
+                if text.strip().startswith("dL_db2 ="))
+    assert diagnosis["code"] == "GK106" and diagnosis["location"]["line"] == line
+    assert "At the output layer (b2), dL_db2 is averaged" in diagnosis["message"]

@@ -27,17 +27,18 @@ from gradkit.cases import Case
 from gradkit.compare import all_finite
 from gradkit.expected import scaled
 from gradkit.grading import weights_of
-from gradkit.diagnosis.intermediates import (EXPRESSIONS, FORWARD, GRADIENT_OF, PARAMETERS, PREDICT, TRAIN,
-                                   Found, Localisation, SourceIndex, StepObservation, aliases,
-                                   allowance, close, distinct, fit_factor, holds, normalise,
-                                   snap, within)
+from gradkit.diagnosis.chain import Chain, rerun
+from gradkit.diagnosis.intermediates import (NOTEBOOK_CHAIN, Found, Localisation, SourceIndex,
+                                             StepObservation, aliases, allowance, close,
+                                             distinct, fit_factor, holds, normalise, snap,
+                                             within)
 from gradkit.loader import Submission
 from gradkit.plan import CallResult
 from gradkit.report import Tolerance
 from gradkit.tolerances import Tolerances
 from reference import network
-from reference.assignment import convention_scale
-from reference.network import sigmoid
+from reference.assignment import FAMILY_CONVENTIONS
+from reference.steps import derivative
 
 F64 = torch.float64
 
@@ -440,27 +441,129 @@ CODE_EDITS: dict[str, str] = {
 }
 
 
+#: Each entry for any assignment file, in the terms of its layer k: Z_k = A_{k-1} @ W_k + b_k,
+#: A_k = f_k(Z_k) (A_0 = X, the last A the prediction P), and the backward pass dL/dZ_k =
+#: dL/dA_k * f_k'(Z_k), dL/dW_k = A_{k-1}.T @ dL/dZ_k, dL/db_k = dL/dZ_k summed over the rows,
+#: dL/dA_{k-1} = dL/dZ_k @ W_k.T; each name is the one the assignment gives (its [names]).
+GENERAL: dict[str, str] = {
+    "GK001": "A step of the backward pass does not follow from your own values of its inputs "
+             "(each step is recomputed from them); the steps after it may be right. When the "
+             "wrong value is a constant multiple of the right one, the factor is given.",
+    "GK002": "No intermediate could be followed, so the mistake is placed from which parameter "
+             "gradients are wrong: all of them, the output layer or the forward pass; those of "
+             "layers 1..k only, layer k's dL/dA_k, f_k'(Z_k) or dL/dZ_k; one alone, its own "
+             "step.",
+    "GK003": "The prediction function must run the forward pass on the weights it is given "
+             "and return the output layer's activation, one row per row of X.",
+    "GK101": "The output layer's activation derivative is left out: dL/dZ_L = dL/dA_L without "
+             "f_L'(Z_L). Every gradient misses the factor.",
+    "GK102": "A hidden layer's activation derivative is left out: dL/dZ_k = dL/dA_k without "
+             "f_k'(Z_k) (tanh: 1 - tanh(Z_k)**2; ReLU: (Z_k > 0); sigmoid: "
+             "sigmoid(Z_k) * (1 - sigmoid(Z_k))). The gradients of layers 1..k miss the "
+             "factor; the layers above are right.",
+    "GK103": "An activation's derivative is taken at the activation A_k instead of the "
+             "pre-activation Z_k (f'(A_k) for f'(Z_k)): the activation applied twice.",
+    "GK104": "A step of the backward pass has its sign flipped (Y - P for P - Y); every "
+             "gradient after it points uphill, while the update subtracts them as it should "
+             "(compare GK201).",
+    "GK105": "A bias gradient is the per-row dL/dZ_k, not summed over the rows: right for one "
+             "row, and for n rows the update makes b_k n rows tall.",
+    "GK106": "A bias gradient is the mean of dL/dZ_k over the rows instead of its sum: n times "
+             "too small for n rows (a batch-mean loss would divide every gradient, GK302).",
+    "GK107": "A hidden layer's bias gradient is summed from dL/dA_k, before its activation's "
+             "derivative, instead of from dL/dZ_k.",
+    "GK108": "A weight's gradient is dL/dZ_k.T @ A_{k-1}, the transpose of A_{k-1}.T @ "
+             "dL/dZ_k: it has the weight's shape reversed.",
+    "GK201": "The update adds the gradient (w + learning_rate * dL/dw): the gradients are "
+             "right, the step climbs the loss.",
+    "GK202": "The update moves the weights by the same multiple of the gradient whatever "
+             "learning_rate is passed.",
+    "GK203": "W_k is updated before dL/dA_{k-1} = dL/dZ_k @ W_k.T is computed, so the layers "
+             "below take their gradients from the new W_k.",
+    "GK301": "Every gradient is the documented one times a constant (the loss with or without "
+             "its 1/2): a convention an instructor can accept.",
+    "GK302": "Every gradient is the documented one times a function of the batch size (a mean "
+             "for a sum, or a sum for a mean): a convention an instructor can accept.",
+    "GK401": "The forward pass does not read one of the weights it is given: moving it changes "
+             "nothing (a module-level global used in its place, or the term left out).",
+    "GK402": "The prediction function returns the output layer's pre-activation Z_L instead of "
+             "A_L = f_L(Z_L).",
+    "GK501": "An argument (X, Y, or a weight tensor) is changed in place, so the caller's "
+             "tensors differ after the call.",
+    "GK502": "The same call made twice on fresh copies of the same inputs returns different "
+             "results: state is kept between calls.",
+    "GK503": "A value is NaN or infinite where the reference's is finite; the first step of "
+             "the backward pass to go non-finite is named.",
+    "GK601": "The wrong step equals its documented formula with one edit (another operand of "
+             "the same shape, a factor left out or added, a derivative written another way, a "
+             "mean for a sum, a clip, a weight decay), on every call.",
+    "GK602": "The training function takes several SGD steps on every call (twice on the batch, "
+             "or row by row) instead of one.",
+    "GK603": "A weight comes back exactly as it was given: its update is never stored.",
+    "GK610": "With weights=None the weights drawn are not torch.randn of each parameter's "
+             "shape in the file's order (weight, then bias, layer by layer): another order, "
+             "shape order, distribution or scale.",
+    "GK620": "The prediction function returns the same predictions whatever weights it is "
+             "given.",
+    "GK621": "The prediction function returns classes (its sigmoid output rounded or "
+             "thresholded) instead of the probability.",
+    "GK622": "The prediction is the forward pass with one edit at one layer: a hidden "
+             "activation left out, a bias subtracted or left out.",
+}
+
+
+def explanation(entry: Entry, chain: Optional[Chain] = None) -> str:
+    """An entry's long explanation for a report of ``chain``'s assignment: the notebook's words
+    for the notebook, the words for any assignment (``GENERAL``) for another."""
+    if chain is None or chain.is_notebook:
+        return entry.explanation
+    return GENERAL.get(entry.code, entry.explanation)
+
+
 def explain(entry: Entry) -> str:
-    """The long explanation of an entry, as `gradkit explain CODE` prints it."""
+    """The long explanation of an entry, as `gradkit explain CODE` prints it: the notebook's
+    words, then the same for any assignment file."""
     quantities = ", ".join(entry.quantities)
-    return (f"{entry.code} {entry.slug}: {entry.title}\n\n{entry.explanation}\n\n"
-            f"Explains: {quantities}\n")
+    general = GENERAL.get(entry.code)
+    general = "" if general is None else "\n\nFor any assignment file (layer k):\n" + \
+        textwrap.fill(general, 95)
+    return (f"{entry.code} {entry.slug}: {entry.title}\n\n{entry.explanation}{general}\n\n"
+            f"Explains: {quantities} (in the notebook's names)\n")
 
 
 # --------------------------------------------------------------------------------------------
 # What a matcher reads
 # --------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ForwardView:
+    """What a prediction is judged against: X, the output layer's pre-activation C and the
+    prediction P (the notebook's ``network.Forward`` has these too)."""
+
+    X: Tensor
+    C: Tensor
+    P: Tensor
+
+
 @dataclass
 class PredictObservation:
-    """One call of ``neural_net_predict``."""
+    """One call of the prediction function."""
 
     case: Case
     P: Optional[Tensor]  # float64, None when it did not return a tensor
     dtype: torch.dtype
-    forward: network.Forward  # the reference's, float64
+    forward: "network.Forward | ForwardView"  # the reference's, float64
     tolerance: Tolerance
     X_after: Optional[Tensor]  # the caller's X after the call
+
+
+def forward_view(chain: Chain, X: Tensor, weights: dict[str, Tensor]
+                 ) -> "network.Forward | ForwardView":
+    """The reference's forward pass for a prediction (the notebook's ``Forward`` for it)."""
+    if chain.is_notebook:
+        return network.forward(X, weights)
+    trace = network.run_forward(chain.assignment, X, weights)
+    return ForwardView(X=X, C=trace[f"Z{chain.depth}"], P=trace.P)
 
 
 @dataclass
@@ -480,6 +583,8 @@ class Facts:
     module_globals: dict[str, Tensor]
     tolerances: Tolerances
     accepted: tuple[str, ...] = ()
+    #: the assignment's chain (default: the graded calls')
+    chain: Chain = field(default=None)  # type: ignore[assignment]
     _wrong: Optional[frozenset[str]] = field(default=None, repr=False)
     _lines: dict[str, Optional[int]] = field(default_factory=dict, repr=False)
     _inputs: dict[str, str] = field(default_factory=dict, repr=False)
@@ -487,12 +592,16 @@ class Facts:
     _explained: dict[str, Any] = field(default_factory=dict, repr=False)
     _holders: dict[Any, Optional[str]] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.chain is None:
+            self.chain = self.steps[0].chain if self.steps else self.source.chain
+
     @property
     def wrong_parameters(self) -> frozenset[str]:
         """Weights whose implied gradient is wrong in some graded call (under every scale)."""
         if self._wrong is None:
             self._wrong = frozenset(
-                name for name in PARAMETERS for obs in self.steps
+                name for name in self.chain.parameters for obs in self.steps
                 if not any(obs.gradient_right(name, s) for s in self.scales(obs)))
         return self._wrong
 
@@ -504,7 +613,8 @@ class Facts:
 
     def scales(self, obs: StepObservation) -> tuple[float, ...]:
         """The loss scales a call's numbers may be judged under: 1 and the accepted ones."""
-        return tuple(dict.fromkeys((1.0, *(convention_scale(c, obs.batch_size)  # type: ignore
+        a = self.chain.assignment
+        return tuple(dict.fromkeys((1.0, *(a.convention_scale(c, obs.batch_size)  # type: ignore
                                            for c in self.accepted))))
 
     def variable(self, quantity: str) -> str:
@@ -520,14 +630,14 @@ class Facts:
         base = self.step_base()
         if base is not None:
             target = {"X": base.X, "Y": base.Y}.get(name, base.given.get(name))
-            captured = base.result.captured.get(TRAIN, {})
-            parameters = set(self.source.parameters(TRAIN))
+            captured = base.result.captured.get(self.chain.train, {})
+            parameters = set(self.source.parameters(self.chain.train))
             if target is not None:
                 exact = [v for v, held in captured.items() if v not in parameters and
                          held.kind == "array" and
                          held.tensor is not None and tuple(held.tensor.shape) ==
                          tuple(target.shape) and torch.equal(held.tensor.to(F64), target)]
-                lines = {v: self.source.assignment_line(TRAIN, v) for v in exact}
+                lines = {v: self.source.assignment_line(self.chain.train, v) for v in exact}
                 ordered = sorted((v for v in exact if lines[v] is not None), key=lines.get)
                 found = ordered[0] if ordered else name
         self._inputs[name] = found
@@ -540,18 +650,19 @@ class Facts:
         return self._lines[step]
 
     def _line_of(self, step: str) -> Optional[int]:
+        train = self.chain.train
         if step.startswith("update."):
             name = step.split(".")[1]
-            gradient = self.found.get(GRADIENT_OF[name])
+            gradient = self.found.get(self.chain.gradient_of[name])
             return self.source.update_line(name, gradient.variable if gradient else None)
         found = self.found.get(step)
         if found is not None:
             return self.source.assignment_line(found.function, found.variable)
         # not held when the function returned (or not recognised by value): its name may still
         # be in the source
-        named = [v for v in self.source.assigned_names(TRAIN)
-                 if v == step or normalise(v) in aliases(step)]
-        return self.source.assignment_line(TRAIN, named[0]) if named else None
+        named = [v for v in self.source.assigned_names(train)
+                 if v == step or normalise(v) in aliases(step, self.chain)]
+        return self.source.assignment_line(train, named[0]) if named else None
 
     def first_line(self, steps: tuple[str, ...]) -> Optional[int]:
         """The line of the first of ``steps`` found wrong, else of the first with a known line."""
@@ -561,7 +672,7 @@ class Facts:
         return next((self.line_of(s) for s in steps if self.line_of(s) is not None), None)
 
     def update_line(self) -> Optional[int]:
-        lines = [self.line_of(f"update.{p}") for p in PARAMETERS]
+        lines = [self.line_of(f"update.{p}") for p in self.chain.parameters]
         return min((line for line in lines if line is not None), default=None)
 
 
@@ -577,6 +688,10 @@ class Match:
     factor: Optional[float] = None
     residual: Optional[float] = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: the whole message and title, where the entry's notebook template does not apply (a
+    #: description other than the notebook's: the words name the layer and its quantities)
+    message: Optional[str] = None
+    title: Optional[str] = None
 
 
 @dataclass
@@ -635,9 +750,17 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
                     norm = float(alt.norm()) or 1.0
                     outcomes[name].residual = max(outcomes[name].residual,
                                                   float((implied - alt).norm()) / norm)
-            elif verdict == "miss":
+            elif verdict == "miss" and not _past_a_kink(obs):
                 outcomes[name].misses.append(obs.label)
     return outcomes
+
+
+def _past_a_kink(obs: StepObservation) -> bool:
+    """A chain's later call of a network with a ReLU: it starts from the student's own weights,
+    where nothing keeps a pre-activation away from the ReLU's kink (the cases keep the ones
+    they draw away from it), so the student's float32 pass may take the other side of it
+    there: such a call neither confirms nor refutes an alternative."""
+    return obs.index > 0 and "relu" in obs.chain.activations
 
 
 def _one(obs: StepObservation, name: str, alternative: Tensor, scale: float) -> Optional[str]:
@@ -674,17 +797,27 @@ def _sum_rows(t: Tensor) -> Tensor:
     return t.sum(dim=0, keepdim=True)
 
 
-def _gradients(obs: StepObservation, dLdC: Tensor, dBdA: Tensor, *, W_back: Optional[Tensor] = None
-               ) -> dict[str, Tensor]:
-    """V, I, W, J gradients from a (possibly wrong) dL/dC and dB/dA, the rest done right."""
-    B = obs.expectation.forward.B
-    W = obs.given["W"] if W_back is None else W_back
-    dLdA = (dLdC @ W.T) * dBdA
-    return {"V": obs.X.T @ dLdA, "I": _sum_rows(dLdA), "W": B.T @ dLdC, "J": _sum_rows(dLdC)}
+Overrides = dict[str, Callable[[dict[str, Tensor]], Tensor]]
 
 
-def _backward(obs: StepObservation) -> network.Backward:
-    return obs.expectation.backward
+def _values(obs: StepObservation) -> dict[str, Tensor]:
+    """The reference's float64 values of one call, by the course's names."""
+    trace = obs.expectation.trace
+    chain = obs.chain
+    if trace is None:
+        return rerun(chain, {"X": obs.X, "Y": obs.Y, **obs.given})
+    values = {"X": obs.X, "Y": obs.Y, **obs.given}
+    values.update({s.name: trace[s.id] for s in chain.steps})
+    return values
+
+
+def _with(obs: StepObservation, overrides: Overrides,
+          weights: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+    """Every parameter's gradient for the call with ``overrides`` planted (one or more steps
+    computed another way, the rest done right), by parameter name."""
+    chain = obs.chain
+    values = rerun(chain, {"X": obs.X, "Y": obs.Y, **(weights or obs.given)}, overrides)
+    return {p: values[chain.gradient_of[p]] for p in chain.parameters}
 
 
 def _reference_with(obs: StepObservation, X: Optional[Tensor] = None, Y: Optional[Tensor] = None,
@@ -693,8 +826,11 @@ def _reference_with(obs: StepObservation, X: Optional[Tensor] = None, Y: Optiona
     X = obs.X if X is None else X
     Y = obs.Y if Y is None else Y
     weights = obs.given if weights is None else weights
-    fwd = network.forward(X, weights)
-    return network.backward(fwd, Y, weights).parameter_gradients()
+    chain = obs.chain
+    if chain.is_notebook:
+        fwd = network.forward(X, weights)
+        return network.backward(fwd, Y, weights).parameter_gradients()
+    return network.run(chain.assignment, X, Y, weights).parameter_gradients()
 
 
 MATCHERS: dict[str, Callable[[Facts], list[Match]]] = {}
@@ -729,58 +865,167 @@ def and_words(items) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _below(chain: Chain, layer: int) -> tuple[str, ...]:
+    """The parameters of layers 1..layer (what a mistake at that layer's dL/dZ reaches)."""
+    return tuple(p for p in chain.parameters if chain.parameter_layer(p) <= layer)
+
+
+def _fused(chain: Chain, layer: int) -> bool:
+    """The layer's dL/dZ is computed directly (bce's P - Y), not as dL/dA * dA/dZ."""
+    return chain.formulas[chain.of_layer("delta", layer)][0] == "loss"
+
+
+def _with_derivative(chain: Chain, layer: int, local: Callable[[dict[str, Tensor]], Tensor]
+                     ) -> Overrides:
+    """The overrides that make a layer's dL/dZ be dL/dA times ``local`` (its derivative
+    written another way): the derivative step, or for a fused output dL/dZ itself."""
+    if _fused(chain, layer):
+        upstream = chain.of_layer("upstream", layer)
+        return {chain.of_layer("delta", layer): lambda v: v[upstream] * local(v)}
+    return {chain.of_layer("derivative", layer): local}
+
+
+def _param_words(chain: Chain, names) -> str:
+    return and_words([chain.quantity_words[n] for n in names])
+
+
 # --------------------------------------------------------------------------------------------
 # GK1xx: the backward pass
 # --------------------------------------------------------------------------------------------
 
-@matcher("GK101")
-def _no_output_derivative(facts: Facts) -> list[Match]:
-    outcomes = against_alternative(
-        facts, lambda o: _gradients(o, _backward(o).dLdP, _backward(o).dBdA), PARAMETERS)
+def _missing_derivative(facts: Facts, layers: tuple[int, ...], code: str) -> list[Match]:
+    """Every layer of ``layers`` (none an identity) has dL/dZ = dL/dA: its activation's
+    derivative left out."""
+    chain = facts.chain
+    if any(chain.activations[k - 1] == "identity" for k in layers):
+        return []  # its derivative is 1: nothing to leave out
+    names = _below(chain, max(layers))
+
+    def alternative(o: StepObservation) -> dict[str, Tensor]:
+        overrides: Overrides = {}
+        for k in layers:
+            pre = o.chain.of_layer("pre_activation", k)
+            overrides.update(_with_derivative(
+                o.chain, k, lambda v, pre=pre: torch.ones_like(v[pre])))
+        return _with(o, overrides)
+
+    outcomes = against_alternative(facts, alternative, names)
     if not _all_matched(outcomes):
         return []
-    return [Match("GK101", PARAMETERS, line=facts.first_line(("dPdC", "dLdC")),
-                  cases=_hits(outcomes), residual=_residual(outcomes))]
+    steps = tuple(s for k in sorted(layers, reverse=True)
+                  for s in (chain.of_layer("derivative", k), chain.of_layer("delta", k)))
+    match = Match(code, names, line=facts.first_line(steps), cases=_hits(outcomes),
+                  residual=_residual(outcomes),
+                  details={"layer": layers[0]} if len(layers) == 1 else {"layers": list(layers)})
+    if not chain.is_notebook:
+        parts = []
+        for k in layers:
+            activation = chain.activations[k - 1]
+            derivative_name = chain.of_layer("derivative", k)
+            delta, upstream = chain.of_layer("delta", k), chain.of_layer("upstream", k)
+            form = chain.documented[derivative_name].replace("{", "").replace("}", "")
+            parts.append(f"at {chain.layer_words(k)} ({activation}), {facts.variable(delta)} "
+                         f"is {facts.variable(upstream)} alone: it should be "
+                         f"{facts.variable(upstream)} * {derivative_name}, with "
+                         f"{derivative_name} = {form}")
+        text = "; ".join(parts)
+        where = and_words([chain.layer_words(k) for k in layers])
+        match.title = f"The activation's derivative is missing at {where}"
+        match.message = (
+            f"{text[0].upper()}{text[1:]}. The gradient{'s' if len(names) > 1 else ''} of "
+            f"{and_words(names)} miss{'' if len(names) > 1 else 'es'} "
+            f"{'this factor' if len(layers) == 1 else 'these factors'}.")
+    return [match]
+
+
+def _derivative_layers(chain: Chain) -> list[int]:
+    return [k for k in range(1, chain.depth + 1) if chain.activations[k - 1] != "identity"]
+
+
+@matcher("GK101")
+def _no_output_derivative(facts: Facts) -> list[Match]:
+    """The output layer's derivative left out (alone, or, for a description other than the
+    notebook's, with every hidden layer's)."""
+    chain = facts.chain
+    found = _missing_derivative(facts, (chain.depth,), "GK101")
+    layers = tuple(_derivative_layers(chain))
+    if not found and not chain.is_notebook and len(layers) > 1 and layers[-1] == chain.depth:
+        found = _missing_derivative(facts, layers, "GK101")
+    return found
 
 
 @matcher("GK102")
 def _no_hidden_derivative(facts: Facts) -> list[Match]:
-    outcomes = against_alternative(
-        facts, lambda o: _gradients(o, _backward(o).dLdC, torch.ones_like(_backward(o).dBdA)),
-        ("V", "I"))
-    if not _all_matched(outcomes):
-        return []
-    return [Match("GK102", ("V", "I"), line=facts.first_line(("dBdA", "dLdA")),
-                  cases=_hits(outcomes), residual=_residual(outcomes))]
+    """A hidden layer's derivative left out (one layer, from the output down; for a description
+    other than the notebook's, then every hidden layer's at once)."""
+    chain = facts.chain
+    hidden = [k for k in _derivative_layers(chain) if k < chain.depth]
+    for layer in reversed(hidden):
+        found = _missing_derivative(facts, (layer,), "GK102")
+        if found:
+            return found
+    if not chain.is_notebook and len(hidden) > 1:
+        return _missing_derivative(facts, tuple(hidden), "GK102")
+    return []
+
+
+_NOTEBOOK_GK103 = {
+    (1,): dict(derivative="dB/dA", is_are="is", wrong="sigmoid'(B)", right="sigmoid'(A)",
+               fix="sigmoid(A, deriv=True), or B * (1 - B)"),
+    (2,): dict(derivative="dP/dC", is_are="is", wrong="sigmoid'(P)", right="sigmoid'(C)",
+               fix="sigmoid(C, deriv=True), or P * (1 - P)"),
+    (1, 2): dict(derivative="dP/dC and dB/dA", is_are="are", wrong="sigmoid'(P) and sigmoid'(B)",
+                 right="sigmoid'(C) and sigmoid'(A)",
+                 fix="sigmoid(C, deriv=True) and sigmoid(A, deriv=True)"),
+}
+_DETAIL_GK103 = {(1,): "hidden", (2,): "output", (1, 2): "both"}
 
 
 @matcher("GK103")
 def _derivative_of_activation(facts: Facts) -> list[Match]:
-    def output(o: StepObservation) -> Tensor:
-        return _backward(o).dLdP * sigmoid(o.expectation.forward.P, deriv=True)
+    """An activation's derivative taken at the activation instead of the pre-activation, at
+    one layer (from the input), else at every layer where it can be."""
+    chain = facts.chain
+    # ReLU's derivative at relu(z) is its derivative at z; the identity's is 1 everywhere
+    layers = [k for k in range(1, chain.depth + 1) if chain.activations[k - 1] in
+              ("sigmoid", "tanh")]
+    variants = [(k,) for k in layers] + ([tuple(layers)] if len(layers) > 1 else [])
+    for variant in variants:
+        def alternative(o: StepObservation, variant=variant) -> dict[str, Tensor]:
+            overrides: Overrides = {}
+            for k in variant:
+                act, post = o.chain.activations[k - 1], o.chain.of_layer("activation", k)
+                overrides.update(_with_derivative(
+                    o.chain, k, lambda v, act=act, post=post: derivative(act, v[post])))
+            return _with(o, overrides)
 
-    def hidden(o: StepObservation) -> Tensor:
-        return sigmoid(o.expectation.forward.B, deriv=True)
-
-    variants = (
-        ("hidden", lambda o: _gradients(o, _backward(o).dLdC, hidden(o)), ("V", "I"),
-         ("dBdA", "dLdA"), dict(derivative="dB/dA", is_are="is", wrong="sigmoid'(B)",
-                                right="sigmoid'(A)", fix="sigmoid(A, deriv=True), or B * (1 - B)")),
-        ("output", lambda o: _gradients(o, output(o), _backward(o).dBdA), PARAMETERS,
-         ("dPdC", "dLdC"), dict(derivative="dP/dC", is_are="is", wrong="sigmoid'(P)",
-                                right="sigmoid'(C)", fix="sigmoid(C, deriv=True), or P * (1 - P)")),
-        ("both", lambda o: _gradients(o, output(o), hidden(o)), PARAMETERS,
-         ("dPdC", "dLdC", "dBdA", "dLdA"),
-         dict(derivative="dP/dC and dB/dA", is_are="are", wrong="sigmoid'(P) and sigmoid'(B)",
-              right="sigmoid'(C) and sigmoid'(A)",
-              fix="sigmoid(C, deriv=True) and sigmoid(A, deriv=True)")),
-    )
-    for layer, alternative, names, steps, words in variants:
+        names = _below(chain, max(variant))
         outcomes = against_alternative(facts, alternative, names)
-        if _all_matched(outcomes):
-            return [Match("GK103", names, words=words, line=facts.first_line(steps),
-                          cases=_hits(outcomes), residual=_residual(outcomes),
-                          details={"layer": layer})]
+        if not _all_matched(outcomes):
+            continue
+        steps = tuple(s for k in sorted(variant, reverse=True)
+                      for s in (chain.of_layer("derivative", k), chain.of_layer("delta", k)))
+        match = Match("GK103", names, line=facts.first_line(steps), cases=_hits(outcomes),
+                      residual=_residual(outcomes),
+                      details={"layer": _DETAIL_GK103.get(variant) if chain.is_notebook
+                               else list(variant)})
+        if chain.is_notebook:
+            match.words = _NOTEBOOK_GK103[variant]
+        else:
+            parts = []
+            for k in variant:
+                act = chain.activations[k - 1]
+                z, a = chain.of_layer("pre_activation", k), chain.of_layer("activation", k)
+                parts.append(f"at {chain.layer_words(k)} the {act}'s derivative is taken at its "
+                             f"output {a} instead of its input {z}: "
+                             f"{act}'({a}) instead of {act}'({z})")
+            fixes = [chain.expressions[chain.of_layer("derivative", k)] for k in variant]
+            match.title = "An activation's derivative is taken at its output"
+            match.message = (
+                "; ".join(parts)[0].upper() + "; ".join(parts)[1:] + ". The output is already "
+                "the activation of the input, so this applies it twice. Use "
+                + and_words(fixes) + ".")
+        return [match]
     return []
 
 
@@ -802,25 +1047,36 @@ def _step_fits(facts: Facts, step: str, factor: float) -> bool:
 
 @matcher("GK104")
 def _sign_error(facts: Facts) -> list[Match]:
+    chain = facts.chain
     outcomes = against_alternative(facts, lambda o: {p: -o.expectation.gradients[p]
-                                                     for p in PARAMETERS}, PARAMETERS)
+                                                     for p in o.chain.parameters},
+                                   chain.parameters)
     if not _all_matched(outcomes):
         return []
     wrong = facts.localisation.wrong_steps()
-    backward = [s for s in wrong if not s.startswith("update.") and s not in FORWARD]
+    backward = [s for s in wrong if not s.startswith("update.") and s not in chain.forward]
     if not backward or len(backward) != len(wrong) or not _step_fits(facts, backward[0], -1.0):
         return []
     step = backward[0]
-    return [Match("GK104", PARAMETERS, line=facts.line_of(step), cases=_hits(outcomes),
+    match = Match("GK104", chain.parameters, line=facts.line_of(step), cases=_hits(outcomes),
                   residual=_residual(outcomes), factor=-1.0,
-                  words=dict(variable=facts.variable(step), expression=EXPRESSIONS[step]),
-                  details={"step": step})]
+                  words=dict(variable=facts.variable(step), expression=chain.expressions[step]),
+                  details={"step": step, "layer": chain.layer_of[step]})
+    if not chain.is_notebook:
+        match.title = "A step of the backward pass has the wrong sign"
+        match.message = (
+            f"{facts.variable(step)} has the wrong sign: it is -({chain.expressions[step]}) "
+            f"where it should be {chain.expressions[step]} ({chain.layer_words(chain.layer_of[step])}). "
+            "With the sign flipped every gradient after it points uphill.")
+    return [match]
 
 
-def _bias_words(names: tuple[str, ...], reduce: str) -> dict[str, str]:
-    quantities = [f"dL/d{n}" for n in names]
-    fix = {"I": "dLdA.sum(dim=0, keepdim=True)", "J": "dLdC.sum(dim=0, keepdim=True)"}
-    shapes = {"I": "(n, 4)", "J": "(n, 1)"}
+def _bias_words(chain: Chain, names: tuple[str, ...], reduce: str) -> dict[str, str]:
+    quantities = [chain.quantity_words[n] for n in names]
+    fix = {n: f"{chain.of_layer('delta', chain.parameter_layer(n))}.sum(dim=0, keepdim=True)"
+           for n in names}
+    shapes = {n: f"(n, {chain.assignment.layers[chain.parameter_layer(n) - 1].units})"
+              for n in names}
     return dict(quantities=and_words(quantities), is_are=_is_are(names),
                 it_they="it" if len(names) == 1 else "they",
                 biases=and_words(names), shapes=and_words(shapes[n] for n in names),
@@ -834,50 +1090,109 @@ def _held_right(facts: Facts, step: str) -> bool:
     return bool(checks) and all(c.status == "right" for c in checks)
 
 
-def _bias_match(code: str, facts: Facts, alternative: Alternative) -> list[Match]:
-    outcomes = against_alternative(facts, alternative, ("I", "J"))
-    names = tuple(n for n in ("I", "J") if outcomes[n].matched
-                  and not _held_right(facts, GRADIENT_OF[n]))
+def _biases(chain: Chain) -> tuple[str, ...]:
+    return tuple(layer.bias for layer in chain.assignment.layers)
+
+
+def _bias_match(code: str, facts: Facts,
+                reduce: Callable[[Tensor], Tensor]) -> list[Match]:
+    chain = facts.chain
+    biases = _biases(chain)
+
+    def alternative(o: StepObservation) -> dict[str, Tensor]:
+        values = _values(o)
+        return {b: reduce(values[o.chain.of_layer("delta", o.chain.parameter_layer(b))])
+                for b in biases}
+
+    outcomes = against_alternative(facts, alternative, biases)
+    names = tuple(n for n in biases if outcomes[n].matched
+                  and not _held_right(facts, chain.gradient_of[n]))
     if not names:
         return []
     # the bias gradient's own step, or the update that used the wrong tensor
-    lines = [facts.first_line((GRADIENT_OF[n], f"update.{n}")) for n in names]
+    lines = [facts.first_line((chain.gradient_of[n], f"update.{n}")) for n in names]
     line = min((line for line in lines if line is not None), default=None)
-    return [Match(code, names, words=_bias_words(names, ""), line=line,
+    words = _bias_words(chain, names, "")
+    match = Match(code, names, words=words, line=line,
                   cases=_hits({n: outcomes[n] for n in names}),
-                  residual=_residual({n: outcomes[n] for n in names}))]
+                  residual=_residual({n: outcomes[n] for n in names}),
+                  details={"layers": [chain.parameter_layer(n) for n in names]})
+    if not chain.is_notebook:
+        where = and_words([f"{chain.layer_words(chain.parameter_layer(n))} ({n})"
+                           for n in names])
+        variables = and_words([facts.variable(chain.gradient_of[n]) for n in names])
+        if code == "GK105":
+            match.title = f"A bias gradient is not summed over the batch at {where}"
+            match.message = (
+                f"At {where}, {variables} {words['is_are']} not summed over the rows of the "
+                f"batch, so with n rows the update makes {words['biases']} n rows tall (shape "
+                f"{words['shapes']}). Sum over the rows: {words['fix']}.")
+        else:
+            match.title = f"A bias gradient is averaged instead of summed at {where}"
+            match.message = (
+                f"At {where}, {variables} {words['is_are']} averaged over the rows of the batch "
+                f"instead of summed, so {words['it_they']} {words['is_are']} n times too small "
+                f"for n rows (right only for a single row). Use {words['fix']}.")
+    return [match]
 
 
 @matcher("GK105")
 def _bias_not_summed(facts: Facts) -> list[Match]:
-    return _bias_match("GK105", facts, lambda o: {"I": _backward(o).dLdA, "J": _backward(o).dLdC})
+    return _bias_match("GK105", facts, lambda t: t)
 
 
 @matcher("GK106")
 def _bias_mean(facts: Facts) -> list[Match]:
-    return _bias_match("GK106", facts, lambda o: {"I": _backward(o).dLdA.mean(0, keepdim=True),
-                                                  "J": _backward(o).dLdC.mean(0, keepdim=True)})
+    return _bias_match("GK106", facts, lambda t: t.mean(0, keepdim=True))
 
 
 @matcher("GK107")
 def _bias_from_dLdB(facts: Facts) -> list[Match]:
-    outcomes = against_alternative(facts, lambda o: {"I": _sum_rows(_backward(o).dLdB)}, ("I",))
-    if not outcomes["I"].matched:
-        return []
-    return [Match("GK107", ("I",), words=dict(variable=facts.variable("dLdI")),
-                  line=facts.first_line(("dLdI", "update.I")), cases=tuple(outcomes["I"].hits),
-                  residual=outcomes["I"].residual)]
+    """A hidden layer's bias gradient summed from dL/dA (before its activation's derivative)
+    instead of dL/dZ."""
+    chain = facts.chain
+    for layer in range(chain.depth - 1, 0, -1):
+        if chain.activations[layer - 1] == "identity":
+            continue
+        bias = chain.layer_parameters(layer)[1]
+        upstream = chain.of_layer("upstream", layer)
+        outcomes = against_alternative(
+            facts, lambda o, u=upstream, b=bias: {b: _sum_rows(_values(o)[u])}, (bias,))
+        if not outcomes[bias].matched:
+            continue
+        step = chain.gradient_of[bias]
+        match = Match("GK107", (bias,), words=dict(variable=facts.variable(step)),
+                      line=facts.first_line((step, f"update.{bias}")),
+                      cases=tuple(outcomes[bias].hits), residual=outcomes[bias].residual,
+                      details={"layer": layer})
+        if not chain.is_notebook:
+            delta = chain.of_layer("delta", layer)
+            derivative_name = chain.of_layer("derivative", layer)
+            match.title = f"The bias gradient of {chain.layer_words(layer)} is taken from {upstream}"
+            match.message = (
+                f"At {chain.layer_words(layer)}, {facts.variable(step)} is summed from {upstream} "
+                f"instead of {delta}, so it misses the {chain.activations[layer - 1]}'s "
+                f"derivative {derivative_name}. Use {delta}.sum(dim=0, keepdim=True).")
+        return [match]
+    return []
 
 
-_PRODUCTS = {"V": ("dLdV", "X.T @ {dLdA}", "dLdA"), "W": ("dLdW", "B.T @ {dLdC}", "dLdC")}
+def _weights(chain: Chain) -> tuple[str, ...]:
+    return tuple(layer.weight for layer in chain.assignment.layers)
 
 
 @matcher("GK108")
 def _transposed(facts: Facts) -> list[Match]:
+    chain = facts.chain
     matches = []
-    for name, (step, template, upstream) in _PRODUCTS.items():
+    for name in _weights(chain):
+        layer = chain.parameter_layer(name)
+        step = chain.gradient_of[name]
+        upstream = chain.of_layer("delta", layer)
+        below = "X" if layer == 1 else chain.of_layer("activation", layer - 1)
+        template = below + ".T @ {" + upstream + "}"
         outcomes = against_alternative(
-            facts, lambda o, s=step, n=name: {n: getattr(_backward(o), s).T}, (name,))
+            facts, lambda o, s=step, n=name: {n: _values(o)[s].T}, (name,))
         held = _held_transposed(facts, step)
         if outcomes[name].matched or held:
             matches.append(_transposed_match(facts, name, step, template, upstream,
@@ -910,26 +1225,28 @@ def _held_transposed(facts: Facts, step: str) -> tuple[str, ...]:
 
 def _static_transposed(facts: Facts, name: str, step: str) -> Optional[tuple[str, ...]]:
     """When every call raised where the weight is updated (no numbers came back), and the
-    student's gradient expression has, from the shapes of the notebook's quantities, the
+    student's gradient expression has, from the shapes of the chain's quantities, the
     weight's shape transposed: the calls that raised there."""
+    train = facts.chain.train
     graded = [c for c in facts.cases if c.kind in ("step", "chain") and "probe" not in c.tags]
     errors = [facts.calls.get(c.id) for c in graded]
     if not errors or any(e is None or e.error is None for e in errors):
         return None
     lines = {e.error.get("line") for e in errors if e is not None and e.error is not None}
-    variables = [v for v in _assigned_names(facts, TRAIN) if normalise(v) in aliases(step)]
+    variables = [v for v in _assigned_names(facts, train)
+                 if normalise(v) in aliases(step, facts.chain)]
     if not variables:
         return None
     variable = variables[0]
-    where = {facts.source.update_line(name, variable), facts.source.assignment_line(TRAIN,
+    where = {facts.source.update_line(name, variable), facts.source.assignment_line(train,
                                                                                      variable)}
     if not lines & where:
         return None
-    expression = facts.source.assigned_expression(TRAIN, variable)
+    expression = facts.source.assigned_expression(train, variable)
     if expression is None:
         return None
     shape = facts.source.shape_of(expression, _known_shapes(facts))
-    weight = _weight_shape(name)
+    weight = _weight_shape(facts.chain, name)
     if shape is None or shape != tuple(reversed(weight)) or shape == weight:
         return None
     return tuple(c.id for c, e in zip(graded, errors)
@@ -940,49 +1257,61 @@ def _assigned_names(facts: Facts, function: str) -> list[str]:
     return facts.source.assigned_names(function)
 
 
-def _weight_shape(name: str) -> tuple[int, ...]:
-    from reference.assignment import NOTEBOOK
-
-    return NOTEBOOK.parameter_shapes[name]
+def _weight_shape(chain: Chain, name: str) -> tuple[int, ...]:
+    return chain.assignment.parameter_shapes[name]
 
 
 def _known_shapes(facts: Facts, n: int = 5) -> dict[str, tuple[int, ...]]:
-    """Shapes of the notebook's quantities for an n-row batch, under every name for them."""
-    from reference.assignment import NOTEBOOK
-
-    h, o, i = NOTEBOOK.n_hidden, NOTEBOOK.n_outputs, NOTEBOOK.n_inputs
-    by_quantity = {"A": (n, h), "B": (n, h), "C": (n, o), "P": (n, o), "dLdP": (n, o),
-                   "dPdC": (n, o), "dLdC": (n, o), "dLdB": (n, h), "dBdA": (n, h),
-                   "dLdA": (n, h), "X": (n, i), "Y": (n, o)}
+    """Shapes of the chain's quantities for an n-row batch, under every name for them."""
+    chain = facts.chain
+    a = chain.assignment
+    train = chain.train
+    by_quantity: dict[str, tuple[int, ...]] = {"X": (n, a.inputs), "Y": (n, a.outputs)}
+    for step in chain.steps:
+        if step.kind in ("weight_gradient", "bias_gradient"):
+            continue
+        # dL/dA{k-1} (an input gradient) has the shape of the layer below's output
+        layer = step.layer - 1 if step.kind == "input_gradient" else step.layer
+        by_quantity[step.name] = (n, a.layers[layer - 1].units)
     shapes: dict[str, tuple[int, ...]] = {}
-    for name, shape in NOTEBOOK.parameter_shapes.items():
+    for name, shape in a.parameter_shapes.items():
         shapes[name] = shape
         shapes[f"weights[{name!r}]"] = shape
-    names = _assigned_names(facts, TRAIN) + facts.source.parameters(TRAIN)
+    names = _assigned_names(facts, train) + facts.source.parameters(train)
     for quantity, shape in by_quantity.items():
         shapes[quantity] = shape
         for variable in names:
-            if normalise(variable) in aliases(quantity) or variable == quantity:
+            if normalise(variable) in aliases(quantity, chain) or variable == quantity:
                 shapes[variable] = shape
-    params = facts.source.parameters(TRAIN)
+    params = facts.source.parameters(train)
     if len(params) >= 2:
-        shapes[params[0]], shapes[params[1]] = (n, i), (n, o)
+        shapes[params[0]], shapes[params[1]] = (n, a.inputs), (n, a.outputs)
     return shapes
 
 
 def _transposed_match(facts: Facts, name: str, step: str, template: str, upstream: str,
                       cases: tuple[str, ...], static: bool = False) -> Match:
-    weight_shape = _weight_shape(name)
+    chain = facts.chain
+    weight_shape = _weight_shape(chain, name)
     expression = template.format(**{upstream: facts.variable(upstream) if upstream in facts.found
                                     else upstream})
     line = facts.first_line((step,))
     if line is None:
-        variables = [v for v in _assigned_names(facts, TRAIN) if normalise(v) in aliases(step)]
-        line = facts.source.assignment_line(TRAIN, variables[0]) if variables else None
-    return Match("GK108", (name,), line=line, cases=cases,
-                 words=dict(quantity=f"dL/d{name}", shape=str(tuple(reversed(weight_shape))),
-                            weight=name, weight_shape=str(weight_shape), expression=expression),
-                 details={"from": "source shapes" if static else "values"})
+        variables = [v for v in _assigned_names(facts, chain.train)
+                     if normalise(v) in aliases(step, chain)]
+        line = facts.source.assignment_line(chain.train, variables[0]) if variables else None
+    layer = chain.parameter_layer(name)
+    words = dict(quantity=f"dL/d{name}", shape=str(tuple(reversed(weight_shape))),
+                 weight=name, weight_shape=str(weight_shape), expression=expression)
+    match = Match("GK108", (name,), line=line, cases=cases, words=words,
+                  details={"from": "source shapes" if static else "values", "layer": layer})
+    if not chain.is_notebook:
+        match.title = f"A matrix product with its operands transposed at {chain.layer_words(layer)}"
+        match.message = (
+            f"At {chain.layer_words(layer)}, {facts.variable(step)} ({words['quantity']}) has "
+            f"shape {words['shape']}, the transpose of {name}'s {words['weight_shape']}: the "
+            f"product's operands are in the wrong order. Compute it as {expression}.")
+    return match
 
 
 # --------------------------------------------------------------------------------------------
@@ -991,28 +1320,31 @@ def _transposed_match(facts: Facts, name: str, step: str, template: str, upstrea
 
 @matcher("GK201")
 def _gradient_ascent(facts: Facts) -> list[Match]:
+    chain = facts.chain
     outcomes = against_alternative(facts, lambda o: {p: -o.expectation.gradients[p]
-                                                     for p in PARAMETERS}, PARAMETERS)
+                                                     for p in o.chain.parameters},
+                                   chain.parameters)
     if not _all_matched(outcomes):
         return []
     wrong = facts.localisation.wrong_steps()
-    updates = [f"update.{p}" for p in PARAMETERS]
+    updates = [f"update.{p}" for p in chain.parameters]
     if sorted(wrong) != sorted(updates):
         return []
     if any(c.span for step in updates for c in facts.localisation.wrong(step)):
         return []  # the gradients were not held: the sign may be anywhere in the backward pass
     if not all(_step_fits(facts, step, -1.0) for step in updates):
         return []
-    return [Match("GK201", (*PARAMETERS, "update"), line=facts.update_line(),
+    return [Match("GK201", (*chain.parameters, "update"), line=facts.update_line(),
                   cases=_hits(outcomes), residual=_residual(outcomes), factor=-1.0)]
 
 
 @matcher("GK202")
 def _learning_rate(facts: Facts) -> list[Match]:
+    chain = facts.chain
     # implied = (lr0 / lr) * gradient on every call: one lr0 fitted over all of them
     pairs, labels = [], []
     for obs in facts.steps:
-        for name in PARAMETERS:
+        for name in chain.parameters:
             implied = obs.implied.get(name)
             if implied is None:
                 return []
@@ -1026,13 +1358,13 @@ def _learning_rate(facts: Facts) -> list[Match]:
     if all(abs(lr0 - o.learning_rate) <= 1e-6 * abs(lr0) for o in facts.steps):
         return []  # right on every call: nothing to explain
     # the usual cause: the learning-rate argument set to a number inside the function
-    lr_name = facts.source.parameter(TRAIN, 3, "learning_rate")
-    value = facts.source.assigned_expression(TRAIN, lr_name)
+    lr_name = facts.source.parameter(chain.train, 3, "learning_rate")
+    value = facts.source.assigned_expression(chain.train, lr_name)
     constant = isinstance(value, ast.Constant) and isinstance(value.value, (int, float))
-    line = facts.source.assignment_line(TRAIN, lr_name) if constant else None
+    line = facts.source.assignment_line(chain.train, lr_name) if constant else None
     hardcoded = f" ({lr_name} is set to {value.value:g} inside the function)" \
         if isinstance(value, ast.Constant) and constant else ""
-    return [Match("GK202", (*PARAMETERS, "update"), line=line or facts.update_line(),
+    return [Match("GK202", (*chain.parameters, "update"), line=line or facts.update_line(),
                   cases=tuple(labels), residual=fit.residual,
                   words=dict(lr0=f"{lr0:g}", hardcoded=hardcoded),
                   details={"learning_rate_used": lr0})]
@@ -1040,16 +1372,37 @@ def _learning_rate(facts: Facts) -> list[Match]:
 
 @matcher("GK203")
 def _updated_before_use(facts: Facts) -> list[Match]:
-    def alternative(o: StepObservation) -> dict[str, Tensor]:
-        b = _backward(o)
-        W_new = o.given["W"] - o.learning_rate * b.dLdW
-        return _gradients(o, b.dLdC, b.dBdA, W_back=W_new)
+    """A layer's weight updated before the backward pass takes dL/dA of the layer below from
+    it (the notebook's W before dL/dB)."""
+    chain = facts.chain
+    for layer in range(chain.depth, 1, -1):
+        weight = chain.layer_parameters(layer)[0]
+        below = chain.name(f"dLdA{layer - 1}")
+        delta = chain.of_layer("delta", layer)
+        step = chain.gradient_of[weight]
 
-    outcomes = against_alternative(facts, alternative, ("V", "I"))
-    if not _all_matched(outcomes):
-        return []
-    return [Match("GK203", ("V", "I"), line=facts.line_of("update.W"), cases=_hits(outcomes),
-                  residual=_residual(outcomes))]
+        def alternative(o: StepObservation, weight=weight, below=below, delta=delta, step=step
+                        ) -> dict[str, Tensor]:
+            def updated(v: dict[str, Tensor]) -> Tensor:
+                return v[delta] @ (v[weight] - o.learning_rate * v[step]).T
+            return _with(o, {below: updated})
+
+        names = _below(chain, layer - 1)
+        outcomes = against_alternative(facts, alternative, names)
+        if not _all_matched(outcomes):
+            continue
+        match = Match("GK203", names, line=facts.line_of(f"update.{weight}"),
+                      cases=_hits(outcomes), residual=_residual(outcomes),
+                      details={"layer": layer})
+        if not chain.is_notebook:
+            match.title = f"{weight} is updated before the backward pass uses it"
+            match.message = (
+                f"{weight} is updated before {below} is computed, so {below} = "
+                f"{chain.expressions[below]} uses the new {weight} and the gradients of "
+                f"{and_words(names)} are wrong. Compute every gradient first, then update the "
+                "weights.")
+        return [match]
+    return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -1062,33 +1415,83 @@ def _accept_words(convention: str) -> str:
 
 def _convention_match(facts: Facts, code: str, convention: str, words: dict[str, str]
                       ) -> list[Match]:
-    if convention in facts.accepted:
+    chain = facts.chain
+    a = chain.assignment
+    if convention in facts.accepted or convention == a.loss_convention:
         return []
     outcomes = against_alternative(
-        facts, lambda o: {p: convention_scale(convention, o.batch_size)  # type: ignore[arg-type]
-                          * o.expectation.gradients[p] for p in PARAMETERS},
-        PARAMETERS, scales=(1.0,))
+        facts, lambda o: {p: a.convention_scale(convention, o.batch_size)  # type: ignore
+                          * o.expectation.gradients[p] for p in o.chain.parameters},
+        chain.parameters, scales=(1.0,))
     if not _all_matched(outcomes):
         return []
-    backward = ("dLdP", "dLdC", "dLdW", "dLdJ", "dLdB", "dLdA", "dLdV", "dLdI")
+    backward = tuple(s for s in chain.gradient_names if s in chain.loss_linear)
     wrong = [s for s in backward if facts.localisation.wrong(s)]
     held = [s for s in backward if any(c.actual is not None for c in facts.localisation.of(s))]
     if held and not wrong:
         return []  # the gradients the function holds are the documented ones: not the loss
-    line = facts.line_of(wrong[0]) if wrong else facts.first_line(("dLdP",))
-    factor = 2.0 if convention == "sum" else None
-    return [Match(code, PARAMETERS, words={**words, "accept": _accept_words(convention)},
+    first = chain.name(f"dLdA{chain.depth}")
+    line = facts.line_of(wrong[0]) if wrong else facts.first_line((first,))
+    ratio = a.convention_scale(convention, 2) / 1.0  # type: ignore[arg-type]
+    constant = ratio == a.convention_scale(convention, 3)  # type: ignore[arg-type]
+    factor = ratio if constant else None
+    match = Match(code, chain.parameters, words={**words, "accept": _accept_words(convention)},
                   line=line, cases=_hits(outcomes), residual=_residual(outcomes), factor=factor,
-                  details={"convention": convention})]
+                  details={"convention": convention})
+    if not chain.is_notebook:
+        how = f"{ratio:g} ×" if constant else {
+            ("sum", "mean"): "n ×", ("half_sum", "mean"): "n/2 ×", ("half_mean", "mean"): "1/2 ×",
+            ("mean", "sum"): "1/n ×", ("half_mean", "sum"): "1/(2n) ×",
+            ("half_mean", "half_sum"): "1/n ×", ("mean", "half_sum"): "2/n ×",
+            ("sum", "half_sum"): "2 ×", ("half_sum", "sum"): "1/2 ×",
+        }.get((convention, a.loss_convention), "a batch-size multiple of")
+        match.title = ("Every gradient is a multiple of the documented one (another loss "
+                       "convention)")
+        match.message = (
+            f"Every gradient is {how} the documented one: you differentiated "
+            f"{_loss_words(a.loss, convention)}, where the course's loss is "
+            f"{_loss_words(a.loss, a.loss_convention)}. This is a convention, not a bug in one "
+            f"place: use the documented loss{_accept_words(convention)}.")
+    return [match]
+
+
+def _loss_words(loss: str, convention: str) -> str:
+    """A loss under a convention, in words (for another description's GK301/GK302)."""
+    if loss == "bce":
+        return {"sum": "the cross-entropy summed over the batch",
+                "mean": "the batch mean of the cross-entropy"}[convention]
+    return {"half_sum": "1/2 · Σ(p - y)² over the batch", "sum": "Σ(p - y)² over the batch",
+            "half_mean": "1/2 · the batch mean of Σ(p - y)² over the outputs",
+            "mean": "the batch mean of Σ(p - y)² over the outputs"}[convention]
 
 
 @matcher("GK301")
 def _sum_convention(facts: Facts) -> list[Match]:
-    return _convention_match(facts, "GK301", "sum", {})
+    a = facts.chain.assignment
+    if facts.chain.is_notebook:
+        return _convention_match(facts, "GK301", "sum", {})
+    # a constant factor (a 1/2 kept or dropped)
+    for convention in FAMILY_CONVENTIONS[a.loss]:
+        if convention != a.loss_convention and \
+                a.convention_scale(convention, 2) == a.convention_scale(convention, 3):  # type: ignore
+            found = _convention_match(facts, "GK301", convention, {})
+            if found:
+                return found
+    return []
 
 
 @matcher("GK302")
 def _mean_convention(facts: Facts) -> list[Match]:
+    a = facts.chain.assignment
+    if not facts.chain.is_notebook:
+        # a factor of the batch size (a mean for a sum, or a sum for a mean)
+        for convention in FAMILY_CONVENTIONS[a.loss]:
+            if convention != a.loss_convention and \
+                    a.convention_scale(convention, 2) != a.convention_scale(convention, 3):  # type: ignore
+                found = _convention_match(facts, "GK302", convention, {})
+                if found:
+                    return found
+        return []
     return _convention_match(
         facts, "GK302", "half_mean",
         dict(factor_words="1/n ×", what="dL/dP is divided by the batch size n (a batch-mean "
@@ -1112,16 +1515,16 @@ def _insensitive(unchanged: dict[str, bool]) -> set[str]:
 
 def _ignored_by_train(facts: Facts) -> set[str]:
     base = facts.step_base()
-    if base is None or any(base.implied.get(p) is None for p in PARAMETERS):
+    if base is None or any(base.implied.get(p) is None for p in facts.chain.parameters):
         return set()
     unchanged = {}
     for name, probe in facts.probe_steps.items():
-        if any(probe.implied.get(p) is None for p in PARAMETERS):
+        if any(probe.implied.get(p) is None for p in facts.chain.parameters):
             continue
         same = all(close(probe.implied[p], base.implied[p], base.gradient_tolerance(p))
-                   for p in PARAMETERS)
+                   for p in facts.chain.parameters)
         differs = any(distinct(probe.expectation.gradients[p], base.expectation.gradients[p],
-                               base.gradient_tolerance(p)) for p in PARAMETERS)
+                               base.gradient_tolerance(p)) for p in facts.chain.parameters)
         if differs:
             unchanged[name] = same
     return _insensitive(unchanged)
@@ -1144,7 +1547,7 @@ def _ignored_by_predict(facts: Facts) -> set[str]:
 def _substitute(facts: Facts, function: str, name: str) -> tuple[Optional[str], Tensor]:
     """What the function uses instead of weights[name]: a module-level tensor of the weight's
     shape that it reads as a global, else nothing (zeros)."""
-    shape = _weight_shape(name)
+    shape = _weight_shape(facts.chain, name)
     for variable, value in facts.module_globals.items():
         if tuple(value.shape) == shape and value.dtype.is_floating_point and \
                 facts.source.global_reads(function, variable):
@@ -1157,24 +1560,24 @@ def _weight_ignored(facts: Facts) -> list[Match]:
     in_train, in_predict = _ignored_by_train(facts), _ignored_by_predict(facts)
     if not in_train and not in_predict:
         return []
-    train_subs = {n: _substitute(facts, TRAIN, n) for n in in_train}
-    predict_subs = {n: _substitute(facts, PREDICT, n) for n in in_predict}
+    train_subs = {n: _substitute(facts, facts.chain.train, n) for n in in_train}
+    predict_subs = {n: _substitute(facts, facts.chain.predict, n) for n in in_predict}
     # the numbers, computed with every substitute at once, confirm what the function does
     train_outcomes = against_alternative(
         facts, lambda o: _reference_with(o, weights={**o.given, **{n: v for n, (_, v) in
                                                                    train_subs.items()}}),
-        PARAMETERS) if in_train else {}
+        facts.chain.parameters) if in_train else {}
     train_confirmed = bool(train_outcomes) and _all_matched(train_outcomes)
     predict_confirmed = bool(in_predict) and all(
-        o.P is not None and close(o.P, network.forward(o.forward.X, {
+        o.P is not None and close(o.P, forward_view(facts.chain, o.forward.X, {
             **_predict_weights(o), **{n: v for n, (_, v) in predict_subs.items()}}).P,
             o.tolerance)
         for o in facts.predicts)
     matches = []
-    for name in PARAMETERS:
+    for name in facts.chain.parameters:
         if name not in in_train and name not in in_predict:
             continue
-        functions = [f for f, ignored in ((TRAIN, in_train), (PREDICT, in_predict))
+        functions = [f for f, ignored in ((facts.chain.train, in_train), (facts.chain.predict, in_predict))
                      if name in ignored]
         subs = [s for s in (train_subs.get(name), predict_subs.get(name)) if s is not None]
         global_name = next((g for g, _ in subs if g is not None), None)
@@ -1188,27 +1591,27 @@ def _weight_ignored(facts: Facts) -> list[Match]:
         else:
             cause = f"Add weights['{name}'] where the forward pass needs it."
             # where the forward pass should use it: A (for V, I) or C (for W, J)
-            step = "A" if name in ("V", "I") else "C"
-            line = facts.first_line((step,)) if TRAIN in functions else \
-                facts.source.assignment_line(PREDICT, step)
+            step = facts.chain.of_layer("pre_activation", facts.chain.parameter_layer(name))
+            line = facts.first_line((step,)) if facts.chain.train in functions else \
+                facts.source.assignment_line(facts.chain.predict, step)
         quantities = ()
         if name in in_train and train_confirmed:
-            quantities += PARAMETERS
+            quantities += facts.chain.parameters
         if name in in_predict and predict_confirmed:
             quantities += ("P",)
         matches.append(Match(
             "GK401", quantities, line=line,
             words=dict(functions=and_words(functions), does_do="does" if len(functions) == 1
                        else "do", param=name, cause=cause),
-            cases=tuple(f"probe_{'step' if f == TRAIN else 'predict'}_{name}" for f in functions)
+            cases=tuple(f"probe_{'step' if f == facts.chain.train else 'predict'}_{name}" for f in functions)
             + (_hits(train_outcomes) if name in in_train and train_confirmed else ()),
             details={"weight": name, "global": global_name, "functions": functions,
                      "read_at": {f: [facts.submission.where(n) for n in lines]
                                  for f, lines in reads.items()},
                      "set_at": facts.submission.where(facts.source.module_assignment(
                          global_name)) if global_name else None,
-                     "confirmed_by_values": {TRAIN: train_confirmed,
-                                             PREDICT: predict_confirmed}}))
+                     "confirmed_by_values": {facts.chain.train: train_confirmed,
+                                             facts.chain.predict: predict_confirmed}}))
     return matches
 
 
@@ -1227,7 +1630,19 @@ def _predict_returns_C(facts: Facts) -> list[Match]:
                 close(obs.P, obs.forward.P, obs.tolerance):
             return []
         hits.append(obs.case.id)
-    return [Match("GK402", ("P",), line=facts.source.return_line(PREDICT), cases=tuple(hits))]
+    chain = facts.chain
+    match = Match("GK402", ("P",), line=facts.source.return_line(chain.predict),
+                  cases=tuple(hits))
+    if not chain.is_notebook:
+        L = chain.depth
+        z, out = chain.of_layer("pre_activation", L), chain.output
+        activation = chain.activations[L - 1]
+        match.title = f"{chain.predict} returns the pre-activation {z}"
+        match.message = (
+            f"{chain.predict} returns the output layer's pre-activation "
+            f"{chain.expressions[z]} instead of {out} = {chain.expressions[out]}: the "
+            f"{activation} is left out. Return {chain.expressions[out]}.")
+    return [match]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1263,11 +1678,11 @@ def _inputs_mutated(facts: Facts) -> list[Match]:
                 corrupted.append(obs.label)
     names = [n for n in ("X", "Y") if changed[n]]
     if names:
-        x_name = facts.source.parameter(TRAIN, 0, "X")
-        y_name = facts.source.parameter(TRAIN, 1, "Y")
+        x_name = facts.source.parameter(facts.chain.train, 0, "X")
+        y_name = facts.source.parameter(facts.chain.train, 1, "Y")
         lines = []
         for name in names:
-            lines += facts.source.in_place_lines(TRAIN, x_name if name == "X" else y_name)
+            lines += facts.source.in_place_lines(facts.chain.train, x_name if name == "X" else y_name)
         quantities: tuple[str, ...] = (*names, "side_effects")
         consequence = ""
         mutated = [o for o in facts.steps if o in changed["X"] or o in changed["Y"]]
@@ -1281,33 +1696,33 @@ def _inputs_mutated(facts: Facts) -> list[Match]:
         # the gradients of the changed inputs: the step trained on them
         outcomes = against_alternative(
             facts, lambda o: _reference_with(o, X=_after(o, "X"), Y=_after(o, "Y")),
-            PARAMETERS, observations=mutated)
+            facts.chain.parameters, observations=mutated)
         if _all_matched(outcomes):
-            quantities += PARAMETERS
+            quantities += facts.chain.parameters
             consequence = ", and the step trains on the changed values"
         matches.append(Match(
             "GK501", quantities, line=min(lines) if lines else None,
             cases=tuple(dict.fromkeys(o.label for n in names for o in changed[n])),
-            words=dict(function=TRAIN, names=and_words(names), consequence=consequence,
+            words=dict(function=facts.chain.train, names=and_words(names), consequence=consequence,
                        copy=f"{x_name if 'X' in names else y_name} = "
                             f"{x_name if 'X' in names else y_name}.clone()")))
     if corrupted:
         matches.append(Match(
             "GK501", ("weights", "side_effects"), line=facts.update_line(),
             cases=tuple(corrupted),
-            words=dict(function=TRAIN, names="the caller's weight tensors", consequence=
+            words=dict(function=facts.chain.train, names="the caller's weight tensors", consequence=
                        " (they hold neither the old weights nor the ones it returns)",
                        copy="return new tensors, or update in place to exactly them")))
     predict_changed = [o for o in facts.predicts if o.X_after is not None and (
         o.X_after.shape != o.forward.X.shape or not torch.equal(o.X_after.to(F64),
                                                                  o.forward.X))]
     if predict_changed:
-        x_name = facts.source.parameter(PREDICT, 0, "X")
-        lines = facts.source.in_place_lines(PREDICT, x_name)
+        x_name = facts.source.parameter(facts.chain.predict, 0, "X")
+        lines = facts.source.in_place_lines(facts.chain.predict, x_name)
         matches.append(Match(
             "GK501", ("X", "side_effects"), line=min(lines) if lines else None,
             cases=tuple(o.case.id for o in predict_changed),
-            words=dict(function=PREDICT, names="X", consequence="",
+            words=dict(function=facts.chain.predict, names="X", consequence="",
                        copy=f"{x_name} = {x_name}.clone()")))
     return matches
 
@@ -1318,19 +1733,23 @@ def _hidden_state(facts: Facts) -> list[Match]:
         call = facts.calls.get(case.id)
         if not case.repeat or call is None or len(call.steps) < 2:
             continue
-        first, _ = weights_of(call.steps[0].returned)
-        second, _ = weights_of(call.steps[1].returned)
+        first, _ = weights_of(call.steps[0].returned, facts.chain.assignment)
+        second, _ = weights_of(call.steps[1].returned, facts.chain.assignment)
         if first is None or second is None:
             continue
-        differs = [n for n in PARAMETERS if first[n].shape != second[n].shape or
+        differs = [n for n in facts.chain.parameters if first[n].shape != second[n].shape or
                    not close(second[n].to(F64), first[n].to(F64),
                              facts.tolerances.values(second[n].dtype
                                                      if second[n].dtype.is_floating_point
                                                      else F64))]
         if differs:
-            return [Match("GK502", (*PARAMETERS, "update", "side_effects"),
-                          line=facts.source.state_write_line(TRAIN), cases=(case.id,),
-                          details={"differs": differs})]
+            match = Match("GK502", (*facts.chain.parameters, "update", "side_effects"),
+                          line=facts.source.state_write_line(facts.chain.train),
+                          cases=(case.id,), details={"differs": differs})
+            if not facts.chain.is_notebook:
+                match.message = ENTRIES["GK502"].message.replace("train_neural_net",
+                                                                 facts.chain.train)
+            return [match]
     return []
 
 
@@ -1338,7 +1757,7 @@ def _hidden_state(facts: Facts) -> list[Match]:
 def _non_finite(facts: Facts) -> list[Match]:
     bad: dict[str, list[str]] = {}
     for obs in facts.steps:
-        for name in PARAMETERS:
+        for name in facts.chain.parameters:
             returned = obs.returned.get(name)
             if returned is None or not returned.dtype.is_floating_point:
                 continue
@@ -1349,16 +1768,16 @@ def _non_finite(facts: Facts) -> list[Match]:
             bad.setdefault("P", []).append(obs.case.id)
     if not bad:
         return []
-    first = next((s for s in ("A", "B", "C", "P", "dLdP", "dPdC", "dLdC", "dLdW", "dLdJ", "dLdB",
-                              "dBdA", "dLdA", "dLdV", "dLdI")
+    first = next((s for s in facts.chain.forward + facts.chain.gradient_names
                   if any(c.problem == "nonfinite" and all_finite(c.expected)
                          for c in facts.localisation.wrong(s) if c.expected is not None)), None)
-    names = [n for n in PARAMETERS if n in bad]
-    what = [f"weights['{n}']" for n in names] + (["neural_net_predict's P"] if "P" in bad else [])
+    names = [n for n in facts.chain.parameters if n in bad]
+    what = [f"weights['{n}']" for n in names] + (
+        [f"{facts.chain.predict}'s {facts.chain.output}"] if "P" in bad else [])
     where = f", first in {facts.variable(first)}" if first else ""
     # the first step that went non-finite, else the update of the first such weight
     line = facts.line_of(first) if first else (facts.line_of(f"update.{names[0]}") if names
-                                               else facts.source.return_line(PREDICT))
+                                               else facts.source.return_line(facts.chain.predict))
     return [Match("GK503", tuple(bad), line=line,
                   cases=tuple(dict.fromkeys(c for v in bad.values() for c in v)),
                   words=dict(what=and_words(what), has_have="has" if len(what) == 1 else "have",

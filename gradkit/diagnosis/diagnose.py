@@ -17,6 +17,7 @@ intermediates), never message strings:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -26,25 +27,25 @@ from torch import Tensor
 
 from gradkit.diagnosis import catalogue, edits, whole_call  # noqa: F401 (registers matchers)
 from gradkit.cases import Case, is_probe
-from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation
+from gradkit.diagnosis.catalogue import Facts, Match, PredictObservation, forward_view
 from gradkit.grading import Grading, observations
-from gradkit.diagnosis.intermediates import (DOWNSTREAM, EXPRESSIONS, GRADIENT_OF, PARAMETERS, PREDICT,
-                                   TRAIN, as_expected_shape,
-                                   STEP_NAMES, STEPS, SourceIndex, StepCheck, StepObservation,
+from gradkit.diagnosis.chain import Chain
+from gradkit.diagnosis.intermediates import (NOTEBOOK_CHAIN, as_expected_shape,
+                                   SourceIndex, StepCheck, StepObservation,
                                    close, compare_intermediates, find, fit_factor, holds,
                                    localise, snap)
 from gradkit.loader import Submission
 from gradkit.plan import CallResult, rebuild
 from gradkit.report import Diagnosis, Evidence, IntermediateResult, Tolerance
 from gradkit.tolerances import Tolerances
-from reference import network
 
 F64 = torch.float64
-QUANTITY_WORDS = {"V": "dL/dV", "I": "dL/dI", "W": "dL/dW", "J": "dL/dJ"}
-_INPUTS = {step.name: step.inputs for step in STEPS}
-#: What to look at when only the parameter gradients say which are wrong.
+QUANTITY_WORDS = NOTEBOOK_CHAIN.quantity_words
+_NOTEBOOK_PARAMETERS = NOTEBOOK_CHAIN.parameters
+#: What to look at when only the parameter gradients say which are wrong (the notebook's
+#: words; any other description's come from its step table, ``_suspects``).
 SUSPECTS = {
-    frozenset(PARAMETERS): "Every gradient passes through the output layer: look at dL/dP "
+    frozenset(_NOTEBOOK_PARAMETERS): "Every gradient passes through the output layer: look at dL/dP "
                            "(P - Y), dP/dC (sigmoid'(C)) and dL/dC, and at the forward pass.",
     frozenset({"V", "I"}): "dL/dW and dL/dJ are right, so look at the hidden layer: dL/dB "
                            "(dL/dC @ W.T), dB/dA (sigmoid'(A)) and dL/dA.",
@@ -163,7 +164,8 @@ def _parameter_pattern(observations: list[StepObservation], name: str
 # --------------------------------------------------------------------------------------------
 
 def _predict_observations(cases: tuple[Case, ...], calls: dict[str, CallResult],
-                          tolerances: Tolerances) -> list[PredictObservation]:
+                          tolerances: Tolerances, chain: Chain = NOTEBOOK_CHAIN
+                          ) -> list[PredictObservation]:
     observations = []
     for case in cases:
         call = calls.get(case.id)
@@ -177,7 +179,7 @@ def _predict_observations(cases: tuple[Case, ...], calls: dict[str, CallResult],
         weights = {n: w.to(F64) for n, w in (case.weights or {}).items()}
         after = step.after.get("X")
         observations.append(PredictObservation(
-            case=case, P=P, dtype=dtype, forward=network.forward(case.X.to(F64), weights),
+            case=case, P=P, dtype=dtype, forward=forward_view(chain, case.X.to(F64), weights),
             tolerance=tolerances.values(dtype),
             X_after=after.tensor if after is not None and after.kind == "array" else None))
     return observations
@@ -194,17 +196,13 @@ def diagnose(submission: Submission, cases: tuple[Case, ...], calls: dict[str, C
     (``module_globals`` of the child's load frame).
     """
     tolerances = tolerances or Tolerances()
-    if not grading.assignment.is_notebook:
-        # h13: until per-layer diagnosis (h14): the catalogue, the intermediates and the
-        # localisation are written for the notebook's names; another description gets only
-        # the parameter-level diagnoses (GK002, GK003), which need no names.
-        return [], _parameter_level(submission, cases, calls, grading, tolerances)
+    chain = Chain.of(grading.assignment)
     everything = observations(grading.steps, tolerances, probes=True)
     graded = [o for o in everything if not is_probe(o.case)]
     probe_steps = {o.case.id.rsplit("_", 1)[1]: o for o in everything
                    if is_probe(o.case) and o.case.id.startswith("probe_step_")}
-    predicts_all = _predict_observations(cases, calls, tolerances)
-    source = SourceIndex(submission)
+    predicts_all = _predict_observations(cases, calls, tolerances, chain)
+    source = SourceIndex(submission, chain)
     found = find(graded)
     intermediates = compare_intermediates(graded, found, submission, source)
     facts = Facts(
@@ -214,7 +212,7 @@ def diagnose(submission: Submission, cases: tuple[Case, ...], calls: dict[str, C
         probe_predicts={o.case.id.rsplit("_", 1)[1]: o for o in predicts_all
                         if is_probe(o.case)},
         found=found, localisation=localise(graded, found), module_globals=module_tensors or {},
-        tolerances=tolerances, accepted=grading.accepted_conventions)
+        tolerances=tolerances, accepted=grading.accepted_conventions, chain=chain)
     matches = _parsimonious([m for match in catalogue.MATCHERS.values() for m in match(facts)])
     diagnoses = [_from_match(m, facts) for m in sorted(
         matches, key=lambda m: (m.line is None, m.line or 0, m.code))]
@@ -238,10 +236,10 @@ def _parsimonious(matches: list[Match]) -> list[Match]:
         for other in matches if other is not m)]
 
 
-def _quantity_words(quantities) -> list[str]:
+def _quantity_words(quantities, chain: Chain = NOTEBOOK_CHAIN) -> list[str]:
     """dL/dV for V, ...; a wrong gradient also explains the wrong update it makes."""
-    words = [QUANTITY_WORDS.get(q, q) for q in quantities]
-    if any(q in PARAMETERS for q in quantities) and "update" not in words:
+    words = [chain.quantity_words.get(q, q) for q in quantities]
+    if any(q in chain.parameters for q in quantities) and "update" not in words:
         words.append("update")
     return list(dict.fromkeys(words))
 
@@ -252,29 +250,30 @@ def _from_match(match: Match, facts: Facts) -> Diagnosis:
     if match.code == "GK503" and "edit" not in details:
         # what the first non-finite value is: the step's edit, when one explains it
         step = details.get("first_step") or next(
-            (f"update.{q}" for q in match.quantities if q in PARAMETERS), None)
+            (f"update.{q}" for q in match.quantities if q in facts.chain.parameters), None)
         found = _best_edit(facts, step) if step else None
         if found is not None:
             details["edit"] = _edit_details(facts, found)
             holder = None if found.edit.step in facts.found or \
                 found.edit.step.startswith("update.") else _holding_variable(facts, found)
             if holder is not None:
-                match.line = facts.source.assignment_line(TRAIN, holder) or match.line
-    if facts.localisation.captured_any() and any(q in PARAMETERS for q in match.quantities):
+                match.line = facts.source.assignment_line(facts.chain.train, holder) or match.line
+    if facts.localisation.captured_any() and any(q in facts.chain.parameters for q in match.quantities):
         details["steps"] = _step_summary(facts)
     line = match.line
     if match.code[:3] in ("GK1", "GK3", "GK4") and (line is None or line in _update_lines(facts)):
         line = _searched_line(facts, match) or line
     return Diagnosis(
-        code=entry.code, title=entry.title, message=entry.message.format(**match.words),
-        quantities=_quantity_words(match.quantities),
+        code=entry.code, title=match.title or entry.title,
+        message=match.message or entry.message.format(**match.words),
+        quantities=_quantity_words(match.quantities, facts.chain),
         evidence=Evidence(factor=match.factor, residual=match.residual, cases=list(match.cases),
                           details=details),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _update_lines(facts: Facts) -> set[int]:
-    return {line for p in PARAMETERS if (line := facts.line_of(f"update.{p}")) is not None}
+    return {line for p in facts.chain.parameters if (line := facts.line_of(f"update.{p}")) is not None}
 
 
 def _searched_line(facts: Facts, match: Match) -> Optional[int]:
@@ -282,9 +281,9 @@ def _searched_line(facts: Facts, match: Match) -> Optional[int]:
     variable that holds the edited value the search finds (for a forward-pass weight, the
     line that computes that layer)."""
     if match.code == "GK401":
-        functions = match.details.get("functions") or [PREDICT]
+        functions = match.details.get("functions") or [facts.chain.predict]
         return whole_call.affine_line(facts, functions[0], str(match.details.get("weight", "")))
-    for name in PARAMETERS:
+    for name in facts.chain.parameters:
         if name not in match.quantities:
             continue
         found = _best_edit(facts, f"update.{name}")
@@ -292,7 +291,7 @@ def _searched_line(facts: Facts, match: Match) -> Optional[int]:
             continue
         holder = _holding_variable(facts, found)
         if holder is not None:
-            return facts.source.assignment_line(TRAIN, holder)
+            return facts.source.assignment_line(facts.chain.train, holder)
     return None
 
 
@@ -304,7 +303,7 @@ def _parameter_right(facts: Facts, obs: StepObservation, name: str) -> bool:
 def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
     """GK001, GK002 and GK003 for whatever is wrong and no catalogue entry explains."""
     explained = {q for m in matches for q in m.quantities}
-    wrong = [p for p in PARAMETERS
+    wrong = [p for p in facts.chain.parameters
              if any(not _parameter_right(facts, obs, p) for obs in facts.steps)]
     unexplained = [p for p in wrong if p not in explained]
     diagnoses: list[Diagnosis] = []
@@ -316,7 +315,7 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
     named = {m.line for m in matches if m.line is not None}
     by_line: dict[object, tuple[str, list[str]]] = {}
     for step in steps:
-        params = [p for p in DOWNSTREAM[step] if p in unexplained]
+        params = [p for p in facts.chain.downstream[step] if p in unexplained]
         if not params:
             continue
         covered.update(params)
@@ -326,8 +325,8 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         _, before = by_line.setdefault(line if line is not None else step, (step, []))
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
-        diagnoses.append(_wrong_step(facts, step, [p for p in PARAMETERS if p in params]))
-    diagnoses = _merge_same_edits(diagnoses)
+        diagnoses.append(_wrong_step(facts, step, [p for p in facts.chain.parameters if p in params]))
+    diagnoses = _merge_same_edits(diagnoses, facts.chain)
     remaining = [p for p in unexplained if p not in covered]
     if remaining and not facts.localisation.captured_any():
         # nothing held to follow: each update folds in the whole backward pass; an edit of one
@@ -335,7 +334,7 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         searched = _searched_without_intermediates(facts, remaining)
         diagnoses += searched
         remaining = [p for p in remaining
-                     if not any(QUANTITY_WORDS[p] in d.quantities for d in searched)]
+                     if not any(facts.chain.quantity_words[p] in d.quantities for d in searched)]
     if remaining:
         diagnoses.append(_wrong_gradients(facts, remaining, wrong))
     if "P" not in explained:
@@ -356,11 +355,12 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
     if step.startswith("update."):
         name = step.split(".")[1]
         variable = f"The new weights['{name}']"
-        inputs = [GRADIENT_OF[name]]
+        inputs = [facts.chain.gradient_of[name]]
     else:
         variable = facts.variable(step)
-        inputs = [i for i in _INPUTS[step] if i not in ("X", "Y", "V", "I", "W", "J")] or \
-            list(_INPUTS[step])
+        inputs = [i for i in facts.chain.step[step].inputs
+                  if i not in ("X", "Y", *facts.chain.parameters)] or \
+            list(facts.chain.step[step].inputs)
     span_words = (f", or in {', '.join(span)} before it (your function does not keep "
                   f"{'that value' if len(span) == 1 else 'those values'} in a variable gradkit "
                   f"recognises)") if span else ""
@@ -371,23 +371,24 @@ def _wrong_step(facts: Facts, step: str, params: list[str]) -> Diagnosis:
                      "steps": _step_summary(facts)}
     if pattern is not None:
         details["edit"] = _factor_edit(step, pattern, unchanged)
-    words = dict(variable=variable, expression=EXPRESSIONS[step],
+    words = dict(variable=variable + _layer_words(facts, step),
+                 expression=facts.chain.expressions[step],
                  inputs=", ".join(facts.variable(i) for i in inputs),
                  factor_words=" (the weight comes back unchanged)" if unchanged
                  else factor_words(pattern), span_words=span_words,
-                 params=catalogue.and_words([QUANTITY_WORDS[p] for p in params]),
+                 params=catalogue.and_words([facts.chain.quantity_words[p] for p in params]),
                  s="s" if len(params) == 1 else "")
     entry = catalogue.ENTRIES["GK001"]
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**words),
-        quantities=_quantity_words(params),
+        quantities=_quantity_words(params, facts.chain),
         evidence=Evidence(
             factor=pattern.value if pattern and pattern.kind == "constant" else None,
             residual=pattern.residual if pattern else None,
             cases=list(dict.fromkeys(c.observation.label for c in checks)),
             details=details),
         location=facts.submission.location(facts.line_of(step)),
-        explanation=entry.explanation)
+        explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _best_edit(facts: Facts, step: str) -> Optional["edits.Explanation"]:
@@ -416,7 +417,7 @@ def _edit_details(facts: Facts, found: "edits.Explanation") -> dict:
     edit = found.edit
     return {"kind": edit.kind, "step": edit.step,
             "student": _render(edit.student, facts, found.parameter),
-            "documented": _render(edits.DOCUMENTED[edit.step], facts),
+            "documented": _render(facts.chain.documented[edit.step], facts),
             "words": _render(edit.words, facts, found.parameter),
             "parameter": found.parameter}
 
@@ -438,12 +439,13 @@ def _holding_variable(facts: Facts, found: "edits.Explanation") -> Optional[str]
 
 
 def _holder_of(facts: Facts, values: list) -> Optional[str]:
-    used = {f.variable for f in facts.found.values() if f.function == TRAIN}
+    used = {f.variable for f in facts.found.values() if f.function == facts.chain.train}
     # a copy of an input made before the forward pass (y = Y.numpy()) holds no step
-    start = facts.line_of("A") or whole_call.affine_line(facts, TRAIN, "V") or 0
+    start = facts.line_of(facts.chain.forward[0]) or whole_call.affine_line(
+        facts, facts.chain.train, facts.chain.parameters[0]) or 0
     candidates = None
     for check, value in values:
-        captured = check.observation.result.captured.get(TRAIN, {})
+        captured = check.observation.result.captured.get(facts.chain.train, {})
         here = set()
         for name, held in captured.items():
             if name in used or held.kind != "array" or held.tensor is None or \
@@ -458,13 +460,21 @@ def _holder_of(facts: Facts, values: list) -> Optional[str]:
         candidates = here if candidates is None else candidates & here
         if not candidates:
             return None
-    lines = {name: facts.source.assignment_line(TRAIN, name) for name in candidates or ()}
+    lines = {name: facts.source.assignment_line(facts.chain.train, name) for name in candidates or ()}
     named = [n for n in lines if lines[n] is not None and lines[n] >= start]
     # the step's own variable is assigned after any earlier one that holds the same value
     return max(named, key=lambda n: lines[n]) if named else None
 
 
-def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+@functools.lru_cache(maxsize=16)
+def _parameters_pattern(chain: Chain) -> "re.Pattern[str]":
+    """A parameter's name or its gradient's, as a word (``\\b[VIWJ]\\b|dLd[VIWJ]`` for the
+    notebook)."""
+    names = "|".join(re.escape(p) for p in sorted(chain.parameters, key=len, reverse=True))
+    return re.compile(rf"\b(?:{names})\b|dLd(?:{names})")
+
+
+def _merge_same_edits(diagnoses: list[Diagnosis], chain: Chain) -> list[Diagnosis]:
     """One GK601 for the same edit made in several updates (the learning rate applied twice
     in each), at the first one's line."""
     merged: list[Diagnosis] = []
@@ -476,7 +486,7 @@ def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
             continue
         if str(edit.get("step", "")).startswith("update."):
             key = ("update", edit["kind"], edit.get("parameter"),
-                   re.sub(r"\b[VIWJ]\b|dLd[VIWJ]", "_", edit["words"]))
+                   _parameters_pattern(chain).sub("_", edit["words"]))
         else:  # the same step found wrong from several updates (nothing held below it)
             key = (edit["step"], edit["student"], edit.get("parameter"))
         if key not in first:
@@ -490,9 +500,9 @@ def _merge_same_edits(diagnoses: list[Diagnosis]) -> list[Diagnosis]:
     for kept in first.values():
         also = [a for a in kept.evidence.details.get("also", []) if a.startswith("update.")]
         # one edit behind several parameters: name them all
-        params = [p for p in PARAMETERS if QUANTITY_WORDS[p] in kept.quantities]
+        params = [p for p in chain.parameters if chain.quantity_words[p] in kept.quantities]
         kept.message = re.sub(r"the wrong .* follows? from it\.$", lambda _: (
-            f"the wrong {catalogue.and_words([QUANTITY_WORDS[p] for p in params])} "
+            f"the wrong {catalogue.and_words([chain.quantity_words[p] for p in params])} "
             f"follow{'s' if len(params) == 1 else ''} from it."), kept.message)
         if not kept.evidence.details["step"].startswith("update."):
             continue
@@ -541,7 +551,7 @@ def _render(template: str, facts: Facts, parameter: Optional[float] = None) -> s
             return _number(1 - parameter) if parameter is not None else "(1 - λ)"
         if key.endswith(edits.UPDATED):
             return f"{key[:-1]}_updated"
-        if key in ("X", "Y", *PARAMETERS):
+        if key in ("X", "Y", *facts.chain.parameters):
             return facts.input_variable(key)
         return facts.variable(key)
     return re.sub(r"\{([^{}]+)\}", name, template)
@@ -559,9 +569,10 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
     else:
         holder = None if step in facts.found else _holding_variable(facts, found)
         variable = holder or facts.variable(step)
-        line = facts.source.assignment_line(TRAIN, holder) if holder else facts.line_of(step)
+        line = facts.source.assignment_line(facts.chain.train, holder) if holder else facts.line_of(step)
     if line is None:
         line = facts.line_of(found.target)
+    variable += _layer_words(facts, step)
     rendered = _edit_details(facts, found)
     student, documented, words = rendered["student"], rendered["documented"], rendered["words"]
     below = "" if step == found.target or holder else (
@@ -570,23 +581,32 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
     entry = catalogue.ENTRIES["GK601"]
     message = entry.message.format(
         variable=variable, student=student, documented=documented, words=words,
-        below=below, params=catalogue.and_words([QUANTITY_WORDS[p] for p in params]),
+        below=below, params=catalogue.and_words([facts.chain.quantity_words[p] for p in params]),
         s="s" if len(params) == 1 else "")
     return Diagnosis(
         code=entry.code, title=entry.title, message=message,
-        quantities=_quantity_words(params),
+        quantities=_quantity_words(params, facts.chain),
         evidence=Evidence(
             factor=found.parameter if edit.kind == "factor" else None,
             residual=found.residual, cases=found.cases,
             details={"step": step, "found_at": found.target, "edit": rendered,
                      "steps": _step_summary(facts)}),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
+
+
+def _layer_words(facts: Facts, step: str) -> str:
+    """' (layer 2)' after a step's variable, for a description other than the notebook's
+    (whose names say their layer)."""
+    chain = facts.chain
+    if chain.is_notebook or step not in chain.layer_of:
+        return ""
+    return f" ({chain.layer_words(chain.layer_of[step])})"
 
 
 def _step_summary(facts: Facts) -> dict[str, str]:
     """Each step of the chain, judged from the student's own upstream values: wrong, right,
     right where held, or not held."""
-    return {name: _status(facts, name) for name in STEP_NAMES}
+    return {name: _status(facts, name) for name in facts.chain.step_names}
 
 
 def _status(facts: Facts, step: str) -> str:
@@ -605,11 +625,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
     if values and all(p is not None for p in values) and \
             len({(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1:
         shared = values[0]
-    suspects = SUSPECTS.get(frozenset(wrong), "Look at the steps these gradients share.")
-    if shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6 and \
-            set(wrong) == set(PARAMETERS):
-        suspects = ("Every gradient has the opposite sign: either dL/dP is Y - P instead of "
-                    "P - Y, or the update adds the gradient instead of subtracting it.")
+    suspects = _suspects(facts.chain, wrong, shared)
     words = dict(s="s" if len(names) > 1 else "", params=catalogue.and_words(names),
                  is_are="is" if len(names) == 1 else "are",
                  factor_words=factor_words(shared) if shared else "", suspects=suspects)
@@ -618,7 +634,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
                  if facts.line_of(f"update.{n}") is not None), None)
     return Diagnosis(
         code=entry.code, title=entry.title, message=entry.message.format(**words),
-        quantities=_quantity_words(names),
+        quantities=_quantity_words(names, facts.chain),
         evidence=Evidence(
             factor=shared.value if shared and shared.kind == "constant" else None,
             residual=shared.residual if shared else None,
@@ -628,7 +644,7 @@ def _wrong_gradients(facts: Facts, names: list[str], wrong: list[str]) -> Diagno
                                          {"kind": p.kind, "value": p.value}
                                          for n, p in patterns.items()},
                      "wrong": wrong}),
-        location=facts.submission.location(line), explanation=entry.explanation)
+        location=facts.submission.location(line), explanation=catalogue.explanation(entry, facts.chain))
 
 
 def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosis:
@@ -639,137 +655,54 @@ def _wrong_prediction(facts: Facts, wrong: list[PredictObservation]) -> Diagnosi
         if pattern is not None and pattern.kind != "constant":
             pattern = None
     entry = catalogue.ENTRIES["GK003"]
+    chain = facts.chain
+    title, message = entry.title, entry.message.format(factor_words=factor_words(pattern))
+    if not chain.is_notebook:
+        forward = "; ".join(f"{q} = {chain.expressions[q]}" for q in chain.forward)
+        title = f"{chain.predict} returns something else"
+        message = (f"{chain.predict} does not return the forward pass's output "
+                   f"({forward}){factor_words(pattern)}.")
     return Diagnosis(
-        code=entry.code, title=entry.title,
-        message=entry.message.format(factor_words=factor_words(pattern)), quantities=["P"],
+        code=entry.code, title=title, message=message, quantities=["P"],
         evidence=Evidence(factor=pattern.value if pattern else None,
                           residual=pattern.residual if pattern else None,
                           cases=[o.case.id for o in wrong]),
-        location=facts.submission.location(facts.source.return_line(PREDICT)),
-        explanation=entry.explanation)
+        location=facts.submission.location(facts.source.return_line(facts.chain.predict)),
+        explanation=catalogue.explanation(entry, facts.chain))
 
 
 # --------------------------------------------------------------------------------------------
-# h13: any other description, until diagnosis is per layer (h14-diagnosis replaces this)
+# Where to look, from the parameter gradients alone, in any description's names
 # --------------------------------------------------------------------------------------------
 
-def _parameter_level(submission: Submission, cases: tuple[Case, ...],
-                     calls: dict[str, CallResult], grading: Grading, tolerances: Tolerances
-                     ) -> list[Diagnosis]:
-    """GK002 (which parameter gradients are wrong, their common factor, where to look, in the
-    description's names) and GK003 (a wrong prediction, its factor), from the numbers alone."""
-    from gradkit.grading import computed_dtype
-    from reference.steps import step_table
-
-    a = grading.assignment
-    table = {s.id: s for s in step_table(a)}
-    status = {c.id: c.status for c in grading.checks}
-    wrong = [p for p in a.parameter_names if status.get(f"gradient.{p}") == "fail"]
-    diagnoses: list[Diagnosis] = []
-    graded = [s for s in grading.steps if not is_probe(s.case)]
-    if wrong:
-        patterns = {}
-        for name in wrong:
-            pairs: list[Pair] = []
-            misshapen = False
-            for seen in graded:
-                implied = seen.implied.get(name)
-                if implied is None:
-                    misshapen = True  # another shape or dtype: no factor relates it
-                    continue
-                before = seen.given[name].to(F64)
-                dtype = computed_dtype(seen.returned[name].dtype, seen.case.dtype)
-                tol = tolerances.implied_gradient(
-                    dtype, float(before.abs().max()) if before.numel() else 1.0,
-                    seen.case.learning_rate, seen.expectation.rounding_of(name, seen.scale))
-                expected = seen.scale * seen.expectation.gradients[name]
-                if not (bool(torch.isfinite(implied).all()) and
-                        bool(torch.isfinite(expected).all())):
-                    continue  # a diverged chain: no factor can be fitted to inf or NaN
-                pairs.append((implied, expected, tol, seen.case.batch_size,
-                              seen.case.learning_rate))
-            pattern = None if misshapen else factor_pattern(pairs)
-            # a factor of exactly 1 says nothing about a gradient that is wrong
-            patterns[name] = None if pattern is not None and pattern.kind == "constant" and \
-                pattern.value == 1.0 else pattern
-        values = list(patterns.values())
-        shared = values[0] if values and all(p is not None for p in values) and len(
-            {(p.kind, round(p.value, 9)) for p in values if p is not None}) == 1 else None
-        L = a.depth
-        top = max(a.parameter_layer(p) for p in wrong)
-        layer_params = [p for p in a.parameter_names if a.parameter_layer(p) <= top]
-        if shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6 \
-                and set(wrong) == set(a.parameter_names):
-            suspects = (f"Every gradient has the opposite sign: either {a.name_of(f'dLdA{L}')} "
-                        "has Y - P where it should have P - Y, or the update adds the gradient "
-                        "instead of subtracting it.")
-        elif set(wrong) == set(a.parameter_names):
-            suspects = ("Every gradient passes through the output layer: look at "
-                        + "; ".join(table[i].formula for i in (f"dLdA{L}", f"dA{L}dZ{L}",
-                                                               f"dLdZ{L}")) +
-                        ", and at the forward pass.")
-        elif len(wrong) == 1:
-            step = table["dLd" + a.parameter_ids[wrong[0]]]
-            suspects = f"Only {wrong[0]}'s is wrong: look at its own step, {step.formula}."
-        elif set(wrong) == set(layer_params):
-            suspects = (f"The gradients of the layers after layer {top} are right, so look at "
-                        f"layer {top}: " + "; ".join(
-                            table[i].formula for i in (f"dLdA{top}", f"dA{top}dZ{top}",
-                                                       f"dLdZ{top}") if i in table) + ".")
-        else:
-            suspects = "Look at the steps these gradients share."
-        entry = catalogue.ENTRIES["GK002"]
-        words = dict(s="s" if len(wrong) > 1 else "", params=catalogue.and_words(wrong),
-                     is_are="is" if len(wrong) == 1 else "are",
-                     factor_words=factor_words(shared) if shared else "", suspects=suspects)
-        diagnoses.append(Diagnosis(
-            code=entry.code, title=entry.title, message=entry.message.format(**words),
-            quantities=[f"dL/d{p}" for p in wrong] + ["update"],
-            evidence=Evidence(
-                factor=shared.value if shared and shared.kind == "constant" else None,
-                residual=shared.residual if shared else None,
-                cases=list(dict.fromkeys(s.case.id for s in graded)),
-                details={"factor_patterns": {n: None if p is None else
-                                             {"kind": p.kind, "value": p.value}
-                                             for n, p in patterns.items()},
-                         "wrong": wrong}),
-            explanation=("gradkit localises the mistake from which parameter gradients are "
-                         "wrong (per-layer diagnosis of this description's steps is not "
-                         "available yet): a gradient is wrong when the one implied by the "
-                         "update, (w_before - w_after) / learning_rate, differs from the "
-                         "reference's and autograd's.")))
-    if status.get("predict") == "fail":
-        pairs = []
-        for case in cases:
-            call = calls.get(case.id)
-            if case.kind != "predict" or is_probe(case) or call is None or not call.steps:
-                continue
-            value = call.steps[0].returned
-            if value.kind != "array" or value.tensor is None or \
-                    not value.tensor.dtype.is_floating_point:
-                continue
-            truth = network.predict(a, case.X.to(F64), {n: w.to(F64)
-                                                         for n, w in case.weights.items()})
-            if value.tensor.shape == truth.shape:
-                pairs.append((value.tensor.to(F64), truth, tolerances.values(
-                    computed_dtype(value.tensor.dtype, case.dtype)), case.batch_size, 1.0))
-        pattern = factor_pattern(pairs) if pairs else None
-        if pattern is not None and pattern.kind != "constant":
-            pattern = None
-        forward = "; ".join(s.formula for s in table.values() if s.is_forward)
-        entry = catalogue.ENTRIES["GK003"]
-        diagnoses.append(Diagnosis(
-            code=entry.code, title=f"{a.functions.predict} returns something else",
-            message=f"{a.functions.predict} does not return the forward pass's output "
-                    f"({forward}){factor_words(pattern)}.",
-            quantities=["P"],
-            evidence=Evidence(factor=pattern.value if pattern else None,
-                              residual=pattern.residual if pattern else None,
-                              cases=[c.id for c in cases if c.kind == "predict"
-                                     and not is_probe(c)]),
-            location=submission.location(SourceIndex(submission).return_line(
-                a.functions.predict)),
-            explanation=(f"{a.functions.predict} must run the same forward pass as "
-                         f"{a.functions.train}, on the weights it is given, and return its "
-                         "output, one row per row of X.")))
-    return diagnoses
+def _suspects(chain: Chain, wrong: list[str], shared: Optional[FactorPattern]) -> str:
+    """What to look at when only the parameter gradients say which are wrong: the notebook's
+    ``SUSPECTS``, or the same reasoning in a description's own names, layer by layer."""
+    every = set(wrong) == set(chain.parameters)
+    sign = shared is not None and shared.kind == "constant" and abs(shared.value + 1) < 1e-6
+    if chain.is_notebook:
+        if sign and every:
+            return ("Every gradient has the opposite sign: either dL/dP is Y - P instead of "
+                    "P - Y, or the update adds the gradient instead of subtracting it.")
+        return SUSPECTS.get(frozenset(wrong), "Look at the steps these gradients share.")
+    a = chain.assignment
+    L = chain.depth
+    if sign and every:
+        return (f"Every gradient has the opposite sign: either {chain.name(f'dLdA{L}')} has "
+                "Y - P where it should have P - Y, or the update adds the gradient instead of "
+                "subtracting it.")
+    if every:
+        return ("Every gradient passes through the output layer: look at " + "; ".join(
+            f"{chain.name(i)} = {chain.expressions[chain.name(i)]}"
+            for i in (f"dLdA{L}", f"dA{L}dZ{L}", f"dLdZ{L}")) + ", and at the forward pass.")
+    if len(wrong) == 1:
+        step = chain.gradient_of[wrong[0]]
+        return (f"Only {wrong[0]}'s is wrong: look at its own step, {step} = "
+                f"{chain.expressions[step]}.")
+    top = max(a.parameter_layer(p) for p in wrong)
+    if set(wrong) == {p for p in chain.parameters if a.parameter_layer(p) <= top}:
+        return (f"The gradients of the layers after layer {top} are right, so look at layer "
+                f"{top}: " + "; ".join(
+                    f"{chain.name(i)} = {chain.expressions[chain.name(i)]}"
+                    for i in (f"dLdA{top}", f"dA{top}dZ{top}", f"dLdZ{top}")) + ".")
+    return "Look at the steps these gradients share."

@@ -31,36 +31,18 @@ import torch
 from torch import Tensor
 
 from gradkit.compare import float64_array
-from gradkit.diagnosis.intermediates import (GRADIENT_OF, PARAMETERS, STEP_NAMES, STEPS,
-                                             StepCheck, StepObservation, _broadcast, _quiet,
-                                             as_expected_shape, fit_factor, holds, snap)
-from reference.network import sigmoid
+from gradkit.diagnosis.chain import Chain
+from gradkit.diagnosis.intermediates import (NOTEBOOK_CHAIN, StepCheck, StepObservation,
+                                             _broadcast, _quiet, as_expected_shape, fit_factor,
+                                             holds, snap)
+from reference.steps import activate, derivative, sigmoid
 
 F64 = torch.float64
-_STEP = {s.name: s for s in STEPS}
-#: Each step of the notebook's network as a formula kind and its operands.
-FORMULAS: dict[str, tuple[str, ...]] = {
-    "A": ("affine", "X", "V", "I"), "C": ("affine", "B", "W", "J"),
-    "B": ("activation", "A"), "P": ("activation", "C"),
-    "dLdP": ("loss", "P", "Y"),
-    "dPdC": ("derivative", "C", "P"), "dBdA": ("derivative", "A", "B"),
-    "dLdC": ("elementwise", "dLdP", "dPdC"), "dLdA": ("elementwise", "dLdB", "dBdA"),
-    "dLdW": ("left_transposed", "B", "dLdC"), "dLdV": ("left_transposed", "X", "dLdA"),
-    "dLdB": ("right_transposed", "dLdC", "W"),
-    "dLdJ": ("sum_rows", "dLdC"), "dLdI": ("sum_rows", "dLdA"),
-    **{f"update.{p}": ("update", p, GRADIENT_OF[p]) for p in PARAMETERS},
-}
-#: How each step is written in the notebook's names ({Q} is filled with the student's name).
-DOCUMENTED = {
-    "A": "{X} @ {V} + {I}", "B": "sigmoid({A})", "C": "{B} @ {W} + {J}", "P": "sigmoid({C})",
-    "dLdP": "{P} - {Y}", "dPdC": "sigmoid({C}, deriv=True)", "dLdC": "{dLdP} * {dPdC}",
-    "dLdW": "{B}.T @ {dLdC}", "dLdJ": "{dLdC}.sum(dim=0, keepdim=True)",
-    "dLdB": "{dLdC} @ {W}.T", "dBdA": "sigmoid({A}, deriv=True)", "dLdA": "{dLdB} * {dBdA}",
-    "dLdV": "{X}.T @ {dLdA}", "dLdI": "{dLdA}.sum(dim=0, keepdim=True)",
-    **{f"update.{p}": f"{{{p}}} - learning_rate * {{{GRADIENT_OF[p]}}}" for p in PARAMETERS},
-}
-#: Quantities that are the derivative of an activation (leaving one out is "derivative").
-DERIVATIVES = frozenset({"dPdC", "dBdA"})
+#: The notebook's formulas, documented forms and derivatives (every description's are its
+#: chain's: ``Chain.formulas``, ``Chain.documented``, ``Chain.derivatives``).
+FORMULAS = NOTEBOOK_CHAIN.formulas
+DOCUMENTED = NOTEBOOK_CHAIN.documented
+DERIVATIVES = NOTEBOOK_CHAIN.derivatives
 #: An updated weight, as an operand: "V'" is the weights['V'] the call returned.
 UPDATED = "'"
 
@@ -105,17 +87,19 @@ def value(values: Values, obs: StepObservation, name: str) -> Optional[Tensor]:
     return values.get(name)
 
 
-def _operands(step: str) -> tuple[str, ...]:
+def _operands(step: str, chain: Chain) -> tuple[str, ...]:
     """The quantities an operand of ``step`` may be replaced by: everything computed before it
     (the forward pass and earlier gradients), X, Y, the weights given and, for the backward
     pass after the first gradient and for the update, the weights returned."""
-    order = ("X", "Y", "V", "I", "W", "J") + tuple(s.name for s in STEPS)
+    order = ("X", "Y", *chain.parameters) + tuple(s.name for s in chain.steps)
     if step.startswith("update."):
         before = order
     else:
         before = order[:order.index(step)]
-    updated = tuple(p + UPDATED for p in PARAMETERS) if step.startswith(("update.", "dL")) \
-        else ()
+    backward = step.startswith("update.") or (
+        step in chain.step and chain.step[step].kind not in ("pre_activation", "activation",
+                                                             "activation_derivative"))
+    updated = tuple(p + UPDATED for p in chain.parameters) if backward else ()
     return before + updated
 
 
@@ -125,7 +109,7 @@ def _same_shape(values: Values, obs: StepObservation, name: str, shape: tuple[in
     """Operands of ``shape`` (or, with ``fits``, of any shape it accepts: an elementwise
     product broadcasts a column against a matrix)."""
     out = []
-    for other in _operands(name):
+    for other in _operands(name, obs.chain):
         if other in exclude:
             continue
         t = value(values, obs, other)
@@ -163,7 +147,9 @@ def _need(names: tuple[str, ...], body: Callable[..., Tensor]):
 
 def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
     """The edits of ``step``'s formula, simplest first (shapes from one call's ``values``)."""
-    kind, *ops = FORMULAS[step]
+    chain = obs.chain
+    kind, *ops = chain.formulas[step]
+    activation = chain.activations[chain.layer_of[step] - 1]
     out: list[Edit] = []
 
     def add(kind_: str, student: str, words: str, names: tuple[str, ...],
@@ -219,8 +205,35 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
             lambda c: c)
     elif kind == "activation":
         (x,) = ops
-        add("activation", f"{{{x}}}", "the sigmoid left out", (x,), lambda t: t)
-        swaps("sigmoid({})", 0, (x,), sigmoid, broadcast=True)
+        if activation == "identity":
+            pass  # nothing to leave out
+        elif activation == "sigmoid":
+            add("activation", f"{{{x}}}", "the sigmoid left out", (x,), lambda t: t)
+            swaps("sigmoid({})", 0, (x,), sigmoid, broadcast=True)
+        else:
+            add("activation", f"{{{x}}}", f"the {activation} left out", (x,), lambda t: t)
+            swaps(activation + "({})", 0, (x,), lambda t, f=activation: activate(f, t),
+                  broadcast=True)
+    elif kind == "loss" and chain.loss not in ("half_sse",) and step == chain.name(
+            f"dLdA{chain.depth}"):
+        # another loss's own gradient (2 (P - Y), 2 (P - Y) / n, the bce quotient): the sign,
+        # and the documented gradient with a factor left out or added
+        P, Y = ops
+        loss_step = chain.step[step]
+        add_call("sign", "-(" + chain.documented[step] + ")", "the sign is flipped", (P, Y),
+                 lambda o, p, y: -loss_step.compute(p, y))
+        if chain.loss in ("sse", "mse"):
+            add("drop_factor", f"{{{P}}} - {{{Y}}}", "the factor 2" + (
+                " and the 1/n" if chain.loss == "mse" else "") + " left out", (P, Y),
+                lambda p, y: p - y)
+        if chain.loss == "mse":
+            add_call("drop_factor", f"2 * ({{{P}}} - {{{Y}}})", "the 1/n of the mean left out",
+                     (P, Y), lambda o, p, y: 2 * (p - y))
+            add_call("drop_factor", f"({{{P}}} - {{{Y}}}) / n", "the factor 2 left out",
+                     (P, Y), lambda o, p, y: (p - y) / p.shape[0])
+        # another operand in place of P, in the documented formula
+        template = chain.documented[step].replace("{%s}" % P, "{0}").replace("{%s}" % Y, "{1}")
+        swaps(template, 0, (P, Y), lambda p, y: loss_step.compute(p, y))
     elif kind == "loss":
         P, Y = ops
         add("sign", f"{{{Y}}} - {{{P}}}", "the sign is flipped", (P, Y), lambda p, y: y - p)
@@ -237,6 +250,9 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add("operation", f"({{{P}}} - {{{Y}}}) ** 2", "the squared error itself, not its "
             "derivative", (P, Y), lambda p, y: (p - y) ** 2)
         swaps("{} - {}", 0, (P, Y), lambda p, y: p - y)
+    elif kind == "derivative" and activation != "sigmoid":
+        pre, post = ops
+        _derivative_candidates(activation, pre, post, add, swaps)
     elif kind == "derivative":
         pre, post = ops
         add("derivative", f"sigmoid({{{pre}}})", "the sigmoid itself, not its derivative "
@@ -265,7 +281,7 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
     elif kind == "elementwise":
         a, b = ops
         for kept, dropped in ((a, b), (b, a)):
-            add("derivative" if dropped in DERIVATIVES else "drop_factor", f"{{{kept}}}",
+            add("derivative" if dropped in chain.derivatives else "drop_factor", f"{{{kept}}}",
                 f"the factor {{{dropped}}} left out", (kept,), lambda t: t)
         add("operation", f"{{{a}}} / {{{b}}}", "divided instead of multiplied", (a, b),
             lambda x, y: x / y)
@@ -327,14 +343,14 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
         add("operation", f"{{{w}}} - learning_rate / {{{g}}}", "divided by the gradient "
             "instead of multiplied", (g,), lambda t: 1 / t)
         swaps("{{" + w + "}} - learning_rate * {}", 0, (g,), lambda t: t, broadcast=True)
-        for other in _operands(step):
+        for other in _operands(step, chain):
             held = value(values, obs, other)
-            if other.startswith("dLd") and held is not None and other != g:
+            if other in chain.gradient_names and held is not None and other != g:
                 add_call("operand", f"{{{w}}} - {{{other}}} * {{{g}}}",
                          f"{{{other}}} in place of learning_rate", (g, other),
                          lambda o, t, v: v * t / o.learning_rate)
         weight = obs.given[w]
-        for other in _operands(step):
+        for other in _operands(step, chain):
             held = value(values, obs, other)
             if other == w or held is None or \
                     _broadcast(tuple(held.shape), tuple(weight.shape)) is None:
@@ -349,10 +365,42 @@ def candidates(step: str, values: Values, obs: StepObservation) -> list[Edit]:
                         "shrink"))
         out.append(Edit(step, "clip", f"{{{w}}} - learning_rate * {{{g}}}.clamp(-{{λ}}, {{λ}})",
                         "the gradient clipped at ±{λ}", _zero, "clip"))
-    if kind != "update" and step not in ("B", "P"):
-        out.append(Edit(step, "clip", "(" + DOCUMENTED[step] + ").clamp(-{λ}, {λ})",
+    if kind not in ("update", "activation"):
+        out.append(Edit(step, "clip", "(" + chain.documented[step] + ").clamp(-{λ}, {λ})",
                         "clipped at ±{λ}", _zero, "clip"))
     return out
+
+
+def _derivative_candidates(activation: str, pre: str, post: str, add, swaps) -> None:
+    """The edits of a tanh, ReLU or identity layer's derivative (the sigmoid's are listed in
+    ``candidates``, in the notebook catalogue's order)."""
+    if activation == "tanh":
+        add("derivative", f"tanh({{{pre}}})", "the tanh itself, not its derivative", (pre,),
+            torch.tanh)
+        add("derivative", f"1 - {{{post}}}", f"tanh's derivative written as 1 - tanh: "
+            f"1 - {{{post}}} instead of 1 - {{{post}}}**2", (post,), lambda b: 1 - b)
+        add("derivative", f"1 - tanh({{{post}}})**2", f"the derivative taken at the "
+            f"activation {{{post}}} instead of {{{pre}}} (tanh applied twice)", (post,),
+            lambda b: 1 - torch.tanh(b) ** 2)
+        add("derivative", f"1 - {{{pre}}}**2", f"1 - t**2 applied to the pre-activation "
+            f"{{{pre}}} instead of the activation {{{post}}}", (pre,), lambda a: 1 - a ** 2)
+        add("derivative", f"{{{post}}} * (1 - {{{post}}})", "the sigmoid's derivative "
+            "p * (1 - p) written for a tanh", (post,), lambda b: b * (1 - b))
+        add("derivative", f"1 + {{{post}}}**2", "a sign flipped inside the derivative "
+            "(1 + tanh**2)", (post,), lambda b: 1 + b ** 2)
+        add("derivative", f"{{{post}}}**2", "tanh**2 in place of 1 - tanh**2", (post,),
+            lambda b: b ** 2)
+    elif activation == "relu":
+        add("derivative", f"relu({{{pre}}})", "the ReLU itself, not its derivative "
+            f"(relu({{{pre}}}) in place of ({{{pre}}} > 0))", (pre,), torch.relu)
+        add("derivative", f"({{{pre}}} < 0)", "the step of the ReLU's derivative reversed "
+            f"(< 0 in place of > 0)", (pre,), lambda a: (a < 0).to(a.dtype))
+        add("derivative", f"sigmoid({{{pre}}}, deriv=True)", "the sigmoid's derivative "
+            "written for a ReLU", (pre,), lambda a: sigmoid(a, deriv=True))
+    add("derivative", "1", "the derivative left out (1)", (pre,), torch.ones_like)
+    if activation != "identity":
+        template = {"tanh": "1 - tanh({})**2", "relu": "({} > 0)"}[activation]
+        swaps(template, 0, (pre,), lambda a, f=activation: derivative(f, a), broadcast=True)
 
 
 def _rows(values: Values, obs: StepObservation, name: str) -> Optional[int]:
@@ -377,7 +425,7 @@ def _target_value(check: StepCheck, values: Values) -> Optional[Tensor]:
     """The value the held step should have from ``values`` (an update: its gradient)."""
     step = check.step
     if step.startswith("update."):
-        gradient = values.get(GRADIENT_OF[step.split(".")[1]])
+        gradient = values.get(check.observation.chain.gradient_of[step.split(".")[1]])
         if gradient is None or check.actual is None:
             return None
         shape = tuple(check.actual.shape)
@@ -394,14 +442,15 @@ def _recompute(values: Values, obs: StepObservation, start: str, target: str,
                edited: Tensor) -> Optional[Values]:
     """``values`` with ``start`` set to ``edited`` and every step after it up to ``target``
     recomputed by the documented formulas (the steps the function did not keep)."""
+    chain = obs.chain
     out = dict(values)
     out[start] = edited
-    begin = STEP_NAMES.index(start) + 1
-    end = STEP_NAMES.index(target)
-    for name in STEP_NAMES[begin:end + 1]:
+    begin = chain.step_names.index(start) + 1
+    end = chain.step_names.index(target)
+    for name in chain.step_names[begin:end + 1]:
         if name.startswith("update."):
             break
-        step = _STEP[name]
+        step = chain.step[name]
         inputs = [out.get(i) for i in step.inputs]
         if any(i is None for i in inputs):
             return None
@@ -409,7 +458,7 @@ def _recompute(values: Values, obs: StepObservation, start: str, target: str,
             result = step.compute(*inputs)
         except RuntimeError:
             return None
-        out[name] = result * obs.scale if name == "dLdP" else result
+        out[name] = result * obs.scale if step.scaled else result
     return out
 
 
@@ -523,7 +572,8 @@ def explain_all(checks: list[StepCheck], limit: int = 4) -> list[Explanation]:
     span = tuple(dict.fromkeys(s for c in wrong for s in c.span))
     # the held step itself first, then the steps folded into it, nearest first; an operand
     # swapped (the most permissive edit) only after every other edit of every step
-    steps = [s for s in (target, *reversed(span)) if s in FORMULAS]
+    formulas = base.observation.chain.formulas
+    steps = [s for s in (target, *reversed(span)) if s in formulas]
     listed = {step: candidates(step, base.upstream, base.observation) for step in steps}
     ordered = [(step, e) for swaps in (False, True) for step in steps for e in listed[step]
                if (e.kind in ("operand", "order")) == swaps]
@@ -564,10 +614,11 @@ def downstream_values(found: Explanation, checks: list[StepCheck]
     out = [(found.edit.step, edited)]
     if found.edit.step == found.target:
         return out
-    begin = STEP_NAMES.index(found.edit.step) + 1
-    end = STEP_NAMES.index(found.target)
-    for name in STEP_NAMES[begin:end]:
-        if name.startswith("update.") or name not in _STEP:
+    chain = edited[0][0].observation.chain
+    begin = chain.step_names.index(found.edit.step) + 1
+    end = chain.step_names.index(found.target)
+    for name in chain.step_names[begin:end]:
+        if name.startswith("update.") or name not in chain.step:
             break
         values = []
         for check, value_ in edited:

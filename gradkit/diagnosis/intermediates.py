@@ -37,87 +37,32 @@ from gradkit.loader import Submission, assignment_lines
 from gradkit.plan import StepResult, Value
 from gradkit.report import IntermediateResult, Tolerance
 from gradkit.tolerances import Tolerances
-from reference.network import GRADIENT_NAMES, sigmoid
+from gradkit.diagnosis.chain import Chain, ChainStep
+from reference.assignment import NOTEBOOK
 
 F64 = torch.float64
-TRAIN = "train_neural_net"
-PREDICT = "neural_net_predict"
-PARAMETERS = ("V", "I", "W", "J")
-FORWARD = ("A", "B", "C", "P")
-#: Every quantity diagnosis looks for, in the order the notebook computes them.
-QUANTITIES = FORWARD + GRADIENT_NAMES
-#: Which intermediate is the gradient of which parameter.
-GRADIENT_OF = {"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}
-#: Quantities that scale with the loss (a convention's factor multiplies them); the local
-#: derivatives dPdC and dBdA and the forward pass do not.
-LOSS_LINEAR = frozenset(GRADIENT_NAMES) - {"dPdC", "dBdA"}
-#: The expression each step should be, in the notebook's names (for messages).
-EXPRESSIONS = {
-    "A": "X @ V + I", "B": "sigmoid(A)", "C": "B @ W + J", "P": "sigmoid(C)",
-    "dLdP": "P - Y", "dPdC": "sigmoid(C, deriv=True)", "dLdC": "dLdP * dPdC",
-    "dLdW": "B.T @ dLdC", "dLdJ": "dLdC.sum(dim=0, keepdim=True)", "dLdB": "dLdC @ W.T",
-    "dBdA": "sigmoid(A, deriv=True)", "dLdA": "dLdB * dBdA", "dLdV": "X.T @ dLdA",
-    "dLdI": "dLdA.sum(dim=0, keepdim=True)",
-    "update.V": "V - learning_rate * dLdV", "update.I": "I - learning_rate * dLdI",
-    "update.W": "W - learning_rate * dLdW", "update.J": "J - learning_rate * dLdJ",
-}
-
-
-def _sum_rows(t: Tensor) -> Tensor:
-    return t.sum(dim=0, keepdim=True)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of the network: its inputs, how it is computed, and the scale of its rounding.
-
-    ``magnitude`` is the same computation on the inputs' absolute values (sums instead of
-    differences): a float32 matrix product's rounding is bounded by eps times it, which a plain
-    relative tolerance on a result that cancels is not. None for a sigmoid and its derivative,
-    whose rounding is relative to 1.
-    """
-
-    name: str
-    inputs: tuple[str, ...]
-    compute: Callable[..., Tensor]
-    magnitude: Optional[Callable[..., Tensor]]
-
-
-STEPS: tuple[Step, ...] = (
-    Step("A", ("X", "V", "I"), lambda X, V, I: X @ V + I, lambda X, V, I: X @ V + I),
-    Step("B", ("A",), sigmoid, None),
-    Step("C", ("B", "W", "J"), lambda B, W, J: B @ W + J, lambda B, W, J: B @ W + J),
-    Step("P", ("C",), sigmoid, None),
-    Step("dLdP", ("P", "Y"), lambda P, Y: P - Y, lambda P, Y: P + Y),
-    Step("dPdC", ("C",), lambda C: sigmoid(C, deriv=True), None),
-    Step("dLdC", ("dLdP", "dPdC"), lambda a, b: a * b, lambda a, b: a * b),
-    Step("dLdW", ("B", "dLdC"), lambda B, g: B.T @ g, lambda B, g: B.T @ g),
-    Step("dLdJ", ("dLdC",), _sum_rows, _sum_rows),
-    Step("dLdB", ("dLdC", "W"), lambda g, W: g @ W.T, lambda g, W: g @ W.T),
-    Step("dBdA", ("A",), lambda A: sigmoid(A, deriv=True), None),
-    Step("dLdA", ("dLdB", "dBdA"), lambda a, b: a * b, lambda a, b: a * b),
-    Step("dLdV", ("X", "dLdA"), lambda X, g: X.T @ g, lambda X, g: X.T @ g),
-    Step("dLdI", ("dLdA",), _sum_rows, _sum_rows),
-)
-STEP_NAMES = tuple(s.name for s in STEPS) + tuple(f"update.{p}" for p in PARAMETERS)
-
-#: The parameters whose gradient a wrong step makes wrong (everything downstream of it).
-DOWNSTREAM: dict[str, tuple[str, ...]] = {
-    **{name: PARAMETERS for name in ("A", "B", "C", "P", "dLdP", "dPdC", "dLdC")},
-    "dLdW": ("W",), "dLdJ": ("J",), "dLdB": ("V", "I"), "dBdA": ("V", "I"), "dLdA": ("V", "I"),
-    "dLdV": ("V",), "dLdI": ("I",), **{f"update.{p}": (p,) for p in PARAMETERS},
-}
-#: "Partial credit follows the steps": the steps whose mistakes each check is charged with. A
-#: mistake in the output layer costs gradient.W and gradient.J, one in the hidden layer costs
-#: gradient.V and gradient.I, and the forward pass costs all four; a gradient computed correctly
+#: The notebook's chain (``Chain.of(NOTEBOOK)``); the tables below are its, kept under their
+#: old names for readers of the notebook catalogue. Diagnosis reads each call's own chain
+#: (``StepObservation.chain``), so any description is diagnosed in its own names.
+NOTEBOOK_CHAIN = Chain.of(NOTEBOOK)
+TRAIN = NOTEBOOK_CHAIN.train
+PREDICT = NOTEBOOK_CHAIN.predict
+PARAMETERS = NOTEBOOK_CHAIN.parameters
+FORWARD = NOTEBOOK_CHAIN.forward
+QUANTITIES = FORWARD + NOTEBOOK_CHAIN.gradient_names
+GRADIENT_OF = NOTEBOOK_CHAIN.gradient_of
+LOSS_LINEAR = NOTEBOOK_CHAIN.loss_linear
+EXPRESSIONS = NOTEBOOK_CHAIN.expressions
+#: A step of the chain (``gradkit.diagnosis.chain.ChainStep``).
+Step = ChainStep
+STEPS = NOTEBOOK_CHAIN.steps
+STEP_NAMES = NOTEBOOK_CHAIN.step_names
+DOWNSTREAM = NOTEBOOK_CHAIN.downstream
+#: "Partial credit follows the steps": the steps whose mistakes each check is charged with
+#: (``Chain.charged``). A mistake in the output layer costs that layer's gradients, one in a
+#: hidden layer costs its own, and the forward pass costs all; a gradient computed correctly
 #: from an upstream value that was already charged keeps its credit.
-CHARGED: dict[str, tuple[str, ...]] = {
-    "gradient.W": FORWARD + ("dLdP", "dPdC", "dLdC", "dLdW"),
-    "gradient.J": FORWARD + ("dLdP", "dPdC", "dLdC", "dLdJ"),
-    "gradient.V": FORWARD + ("dLdB", "dBdA", "dLdA", "dLdV"),
-    "gradient.I": FORWARD + ("dLdB", "dBdA", "dLdA", "dLdI"),
-    "update": tuple(f"update.{p}" for p in PARAMETERS),
-}
+CHARGED = NOTEBOOK_CHAIN.charged
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +222,8 @@ class StepObservation:
     tolerances: Tolerances
     #: the loss convention's factor the grader judged this call under (1 unless accepted)
     scale: float = 1.0
+    #: the assignment's chain (default: the one the expectation was computed for)
+    chain: Chain = field(default=None)  # type: ignore[assignment]
     # tolerances asked for again and again, worked out once for this call
     _gradient_tolerances: dict[str, Tolerance] = field(default_factory=dict, init=False,
                                                        repr=False, compare=False)
@@ -284,6 +231,11 @@ class StepObservation:
                                                            repr=False, compare=False)
     _gradients_right: dict[tuple[str, float], bool] = field(default_factory=dict, init=False,
                                                             repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.chain is None:
+            trace = self.expectation.trace
+            self.chain = Chain.of(trace.assignment) if trace is not None else NOTEBOOK_CHAIN
 
     @property
     def label(self) -> str:
@@ -335,11 +287,17 @@ class StepObservation:
         return scaled(self.expectation.gradients[name], self.scale if scale is None else scale)
 
     def reference(self, quantity: str) -> Tensor:
-        """The reference's value of a notebook quantity (A ... P, dLdP ... dLdI), float64."""
-        if quantity in FORWARD:
-            return getattr(self.expectation.forward, quantity)
-        value = getattr(self.expectation.backward, quantity)
-        return scaled(value, self.scale) if quantity in LOSS_LINEAR else value
+        """The reference's value of a quantity of the chain (the notebook's A ... P and
+        dLdP ... dLdI; any description's names), float64."""
+        chain = self.chain
+        trace = self.expectation.trace
+        if trace is None:  # an expectation built without a trace: the notebook's view
+            if quantity in FORWARD:
+                return getattr(self.expectation.forward, quantity)
+            value = getattr(self.expectation.backward, quantity)
+        else:
+            value = trace[chain.ids[quantity]]
+        return scaled(value, self.scale) if quantity in chain.loss_linear else value
 
     def captured(self, function: str, variable: str) -> Optional[Tensor]:
         value = self.result.captured.get(function, {}).get(variable)
@@ -360,8 +318,8 @@ def _computed_dtype(returned: dict[str, Tensor], X: Tensor) -> torch.dtype:
 
 def observe(case: Case, index: int, expectation: StepExpectation, result: StepResult,
             given: dict[str, Tensor], returned: dict[str, Tensor], tolerances: Tolerances,
-            scale: float = 1.0, *, implied: Optional[dict[str, Optional[Tensor]]] = None
-            ) -> StepObservation:
+            scale: float = 1.0, *, implied: Optional[dict[str, Optional[Tensor]]] = None,
+            chain: Optional[Chain] = None) -> StepObservation:
     """A ``StepObservation`` of one call (the grader's ``SeenStep`` carries these parts, the
     gradients its update implies included: ``implied``, worked out here when not given)."""
     X, Y = (case.batches[index] if case.kind == "chain" else (case.X, case.Y))
@@ -377,7 +335,8 @@ def observe(case: Case, index: int, expectation: StepExpectation, result: StepRe
         case=case, index=index, X=X.to(F64), Y=Y.to(F64),
         given={n: w.to(F64) for n, w in given.items()}, learning_rate=lr,
         expectation=expectation, returned=returned, implied=implied,
-        dtype=_computed_dtype(returned, X), result=result, tolerances=tolerances, scale=scale)
+        dtype=_computed_dtype(returned, X), result=result, tolerances=tolerances, scale=scale,
+        chain=chain)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,13 +348,15 @@ def normalise(name: str) -> str:
     return name.replace("_", "").lower()
 
 
-def aliases(quantity: str) -> frozenset[str]:
-    """Normalised names a student may give a quantity (dLdW: dL_dW, dl_dw, grad_W, dW...)."""
-    if quantity in FORWARD:
+def aliases(quantity: str, chain: Optional[Chain] = None) -> frozenset[str]:
+    """Normalised names a student may give a quantity (dLdW: dL_dW, dl_dw, grad_W, dW...;
+    dLdW1: dL_dW1, dW1, grad_W1, dw1...)."""
+    chain = chain or NOTEBOOK_CHAIN
+    if quantity in chain.forward or quantity in chain.derivatives:
         return frozenset({quantity.lower()})
-    if quantity in ("dPdC", "dBdA"):
-        return frozenset({quantity.lower()})
-    x = quantity[-1].lower()
+    if not quantity.startswith("dLd") or len(quantity) <= 3:
+        return frozenset({normalise(quantity)})
+    x = normalise(quantity[3:])
     return frozenset({f"dld{x}", f"dlossd{x}", f"d{x}", f"grad{x}", f"{x}grad", f"dl{x}"})
 
 
@@ -407,10 +368,13 @@ class Found:
     function: str
     variable: str
     by: Literal["name", "value"]
+    #: the student's training function (a variable of another is labelled with its function)
+    train: str = TRAIN
 
     @property
     def label(self) -> str:
-        return self.variable if self.function == TRAIN else f"{self.variable} (in {self.function})"
+        return self.variable if self.function == self.train else \
+            f"{self.variable} (in {self.function})"
 
 
 def _fits_shape(actual: Tensor, expected: Tensor) -> bool:
@@ -440,19 +404,23 @@ def as_expected_shape(actual: Tensor, expected: Tensor) -> Tensor:
 
 
 def _functions(observations: list[StepObservation]) -> list[str]:
-    """The student's functions that held tensors, train_neural_net first."""
+    """The student's functions that held tensors, the training function first."""
     names: dict[str, None] = {}
+    train = observations[0].chain.train if observations else TRAIN
     for obs in observations:
         for function in obs.result.captured:
             names[function] = None
-    return sorted(names, key=lambda f: (f != TRAIN, f))
+    return sorted(names, key=lambda f: (f != train, f))
 
 
 def reference_observation(observations: list[StepObservation]) -> Optional[StepObservation]:
-    """The call names are matched on: batch5 (five rows tell every shape apart) if it ran."""
+    """The call names are matched on: batch5 (five rows tell every shape apart) if it ran,
+    else a call whose rows tell the shapes apart."""
     with_captures = [o for o in observations if o.result.captured and o.case.capture]
-    preferred = [o for o in with_captures if o.case.id == "batch5"]
-    multi_row = [o for o in with_captures if o.batch_size not in (1, 3, 4)]
+    multi_row = [o for o in with_captures
+                 if o.batch_size not in o.chain.multi_row_excluded]
+    # (batch5 unless five rows make two quantities alike: a description with 5 inputs or units)
+    preferred = [o for o in multi_row if o.case.id == "batch5"]
     for group in (preferred, multi_row, with_captures):
         if group:
             return group[0]
@@ -469,11 +437,14 @@ def find(observations: list[StepObservation]) -> dict[str, Found]:
     base = reference_observation(observations)
     if base is None:
         return {}
+    chain = base.chain
+    train = chain.train
+    quantities = chain.forward + chain.gradient_names
     found: dict[str, Found] = {}
     used: set[tuple[str, str]] = set()
     functions = _functions([base])
-    for quantity in QUANTITIES:
-        names = aliases(quantity)
+    for quantity in quantities:
+        names = aliases(quantity, chain)
         expected = base.reference(quantity)
         candidates = []
         for function in functions:
@@ -484,15 +455,22 @@ def find(observations: list[StepObservation]) -> dict[str, Found]:
                 if value.tensor is not None and (exact or (
                         normalise(variable) in names and
                         value.tensor.numel() == expected.numel())):
-                    candidates.append((function != TRAIN, not exact, function, variable))
+                    candidates.append((function != train, not exact, function, variable))
         if candidates:
             _, _, function, variable = min(candidates)
-            found[quantity] = Found(quantity, function, variable, "name")
+            found[quantity] = Found(quantity, function, variable, "name", train)
             used.add((function, variable))
-    for quantity in QUANTITIES:
+    references = {q: base.reference(q) for q in quantities}
+    for quantity in quantities:
         if quantity in found:
             continue
-        expected = base.reference(quantity)
+        expected = references[quantity]
+        if any(other != quantity and tuple(value.shape) == tuple(expected.shape) and
+               close(value, expected, base.value_tolerance(F64))
+               for other, value in references.items()):
+            # two quantities alike on this call (an identity layer's Z and A, a ReLU's where
+            # every pre-activation is positive): a value cannot say which is which
+            continue
         for function in functions:
             match = next((variable for variable, value in base.result.captured[function].items()
                           if (function, variable) not in used and value.tensor is not None
@@ -501,7 +479,7 @@ def find(observations: list[StepObservation]) -> dict[str, Found]:
                           and close(as_expected_shape(value.tensor, expected).to(F64), expected,
                                     base.value_tolerance(value.tensor.dtype))), None)
             if match is not None:
-                found[quantity] = Found(quantity, function, match, "value")
+                found[quantity] = Found(quantity, function, match, "value", train)
                 used.add((function, match))
                 break
     return found
@@ -518,7 +496,8 @@ def compare_intermediates(observations: list[StepObservation], found: dict[str, 
                           ) -> list[IntermediateResult]:
     """Each of dLdP ... dLdI: found (and how), and compared with the reference on every call."""
     results = []
-    for quantity in GRADIENT_NAMES:
+    chain = observations[0].chain if observations else NOTEBOOK_CHAIN
+    for quantity in chain.gradient_names:
         where = found.get(quantity)
         if where is None:
             results.append(IntermediateResult(name=quantity, status="not_found"))
@@ -597,7 +576,8 @@ class Localisation:
 
     def wrong_steps(self) -> list[str]:
         """Steps wrong in at least one call, in the order the network computes them."""
-        return [step for step in STEP_NAMES if self.wrong(step)]
+        chain = self.observations[0].chain if self.observations else NOTEBOOK_CHAIN
+        return [step for step in chain.step_names if self.wrong(step)]
 
     def captured_any(self) -> bool:
         return any(c.actual is not None for checks in self.checks for n, c in checks.items()
@@ -614,7 +594,7 @@ def _magnitude(step: Step, inputs: list[Tensor], scale: float) -> Tensor | float
     if step.magnitude is None:
         return UNIT
     magnitude = step.magnitude(*(i.abs() for i in inputs))
-    return magnitude * abs(scale) if step.name == "dLdP" else magnitude
+    return magnitude * abs(scale) if step.scaled else magnitude
 
 
 def _judge(step: str, obs: StepObservation, actual: Optional[Tensor], expected: Optional[Tensor],
@@ -654,11 +634,12 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
     student's own inputs to it (as if that step were right), and the next step that was held
     carries it in its ``span``.
     """
+    chain = obs.chain
     values: dict[str, Optional[Tensor]] = {"X": obs.X, "Y": obs.Y, **obs.given}
     spans: dict[str, tuple[str, ...]] = {}
     filled: set[str] = set()
     checks: dict[str, StepCheck] = {}
-    for step in STEPS:
+    for step in chain.steps:
         inputs = [values.get(name) for name in step.inputs]
         span = tuple(dict.fromkeys(s for name in step.inputs if name in filled
                                    for s in (*spans.get(name, ()), name)))
@@ -668,7 +649,7 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
                 expected = step.compute(*inputs)
             except RuntimeError:  # the student's upstream value has a shape that cannot combine
                 expected = None
-            if expected is not None and step.name == "dLdP":
+            if expected is not None and step.scaled:
                 expected = expected * obs.scale
         actual = student_value(obs, found.get(step.name))
         tolerance = obs.value_tolerance(actual.dtype if actual is not None else None)
@@ -681,9 +662,9 @@ def localise_call(obs: StepObservation, found: dict[str, Found]) -> dict[str, St
             values[step.name] = expected
             filled.add(step.name)
             spans[step.name] = span
-    for name in PARAMETERS:
-        gradient = values.get(GRADIENT_OF[name])
-        grad_step = GRADIENT_OF[name]
+    for name in chain.parameters:
+        gradient = values.get(chain.gradient_of[name])
+        grad_step = chain.gradient_of[name]
         span = (*spans.get(grad_step, ()), grad_step) if grad_step in filled else ()
         key = f"update.{name}"
         if gradient is None:
@@ -728,20 +709,21 @@ def credit(checks: dict[str, StepCheck], check_id: str) -> Optional[tuple[str, .
     student's own inputs, and the student's own value of the check's quantity was held so it
     could be seen (for the update: every gradient it used); otherwise None.
     """
-    charged = CHARGED[check_id]
+    chain = next(iter(checks.values())).observation.chain
+    charged = chain.charged[check_id]
     if check_id == "update":
         if any(checks[step].status != "right" or checks[step].span for step in charged):
             return None
     else:
-        held = checks[GRADIENT_OF[check_id.split(".")[1]]]
+        held = checks[chain.gradient_of[check_id.split(".")[1]]]
         if held.actual is None or held.status != "right":
             return None
         if any(checks[step].status == "wrong" for step in charged):
             return None
-    affects = PARAMETERS if check_id == "update" else (check_id.split(".")[1],)
-    others = tuple(step for step in STEP_NAMES
+    affects = chain.parameters if check_id == "update" else (check_id.split(".")[1],)
+    others = tuple(step for step in chain.step_names
                    if step not in charged and checks[step].status == "wrong"
-                   and set(DOWNSTREAM[step]) & set(affects))
+                   and set(chain.downstream[step]) & set(affects))
     return others or None
 
 
@@ -778,8 +760,10 @@ def _subscript_key(node: ast.AST) -> Optional[str]:
 class SourceIndex:
     """Lines of the student's source, found from its syntax tree (nothing is run)."""
 
-    def __init__(self, submission: Submission) -> None:
+    def __init__(self, submission: Submission, chain: Optional[Chain] = None) -> None:
         self.submission = submission
+        self.chain = chain or NOTEBOOK_CHAIN
+        self.train = self.chain.train
         self.tree = submission.tree
         self.functions: dict[str, ast.FunctionDef] = {}
         self._assigned: dict[str, dict[str, list[int]]] = {}
@@ -871,11 +855,12 @@ class SourceIndex:
         return max(lines) if lines else None
 
     def update_line(self, parameter: str, gradient: Optional[str]) -> Optional[int]:
-        """The line of ``train_neural_net`` that computes the new value of weight ``parameter``."""
-        node = self.function(TRAIN)
+        """The line of the training function that computes the new value of weight
+        ``parameter``."""
+        node = self.function(self.train)
         if node is None:
             return None
-        lr = self.parameter(TRAIN, 3, "learning_rate")
+        lr = self.parameter(self.train, 3, "learning_rate")
         wanted = {lr} | ({gradient} if gradient else set())
         statements = []
         for sub in ast.walk(node):
@@ -891,16 +876,31 @@ class SourceIndex:
                 statements.append(sub.lineno)
         if statements:
             return min(statements)
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Dict):
-                for key, value in zip(sub.keys, sub.values):
-                    if isinstance(key, ast.Constant) and key.value == parameter:
-                        return value.lineno
+        # {'V': V - learning_rate * dLdV, ...} or {'V': V_new, ...}; not a dict of the
+        # gradients themselves ({'V': dLdV}), which a comprehension over the weights' names
+        # then applies
+        entries = [value.lineno for sub in ast.walk(node)
+                   if isinstance(sub, ast.Dict) for key, value in zip(sub.keys, sub.values)
+                   if isinstance(key, ast.Constant) and key.value == parameter
+                   and not (isinstance(value, ast.Name) and value.id == gradient)]
+        if entries:
+            return entries[0]
         if gradient:
             uses = [n.lineno for n in ast.walk(node) if isinstance(n, ast.BinOp)
                     and {gradient, lr} <= _names_in(n)]
             if uses:
                 return min(uses)
+        # every weight updated by one expression (a comprehension over the weights' names,
+        # weights[name] - learning_rate * grads[name]): that expression, the learning rate's
+        # first
+        given = self.parameter(self.train, 2, "weights")
+        steps = sorted((lr not in _names_in(n), n.lineno) for n in ast.walk(node)
+                       if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub))
+                       and any(isinstance(s, ast.Subscript) and isinstance(s.value, ast.Name)
+                               and s.value.id == given and not isinstance(s.slice, ast.Constant)
+                               for s in ast.walk(n)))
+        if steps:
+            return steps[0][1]
         # the last assignment to weights['V'] (after any initialisation)
         assigned = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
                     and any(_subscript_key(t) == parameter for t in sub.targets)]

@@ -17,15 +17,17 @@ inputs another way, in float64.
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import Tensor
 
-from gradkit.diagnosis.catalogue import Facts, Match, matcher
-from gradkit.diagnosis.intermediates import (PARAMETERS, PREDICT, TRAIN, close, distinct,
-                                             _names_in, _subscript_key)
+from gradkit.diagnosis.catalogue import ENTRIES, Facts, Match, matcher
+from gradkit.diagnosis.chain import Chain
+from gradkit.diagnosis.intermediates import (NOTEBOOK_CHAIN, close, distinct, _names_in,
+                                             _subscript_key)
 from gradkit.grading import weights_of
 from reference import network
 from reference.network import sigmoid
@@ -34,9 +36,13 @@ F64 = torch.float64
 Weights = dict[str, Tensor]
 
 
-def _sgd(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
-    fwd = network.forward(X, weights)
-    gradients = network.backward(fwd, Y, weights).parameter_gradients()
+def _sgd(X: Tensor, Y: Tensor, weights: Weights, lr: float,
+         chain: Chain = NOTEBOOK_CHAIN) -> Weights:
+    if chain.is_notebook:
+        fwd = network.forward(X, weights)
+        gradients = network.backward(fwd, Y, weights).parameter_gradients()
+    else:
+        gradients = network.run(chain.assignment, X, Y, weights).parameter_gradients()
     return network.sgd_update(weights, gradients, lr)
 
 
@@ -44,17 +50,17 @@ def _sgd(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
 # GK602: several steps in one call
 # --------------------------------------------------------------------------------------------
 
-def _repeated(times: int) -> Callable[[Tensor, Tensor, Weights, float], Weights]:
-    def run(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
+def _repeated(times: int) -> Callable[..., Weights]:
+    def run(X: Tensor, Y: Tensor, weights: Weights, lr: float, chain: Chain) -> Weights:
         for _ in range(times):
-            weights = _sgd(X, Y, weights, lr)
+            weights = _sgd(X, Y, weights, lr, chain)
         return weights
     return run
 
 
-def _row_by_row(X: Tensor, Y: Tensor, weights: Weights, lr: float) -> Weights:
+def _row_by_row(X: Tensor, Y: Tensor, weights: Weights, lr: float, chain: Chain) -> Weights:
     for row in range(X.shape[0]):
-        weights = _sgd(X[row:row + 1], Y[row:row + 1], weights, lr)
+        weights = _sgd(X[row:row + 1], Y[row:row + 1], weights, lr, chain)
     return weights
 
 
@@ -66,7 +72,8 @@ _SEVERAL = (("2 SGD steps", "two SGD steps on the same batch, one after the othe
 
 @matcher("GK602")
 def _several_steps(facts: Facts) -> list[Match]:
-    if set(facts.wrong_parameters) != set(PARAMETERS) or facts.accepted:
+    parameters = facts.chain.parameters
+    if set(facts.wrong_parameters) != set(parameters) or facts.accepted:
         return []
     order = sorted(facts.steps, key=lambda o: o.case.id != "batch5")
     for steps, how, alternative in _SEVERAL:
@@ -74,22 +81,26 @@ def _several_steps(facts: Facts) -> list[Match]:
         for obs in order:
             returned = obs.returned
             if any(returned.get(p) is None or tuple(returned[p].shape) !=
-                   tuple(obs.given[p].shape) for p in PARAMETERS):
+                   tuple(obs.given[p].shape) for p in parameters):
                 hits = []
                 break
-            other = alternative(obs.X, obs.Y, obs.given, obs.learning_rate)
+            other = alternative(obs.X, obs.Y, obs.given, obs.learning_rate, facts.chain)
             if not any(distinct(other[p], obs.expectation.updated[p], obs.value_tolerance())
-                       for p in PARAMETERS):
+                       for p in parameters):
                 continue  # one row: one step either way
             if not all(close(returned[p].to(F64), other[p], obs.value_tolerance(returned[p].dtype))
-                       for p in PARAMETERS):
+                       for p in parameters):
                 hits = []
                 break
             hits.append(obs.label)
         if hits:
-            return [Match("GK602", (*PARAMETERS, "update"), line=facts.update_line(),
+            match = Match("GK602", (*parameters, "update"), line=facts.update_line(),
                           cases=tuple(hits), words=dict(steps=steps, how=how),
-                          details={"edit": {"kind": "repeated", "steps": steps}})]
+                          details={"edit": {"kind": "repeated", "steps": steps}})
+            if not facts.chain.is_notebook:
+                match.message = ENTRIES["GK602"].message.format(**match.words).replace(
+                    "train_neural_net", facts.chain.train)
+            return [match]
     return []
 
 
@@ -100,11 +111,12 @@ def _several_steps(facts: Facts) -> list[Match]:
 def update_expression_line(facts: Facts, name: str) -> Optional[int]:
     """The first line of ``train_neural_net`` (outside its init branch) that computes
     ``<weight> - learning_rate * ...`` for weight ``name``, stored or not."""
-    node = facts.source.function(TRAIN)
+    train = facts.chain.train
+    node = facts.source.function(train)
     if node is None:
         return None
-    lr = facts.source.parameter(TRAIN, 3, "learning_rate")
-    gradient = facts.found.get({"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}[name])
+    lr = facts.source.parameter(train, 3, "learning_rate")
+    gradient = facts.found.get(facts.chain.gradient_of[name])
     lines = []
     for sub in ast.walk(node):
         if not (isinstance(sub, ast.BinOp) and isinstance(sub.op, (ast.Sub, ast.Add))):
@@ -136,15 +148,16 @@ def update_expression_line(facts: Facts, name: str) -> Optional[int]:
 def _held_gradient_is_zero(facts: Facts, name: str) -> bool:
     """The function holds weight ``name``'s gradient and it is zero where it should not be:
     the update is stored, and nothing comes through the backward pass (not GK603's words)."""
-    step = {"V": "dLdV", "I": "dLdI", "W": "dLdW", "J": "dLdJ"}[name]
+    step = facts.chain.gradient_of[name]
     held = [c for c in facts.localisation.of(step) if c.actual is not None]
     return bool(held) and all(float(c.actual.abs().max()) == 0.0 for c in held)
 
 
 @matcher("GK603")
 def _not_updated(facts: Facts) -> list[Match]:
+    chain = facts.chain
     unchanged, cases = [], []
-    for name in PARAMETERS:
+    for name in chain.parameters:
         if name not in facts.wrong_parameters or _held_gradient_is_zero(facts, name):
             continue
         hits, missed = [], False
@@ -166,16 +179,16 @@ def _not_updated(facts: Facts) -> list[Match]:
             cases += hits
     if not unchanged:
         return []
-    returned_at = facts.source.return_line(TRAIN)
-    if len(unchanged) == len(PARAMETERS):
-        return [Match("GK603", (*PARAMETERS, "update"), line=returned_at,
+    returned_at = facts.source.return_line(chain.train)
+    if len(unchanged) == len(chain.parameters):
+        return [Match("GK603", (*chain.parameters, "update"), line=returned_at,
                       cases=tuple(dict.fromkeys(cases)),
-                      words=dict(what="Every weight (V, I, W, J)", comes_come="comes",
-                                 it_they="it", was_were="was",
-                                 why="train_neural_net returns the weights it was given, not "
+                      words=dict(what=f"Every weight ({', '.join(chain.parameters)})",
+                                 comes_come="comes", it_they="it", was_were="was",
+                                 why=f"{chain.train} returns the weights it was given, not "
                                      "the updated ones",
                                  fix="Return the dict (or the tensors) the update wrote to."),
-                      details={"edit": {"kind": "missing", "weights": list(PARAMETERS)}})]
+                      details={"edit": {"kind": "missing", "weights": list(chain.parameters)}})]
     matches = []
     for name in unchanged:
         line = update_expression_line(facts, name)
@@ -201,8 +214,9 @@ def _is_product(node: ast.AST) -> bool:
 
 
 def affine_line(facts: Facts, function: str, weight: str) -> Optional[int]:
-    """The line of ``function`` that computes the hidden layer's (for V, I) or the output
-    layer's (W, J) pre-activation: the first or the last ``product + bias``."""
+    """The line of ``function`` that computes the pre-activation of the layer of parameter
+    ``weight`` (the notebook's hidden layer for V, I; the output layer for W, J): the k-th
+    ``product + bias`` for layer k (the last one if there are fewer)."""
     node = facts.source.function(function)
     if node is None:
         return None
@@ -213,24 +227,26 @@ def affine_line(facts: Facts, function: str, weight: str) -> Optional[int]:
         ast.walk(sub))})
     if not lines:
         return None
-    return lines[0] if weight in ("V", "I") else lines[min(1, len(lines) - 1)]
+    layer = facts.chain.parameter_layer(weight) if weight in facts.chain.parameters else 2
+    return lines[min(layer - 1, len(lines) - 1)]
 
 
 # --------------------------------------------------------------------------------------------
 # GK610: the initial draws
 # --------------------------------------------------------------------------------------------
 
-_SHAPES = {"V": (3, 4), "I": (1, 4), "W": (4, 1), "J": (1, 1)}
 _INIT_SEED = 70318
 
 
 def _draws(order: tuple[str, ...], draw: Callable[[tuple[int, ...], torch.Generator,
                                                      torch.dtype], Tensor],
-           dtype: torch.dtype, transposed: frozenset[str] = frozenset()) -> Weights:
+           dtype: torch.dtype, transposed: frozenset[str] = frozenset(),
+           chain: Chain = NOTEBOOK_CHAIN) -> Weights:
     g = torch.Generator().manual_seed(_INIT_SEED)
+    shapes = chain.assignment.parameter_shapes
     out = {}
     for name in order:
-        shape = _SHAPES[name]
+        shape = shapes[name]
         if name in transposed:
             out[name] = draw(tuple(reversed(shape)), g, dtype).T
         else:
@@ -238,24 +254,31 @@ def _draws(order: tuple[str, ...], draw: Callable[[tuple[int, ...], torch.Genera
     return out
 
 
-def _init_candidates() -> list[tuple[str, str, Callable[[torch.dtype], Weights]]]:
+@functools.lru_cache(maxsize=16)
+def _init_candidates(chain: Chain = NOTEBOOK_CHAIN
+                     ) -> list[tuple[str, str, Callable[[torch.dtype], Weights]]]:
     """(words, kind, draws) simplest first: orders, shape orders, distributions, scales."""
-    notebook = tuple(PARAMETERS)
+    notebook = tuple(chain.parameters)
+    shapes = chain.assignment.parameter_shapes
+    if len(notebook) > 5:
+        orders: Iterable[tuple[str, ...]] = ()  # too many to try; the rest still are
+    else:
+        orders = itertools.permutations(notebook)
 
     def randn(shape, g, dtype):
         return torch.randn(*shape, generator=g, dtype=dtype)
 
     out: list[tuple[str, str, Callable[[torch.dtype], Weights]]] = []
-    for order in itertools.permutations(notebook):
+    for order in orders:
         if order != notebook:
             out.append((f"the same torch.randn draws in the order {', '.join(order)}", "order",
-                        lambda d, o=order: _draws(o, randn, d)))
-    for name in PARAMETERS:
-        shape = _SHAPES[name]
+                        lambda d, o=order: _draws(o, randn, d, chain=chain)))
+    for name in notebook:
+        shape = shapes[name]
         if shape[0] != shape[1]:
             out.append((f"{name} as torch.randn{tuple(reversed(shape))}.T (the shape's order "
                         "reversed)", "shape_order",
-                        lambda d, n=name: _draws(notebook, randn, d, frozenset({n}))))
+                        lambda d, n=name: _draws(notebook, randn, d, frozenset({n}), chain)))
     distributions = (
         ("torch.rand: uniform on [0, 1)", "uniform",
          lambda s, g, d: torch.rand(*s, generator=g, dtype=d)),
@@ -267,20 +290,18 @@ def _init_candidates() -> list[tuple[str, str, Callable[[torch.dtype], Weights]]
         ("ones", "constant", lambda s, g, d: torch.ones(*s, dtype=d)),
     )
     for words, kind, draw in distributions:
-        out.append((words, kind, lambda d, f=draw: _draws(notebook, f, d)))
+        out.append((words, kind, lambda d, f=draw: _draws(notebook, f, d, chain=chain)))
     for scale in (0.01, 0.1, 0.5, 2.0):
         out.append((f"{scale:g} × torch.randn (scaled)", "scaled",
-                    lambda d, c=scale: {n: c * w for n, w in _draws(notebook, randn, d).items()}))
+                    lambda d, c=scale: {n: c * w for n, w in
+                                        _draws(notebook, randn, d, chain=chain).items()}))
     return out
-
-
-_INIT_CANDIDATES = _init_candidates()
 _DRAW_CALLS = frozenset({"randn", "rand", "zeros", "ones", "empty", "normal", "normal_",
                          "uniform_", "randn_like", "rand_like", "full", "tensor"})
 
 
 def _first_draw_line(facts: Facts) -> Optional[int]:
-    node = facts.source.function(TRAIN)
+    node = facts.source.function(facts.chain.train)
     if node is None:
         return None
     lines = [n.lineno for n in ast.walk(node) if isinstance(n, ast.Call) and
@@ -294,19 +315,22 @@ def _init_draws(facts: Facts) -> list[Match]:
     call = facts.calls.get("init_none")
     if case is None or call is None or call.error or not call.steps:
         return []
-    returned, _ = weights_of(call.steps[0].returned)
-    if returned is None or any(tuple(returned[n].shape) != _SHAPES[n] or
-                               not returned[n].dtype.is_floating_point for n in PARAMETERS):
+    chain = facts.chain
+    parameters = chain.parameters
+    shapes = chain.assignment.parameter_shapes
+    returned, _ = weights_of(call.steps[0].returned, facts.chain.assignment)
+    if returned is None or any(n not in returned or tuple(returned[n].shape) != shapes[n] or
+                               not returned[n].dtype.is_floating_point for n in parameters):
         return []
     X, Y = case.X.to(F64), case.Y.to(F64)
-    tolerance = facts.tolerances.values(returned["V"].dtype)
-    got = {n: returned[n].to(F64) for n in PARAMETERS}
+    tolerance = facts.tolerances.values(returned[parameters[0]].dtype)
+    got = {n: returned[n].to(F64) for n in parameters}
 
     def step_from(draws: Weights) -> Weights:
-        return _sgd(X, Y, {n: w.to(F64) for n, w in draws.items()}, case.learning_rate)
+        return _sgd(X, Y, {n: w.to(F64) for n, w in draws.items()}, case.learning_rate, chain)
 
     def same(weights: Weights) -> bool:
-        return all(close(got[n], weights[n], tolerance) for n in PARAMETERS)
+        return all(close(got[n], weights[n], tolerance) for n in parameters)
 
     # the draws can be read from the step only if the step itself is right: the same function
     # handed the notebook's draws (the init_draws probe) must return the reference's step
@@ -314,23 +338,34 @@ def _init_draws(facts: Facts) -> list[Match]:
     probe = facts.calls.get("init_draws")
     if probe_case is None or probe is None or probe.error or not probe.steps:
         return []
-    handed, _ = weights_of(probe.steps[0].returned)
+    handed, _ = weights_of(probe.steps[0].returned, facts.chain.assignment)
     reference = step_from(probe_case.weights or {})
     if handed is None or not all(
             tuple(handed[n].shape) == tuple(reference[n].shape) and
-            close(handed[n].to(F64), reference[n], tolerance) for n in PARAMETERS):
+            n in handed and tuple(handed[n].shape) == tuple(reference[n].shape) and
+            close(handed[n].to(F64), reference[n], tolerance) for n in parameters):
         return []
     for dtype in (case.X.dtype, F64):
-        if same(step_from(_draws(tuple(PARAMETERS), lambda s, g, d: torch.randn(
-                *s, generator=g, dtype=d), dtype))):
-            return []  # the notebook's draws: nothing to say
-    for words, kind, draws in _INIT_CANDIDATES:
+        if same(step_from(_draws(tuple(parameters), lambda s, g, d: torch.randn(
+                *s, generator=g, dtype=d), dtype, chain=chain))):
+            return []  # the documented draws: nothing to say
+    for words, kind, draws in _init_candidates(chain):
         for dtype in dict.fromkeys((case.X.dtype, torch.float32, F64)):
             if same(step_from(draws(dtype))):
-                return [Match("GK610", ("init",), line=_first_draw_line(facts),
+                match = Match("GK610", ("init",), line=_first_draw_line(facts),
                               cases=("init_none",), words=dict(what=words),
                               details={"edit": {"kind": "init", "draws": kind,
-                                                "words": words}})]
+                                                "words": words}})
+                if not chain.is_notebook:
+                    draws_words = ", ".join(f"{shapes[n]}" for n in parameters)
+                    match.title = f"weights=None draws other initial weights"
+                    match.message = (
+                        f"With weights=None, {chain.train} draws {words}, not torch.randn with "
+                        f"the shapes {draws_words} for {', '.join(parameters)} in that order: "
+                        "the weights it returned are one SGD step from those draws on every "
+                        f"check. Draw {', '.join(parameters)} with torch.randn in the "
+                        "description's order so seeded runs reproduce.")
+                return [match]
     return []
 
 
@@ -340,8 +375,8 @@ def _init_draws(facts: Facts) -> list[Match]:
 
 def _rebinds_weights_line(facts: Facts) -> Optional[int]:
     """The first line of neural_net_predict that assigns its weights parameter another value."""
-    parameter = facts.source.parameter(PREDICT, 1, "weights")
-    lines = facts.source.assignments(PREDICT, parameter)
+    parameter = facts.source.parameter(facts.chain.predict, 1, "weights")
+    lines = facts.source.assignments(facts.chain.predict, parameter)
     return lines[0] if lines else None
 
 
@@ -359,22 +394,32 @@ def _predict_ignores_weights(facts: Facts) -> list[Match]:
             if not close(probe.P, base.P, base.tolerance):
                 return []  # this weight moves the prediction: it is used
             moved.append(name)
-    if len(moved) != len(PARAMETERS) or _classes(facts) is not None:
+    chain = facts.chain
+    if len(moved) != len(chain.parameters) or _classes(facts) is not None:
         return []  # rounded predictions move with the weights too, only less often
     line = _rebinds_weights_line(facts)
     where = ""
     if line is not None:
         where = f" (it replaces them at {facts.submission.where(line)})"
-    return [Match("GK620", ("P",), line=line if line is not None
-                  else facts.source.return_line(PREDICT),
+    match = Match("GK620", ("P",), line=line if line is not None
+                  else facts.source.return_line(chain.predict),
                   cases=tuple(f"probe_predict_{n}" for n in moved), words=dict(where=where),
-                  details={"edit": {"kind": "operand", "probes_unchanged": moved}})]
+                  details={"edit": {"kind": "operand", "probes_unchanged": moved}})
+    if not chain.is_notebook:
+        match.title = f"{chain.predict} ignores its weights argument"
+        match.message = (
+            f"{chain.predict} returns the same predictions whatever weights it is given: "
+            f"moving any of {', '.join(chain.parameters)} changes nothing{where}. Compute "
+            f"{chain.output} from the weights argument.")
+    return [match]
 
 
 def _classes(facts: Facts) -> Optional[Match]:
     """GK621's match: every prediction is the reference's P rounded (or, the same numbers,
     thresholded at 0.5) where that differs from P."""
     observations = facts.predicts
+    if facts.chain.activations[-1] != "sigmoid":
+        return None  # only a probability rounds to a class
     for what, kind, alternative in (
             ("classes 0 and 1 (P rounded, or thresholded at 0.5)", "threshold", torch.round),):
         hits = []
@@ -390,9 +435,18 @@ def _classes(facts: Facts) -> Optional[Match]:
                 break
             hits.append(obs.case.id)
         if hits:
-            return Match("GK621", ("P",), line=facts.source.return_line(PREDICT),
-                         cases=tuple(hits), words=dict(what=what),
-                         details={"edit": {"kind": kind, "words": what}})
+            chain = facts.chain
+            match = Match("GK621", ("P",), line=facts.source.return_line(chain.predict),
+                          cases=tuple(hits), words=dict(what=what),
+                          details={"edit": {"kind": kind, "words": what}})
+            if not chain.is_notebook:
+                out = chain.output
+                match.title = f"{chain.predict} returns classes, not probabilities"
+                match.message = (
+                    f"{chain.predict} returns {what} instead of {out} = "
+                    f"{chain.expressions[out]}, the probability. Return {out} itself; compare "
+                    "it with 0.5 only where a class is needed.")
+            return match
     return None
 
 
@@ -448,6 +502,8 @@ def _predict_one_edit(facts: Facts) -> list[Match]:
     observations = facts.predicts + list(facts.probe_predicts.values())
     if not facts.predicts or any(o.P is None for o in facts.predicts):
         return []
+    if not facts.chain.is_notebook:
+        return _predict_one_edit_per_layer(facts, observations)
     for student, words, kind, where, compute in _VARIANTS:
         hits = []
         for obs in observations:
@@ -469,14 +525,75 @@ def _predict_one_edit(facts: Facts) -> list[Match]:
             hits.append(obs.case.id)
         if hits:
             if where == "B":
-                line = facts.source.assignment_line(PREDICT, "B")
+                line = facts.source.assignment_line(facts.chain.predict, "B")
             elif where in ("V", "W"):
-                line = affine_line(facts, PREDICT, where)
+                line = affine_line(facts, facts.chain.predict, where)
             else:
                 line = None
             return [Match("GK622", ("P",), line=line if line is not None
-                          else facts.source.return_line(PREDICT), cases=tuple(hits),
+                          else facts.source.return_line(facts.chain.predict), cases=tuple(hits),
                           words=dict(student=student, words=words),
                           details={"edit": {"kind": kind, "student": student,
                                             "words": words}})]
+    return []
+
+
+def _forward_edits(chain: Chain) -> list[tuple[str, str, str, int, dict]]:
+    """(student's edit, words, kind, layer, overrides of the forward pass) for a description
+    other than the notebook's, layer by layer from the input, simplest first."""
+    out: list[tuple[str, str, str, int, dict]] = []
+    for k in range(1, chain.depth + 1):
+        weight, bias = chain.layer_parameters(k)
+        z, a = chain.of_layer("pre_activation", k), chain.of_layer("activation", k)
+        below = "X" if k == 1 else chain.of_layer("activation", k - 1)
+        activation = chain.activations[k - 1]
+        if activation != "identity" and k < chain.depth:  # the output's: GK402
+            out.append((f"{a} = {z}", f"the {activation} of {chain.layer_words(k)} left out",
+                        "activation", k, {a: lambda v, z=z: v[z]}))
+        out.append((f"{z} = {below} @ {weight} - {bias}",
+                    f"the bias {bias} subtracted at {chain.layer_words(k)}", "sign", k,
+                    {z: lambda v, b=below, w=weight, c=bias: v[b] @ v[w] - v[c]}))
+        out.append((f"{z} = {below} @ {weight}", f"the bias {bias} left out at "
+                    f"{chain.layer_words(k)}", "drop_factor", k,
+                    {z: lambda v, b=below, w=weight: v[b] @ v[w]}))
+    return out
+
+
+def _predict_one_edit_per_layer(facts: Facts, observations: list) -> list[Match]:
+    """GK622 for any description: the prediction is the forward pass with one edit at one
+    layer (an activation left out, a bias subtracted or left out) on every call."""
+    from gradkit.diagnosis.chain import rerun
+
+    chain = facts.chain
+    for student, words, kind, layer, overrides in _forward_edits(chain):
+        hits = []
+        for obs in observations:
+            weights = {n: w.to(F64) for n, w in (obs.case.weights or {}).items()}
+            if obs.P is None or set(weights) != set(chain.parameters):
+                hits = []
+                break
+            try:
+                other = rerun(chain, {"X": obs.forward.X, **weights}, overrides)[chain.output]
+            except RuntimeError:
+                hits = []
+                break
+            if not distinct(other, obs.forward.P, obs.tolerance):
+                continue
+            if other.shape != obs.P.shape or not close(obs.P, other, obs.tolerance):
+                hits = []
+                break
+            hits.append(obs.case.id)
+        if hits:
+            weight = chain.layer_parameters(layer)[0]
+            line = affine_line(facts, chain.predict, weight)
+            forward = "; ".join(f"{q} = {chain.expressions[q]}" for q in chain.forward)
+            match = Match("GK622", ("P",), line=line if line is not None
+                          else facts.source.return_line(chain.predict), cases=tuple(hits),
+                          words=dict(student=student, words=words),
+                          details={"edit": {"kind": kind, "student": student, "words": words},
+                                   "layer": layer})
+            match.title = f"{chain.predict} is one edit away from the forward pass"
+            match.message = (f"{chain.predict} returns the forward pass with {student} on "
+                             f"every call, where it should compute {forward}: {words}.")
+            return [match]
     return []
