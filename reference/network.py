@@ -167,13 +167,17 @@ def loss_value(assignment: Assignment, X: Tensor, Y: Tensor, weights: Weights,
 
     bce is computed from the output's pre-activation Z as softplus(Z) - Y Z, which is
     -(Y log P + (1 - Y) log(1 - P)) without its cancellation where the sigmoid saturates.
+    softplus is log(e^0 + e^Z) (``logaddexp``), whose derivative is sigmoid(Z) everywhere:
+    torch's ``softplus`` is Z itself above 20, with a derivative of exactly 1 there, which put
+    autograd's dL/dZ at 0 where the true one is -sigmoid(-Z) (-2e-9 at Z = 20, times the layer's
+    activations 1e-7 in a weight's gradient: a correct solution failed against it).
     """
     convention = convention or assignment.loss_convention
     trace = run_forward(assignment, X, weights)
     P = trace.P
     if assignment.loss == "bce":
         Z = trace[f"Z{assignment.depth}"]
-        total = (torch.nn.functional.softplus(Z) - Y * Z).sum()
+        total = (torch.logaddexp(Z, torch.zeros_like(Z)) - Y * Z).sum()
         return total if convention == "sum" else total / P.shape[0]
     return loss(P, Y, convention)
 

@@ -445,11 +445,23 @@ PLATEAU = Assignment.model_validate({
     "training": {"seed": 70318, "rows": 16, "steps": 800, "learning_rate": 0.1}})
 
 
+#: Found by the property: on chain_5x4's third step the sigmoid output saturates (Z > 20) and
+#: autograd's bce, through torch's softplus (linear above 20), said dL/dW3 was exactly 0 where a
+#: correct solution's -1e-7 is right.
+SATURATED_BCE = Assignment.model_validate({
+    "name": "random", "inputs": 4, "loss": "bce",
+    "functions": {"train": "train", "predict": "predict"},
+    "layers": [{"units": 1, "activation": "relu", "weight": "W1", "bias": "b1"},
+               {"units": 3, "activation": "identity", "weight": "W2", "bias": "b2"},
+               {"units": 4, "activation": "sigmoid", "weight": "W3", "bias": "b3"}]})
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(assignment=descriptions())
 @example(assignment=SATURATING_CHAIN)
 @example(assignment=PLATEAU)
+@example(assignment=SATURATED_BCE)
 def test_a_correct_solution_written_from_a_random_description_passes(assignment, tmp_path,
                                                                      check_json):
     folder = tmp_path / f"a{abs(hash(assignment.fingerprint)) % 10**8}"

@@ -302,3 +302,24 @@ def test_train_neural_net_rejects_mismatched_batches() -> None:
     X, Y, weights = seeded_case(4)
     with pytest.raises(ValueError, match="4 rows but Y has 3"):
         train_neural_net(X, Y[:3], weights)
+
+
+def test_autograd_of_bce_keeps_its_digits_where_the_sigmoid_saturates():
+    """dL/dZ of the summed cross-entropy is sigmoid(Z) - Y to the last digit at any Z: torch's
+    softplus is linear above 20 and put it at exactly 0 for Y = 1 (a correct solution failed
+    gradient checks against autograd on a saturated chain step)."""
+    from reference.assignment import load_assignment
+    from reference.oracles import autograd_gradients
+
+    logistic = load_assignment("logistic")
+    n = logistic.inputs
+    X = torch.ones(3, n, dtype=torch.float64)
+    weights = {logistic.layers[0].weight: torch.full((n, 1), 8.0, dtype=torch.float64),
+               logistic.layers[0].bias: torch.tensor([[-3.0]], dtype=torch.float64)}
+    Z = X @ weights[logistic.layers[0].weight] + weights[logistic.layers[0].bias]
+    assert float(Z[0, 0]) > 20  # where softplus's threshold lies
+    for label in (1.0, 0.0):
+        Y = torch.full((3, 1), label, dtype=torch.float64)
+        grads = autograd_gradients(X, Y, weights, assignment=logistic)
+        want = (torch.sigmoid(Z) - Y).sum(dim=0, keepdim=True)
+        assert torch.allclose(grads[logistic.layers[0].bias], want, rtol=1e-12, atol=0)
