@@ -37,6 +37,7 @@ For the HTML view: ``html_text`` (controls visible, then escaped, as ``markupsaf
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -274,8 +275,15 @@ def _marked(annotation: Any, metadata: list) -> bool:
 
 def untrusted_fields(model: type[BaseModel]) -> list[str]:
     """The names of ``model``'s fields marked untrusted (not those of the models inside it)."""
-    return [name for name, info in model.model_fields.items()
-            if _marked(info.annotation, info.metadata)]
+    return list(_marked_fields(model))
+
+
+@functools.cache
+def _marked_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    # a class's marks never change: read them once per class, not once per instance (a report
+    # holds hundreds of models, and each output walks them all)
+    return tuple(name for name, info in model.model_fields.items()
+                 if _marked(info.annotation, info.metadata))
 
 
 def _all_strings(value: Any, floor: Callable[[str], str]) -> Any:
@@ -292,7 +300,7 @@ def map_untrusted(model: BaseModel, floor: Callable[[str], str]) -> BaseModel:
     """A copy of ``model`` with ``floor`` applied to every marked string, at any depth (every
     string inside a marked container too); the original is left as it was."""
     changes: dict[str, Any] = {}
-    marked = set(untrusted_fields(type(model)))
+    marked = _marked_fields(type(model))
     for name in type(model).model_fields:
         value = getattr(model, name)
         if name in marked:
