@@ -488,7 +488,11 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 continue
         todo.put(submission)
 
-    if batch.pages and not todo.empty():
+    count = min(jobs, todo.qsize())
+    # the grading processes' workers start first, so that their imports of torch overlap this
+    # process's imports (the HTML views' libraries, torch) instead of following them
+    workers = _start_workers(settings, count)
+    if batch.pages and count:
         # the HTML views' libraries, loaded once here and shared by every forked grader
         from gradkit.render import html  # noqa: F401
 
@@ -499,7 +503,12 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         where = (submission.folder or submission.path).resolve()
         hidden.update({str(submission.path.resolve().parent), str(where.parent)})
     # every grading process starts here, while this process has no other thread (a fork)
-    graders = [_Grader(settings, batch, sorted(hidden)) for _ in range(min(jobs, todo.qsize()))]
+    graders = []
+    for i in range(count):
+        graders.append(_Grader(settings, batch, sorted(hidden), workers[i] if workers else None,
+                               others=[sock for _, sock in workers]))
+        if workers:
+            workers[i][1].close()  # the grading process has it now
 
     def work(grader: _Grader) -> None:
         try:
@@ -533,6 +542,12 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         thread.start()
     for thread in threads:
         thread.join()
+    for proc, _ in workers:  # (each grading process has stopped its worker; reap it)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
@@ -540,6 +555,30 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
 
 class _GraderDied(Exception):
     pass
+
+
+def _forks_graders() -> bool:
+    """Whether ``_Grader`` forks this process (Linux, and no other thread running)."""
+    return threading.active_count() == 1 and hasattr(os, "fork") and \
+        sys.platform.startswith("linux")
+
+
+def _start_workers(settings: Settings, count: int) -> list:
+    """``count`` sandbox workers for the grading processes about to be forked (each a fresh
+    interpreter, ``gradkit.sandbox.runner.start_worker``), where they use the linux backend;
+    else none (each grading process opens its own sandbox)."""
+    if not count or not _forks_graders():
+        return []
+    from gradkit.sandbox.backend import linux_unavailable, resolve
+
+    try:
+        if resolve(settings.sandbox) != "linux" or linux_unavailable() is not None:
+            return []
+    except ValueError:
+        return []
+    from gradkit.sandbox.runner import start_worker
+
+    return [start_worker() for _ in range(count)]
 
 
 class _Grader:
@@ -553,14 +592,18 @@ class _Grader:
     JSON lines all the same.
     """
 
-    def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
+    def __init__(self, settings: Settings, batch: Batch, hidden: list[str],
+                 worker: Optional[tuple[subprocess.Popen, socket.socket]] = None,
+                 others: Sequence[socket.socket] = ()) -> None:
+        """``worker``: a sandbox worker started for this grading process (``_start_workers``),
+        which a forked one uses; ``others``: the sockets of the other grading processes'
+        workers, which it closes."""
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
                           "hidden": hidden, "pages": batch.pages})
         self.proc: subprocess.Popen
         # forking a process that loaded torch is safe on Linux only (macOS's system libraries
         # are not fork-safe; Windows cannot fork)
-        if threading.active_count() == 1 and hasattr(os, "fork") and \
-                sys.platform.startswith("linux"):
+        if _forks_graders():
             import torch  # noqa: F401  (once, here: every grading process shares it)
 
             from gradkit.sandbox import ForkedProcess
@@ -571,7 +614,11 @@ class _Grader:
                 code = 0
                 try:
                     ours.close()
-                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job)
+                    for sock in others:
+                        if worker is None or sock is not worker[1]:
+                            sock.close()
+                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job,
+                           None if worker is None else (worker[0].pid, worker[1]))
                 except BaseException:
                     code = 70
                 finally:
@@ -625,15 +672,19 @@ def _serve_stdio(job: str) -> None:
     _serve(sys.stdin.buffer, replies, job)
 
 
-def _serve(requests, replies, job_text: str) -> None:
+def _serve(requests, replies, job_text: str,
+           worker: Optional[tuple[int, socket.socket]] = None) -> None:
     """The grading process: grade each submission sent, write its report, answer its row.
 
     Its sandbox's worker is a fresh interpreter (never a fork of this process, which holds the
-    grader and the batch), started first so that it imports torch while this process does."""
+    grader and the batch): ``worker`` (pid, socket), started by the batch's main process before
+    it forked this one, or else one started first thing here, so that it imports torch while
+    this process does."""
     import signal
 
     job = json.loads(job_text)
-    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or ())
+    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or (),
+                           worker=worker)
     import torch
 
     from gradkit.api import check

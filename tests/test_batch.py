@@ -153,6 +153,32 @@ def test_real_parallel_workers(tmp_path):
     assert rows[3].failing == ["predict"]
 
 
+def test_each_grading_process_gets_a_fresh_worker_started_first(tmp_path, monkeypatch):
+    """The main process starts one worker per grading process before it imports torch (so their
+    imports overlap), each a fresh isolated interpreter; every one is gone after the batch."""
+    from gradkit.sandbox import runner
+
+    started = []
+
+    def recording():
+        proc, sock = real()
+        started.append(proc)
+        return proc, sock
+
+    real = runner.start_worker
+    monkeypatch.setattr(runner, "start_worker", recording)
+    for name in ("a", "b", "c"):
+        shutil.copy(EXAMPLES / "correct.py", tmp_path / f"{name}.py")
+    rows = batch.grade_all(batch.find_submissions([tmp_path]), batch.Batch(tmp_path / "out"),
+                           jobs=2)
+    assert [r.passed for r in rows] == [True] * 3
+    assert len(started) == 2
+    for proc in started:
+        assert proc.args[1] == "-I" and proc.args[2].endswith("boot.py") and \
+            proc.args[3] == "worker"
+        assert proc.returncode is not None  # stopped by its grading process, reaped here
+
+
 def test_a_gradkit_failure_on_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch):
     import gradkit.api
 
