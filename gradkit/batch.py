@@ -2,8 +2,9 @@
 
 ``find_submissions`` turns the paths an instructor gives into one ``Submission`` per student,
 ``grade_all`` grades them with ``jobs`` grading processes (forks of this one, each with its own
-``Sandbox``, whose worker is a fresh interpreter holding nothing of the grader or the batch), writes one JSON report per student and a gradebook CSV, and returns the
-rows;
+``Sandbox``, whose worker holds nothing of the grader or the batch: it is forked by one fresh
+interpreter, ``gradkit.sandbox.runner.WorkerSource``, started before anything else), writes
+one JSON report (and HTML page) per student and a gradebook CSV, and returns the rows;
 ``summarize`` reads the class's score distribution and commonest mistakes from those rows.
 
 Which files are whose (also in the README):
@@ -39,12 +40,15 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
 from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import open_sandbox
+
+if TYPE_CHECKING:
+    from gradkit.sandbox.runner import WorkerSource
 
 SUFFIXES = (".py", ".ipynb")
 SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
@@ -489,9 +493,9 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         todo.put(submission)
 
     count = min(jobs, todo.qsize())
-    # the grading processes' workers start first, so that their imports of torch overlap this
+    # the grading processes' workers start first, so that their import of torch overlaps this
     # process's imports (the HTML views' libraries, torch) instead of following them
-    workers = _start_workers(settings, count)
+    source, sockets = _start_workers(settings, count)
     if batch.pages and count:
         # the HTML views' libraries, loaded once here and shared by every forked grader
         from gradkit.render import html  # noqa: F401
@@ -505,10 +509,13 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
     # every grading process starts here, while this process has no other thread (a fork)
     graders = []
     for i in range(count):
-        graders.append(_Grader(settings, batch, sorted(hidden), workers[i] if workers else None,
-                               others=[sock for _, sock in workers]))
-        if workers:
-            workers[i][1].close()  # the grading process has it now
+        worker = None
+        if source is not None:
+            pid = source.pid(sockets[i])
+            worker = (pid, sockets[i]) if pid else None
+        graders.append(_Grader(settings, batch, sorted(hidden), worker, others=sockets))
+        if sockets:
+            sockets[i].close()  # the grading process has it now
 
     def work(grader: _Grader) -> None:
         try:
@@ -542,12 +549,8 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         thread.start()
     for thread in threads:
         thread.join()
-    for proc, _ in workers:  # (each grading process has stopped its worker; reap it)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if source is not None:  # (each grading process has stopped its worker)
+        source.close()
     rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
@@ -563,22 +566,26 @@ def _forks_graders() -> bool:
         sys.platform.startswith("linux")
 
 
-def _start_workers(settings: Settings, count: int) -> list:
-    """``count`` sandbox workers for the grading processes about to be forked (each a fresh
-    interpreter, ``gradkit.sandbox.runner.start_worker``), where they use the linux backend;
-    else none (each grading process opens its own sandbox)."""
+def _start_workers(settings: Settings, count: int) -> tuple[Optional["WorkerSource"],
+                                                           list[socket.socket]]:
+    """Where the grading processes about to be forked use the linux backend: a source of
+    workers (``gradkit.sandbox.runner.WorkerSource``: one fresh interpreter that imports torch,
+    numpy and the child harness, and forks a worker for each, sharing its pages) and the
+    sockets of ``count`` workers asked of it; else (None, []), and each grading process opens its
+    own sandbox."""
     if not count or not _forks_graders():
-        return []
+        return None, []
     from gradkit.sandbox.backend import linux_unavailable, resolve
 
     try:
         if resolve(settings.sandbox) != "linux" or linux_unavailable() is not None:
-            return []
+            return None, []
     except ValueError:
-        return []
-    from gradkit.sandbox.runner import start_worker
+        return None, []
+    from gradkit.sandbox.runner import WorkerSource
 
-    return [start_worker() for _ in range(count)]
+    source = WorkerSource()
+    return source, [source.request() for _ in range(count)]
 
 
 class _Grader:
@@ -593,7 +600,7 @@ class _Grader:
     """
 
     def __init__(self, settings: Settings, batch: Batch, hidden: list[str],
-                 worker: Optional[tuple[subprocess.Popen, socket.socket]] = None,
+                 worker: Optional[tuple[int, socket.socket]] = None,
                  others: Sequence[socket.socket] = ()) -> None:
         """``worker``: a sandbox worker started for this grading process (``_start_workers``),
         which a forked one uses; ``others``: the sockets of the other grading processes'
@@ -617,8 +624,7 @@ class _Grader:
                     for sock in others:
                         if worker is None or sock is not worker[1]:
                             sock.close()
-                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job,
-                           None if worker is None else (worker[0].pid, worker[1]))
+                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job, worker)
                 except BaseException:
                     code = 70
                 finally:

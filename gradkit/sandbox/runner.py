@@ -1,8 +1,8 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
 ``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``, a fresh interpreter
-started by ``gradkit.sandbox.boot``) and runs one submission at a time in processes the worker
-forks (see there for what confines them). Each request names, as data, what the run must not
+started by ``gradkit.sandbox.boot``, or forked for it by one: ``WorkerSource``) and runs one
+submission at a time in processes the worker forks (see there for what confines them). Each request names, as data, what the run must not
 see (every home, the submission's folder, the caller's ``hidden`` folders, gradkit's grading
 side, the reference) and carries the toy data the nn_helper shim serves. The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
@@ -128,6 +128,71 @@ def start_worker() -> tuple[subprocess.Popen, socket.socket]:
     )
     theirs.close()
     return proc, ours
+
+
+class WorkerSource:
+    """Workers for ``gradkit grade``'s grading processes, forked by one fresh interpreter
+    (``boot.command("workers")``, ``worker.fork_workers``) that imports torch, numpy and the
+    child harness once: the workers share its pages instead of each importing torch.
+
+    ``request()`` asks for one at once and returns its socket; ``pid(socket)`` waits for the
+    answer (so the source imports torch while the caller does other work). ``close()`` ends the
+    source once no more are wanted (the workers live on: each grading process stops its own).
+    """
+
+    #: how long the source may take to import torch and fork a worker
+    START_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            boot.command("workers", str(theirs.fileno())), pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env=boot.environment(), cwd="/",
+        )
+        theirs.close()
+        self._sock = ours
+        self._waiting: list[socket.socket] = []
+        self._pids: dict[int, int] = {}  # id(socket) -> pid
+
+    def request(self) -> socket.socket:
+        """The grader's end of a new worker's socket (the worker is forked when the source is
+        ready)."""
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self._sock, [b"w"], [theirs.fileno()])
+        finally:
+            theirs.close()
+        self._waiting.append(ours)
+        return ours
+
+    def pid(self, sock: socket.socket) -> Optional[int]:
+        """The pid of the worker behind ``sock`` (answers come in the order asked), or None if
+        the source failed."""
+        try:
+            self._sock.settimeout(self.START_SECONDS)
+            while self._waiting and id(sock) not in self._pids:
+                head = b""
+                while len(head) < LENGTH.size:
+                    chunk = self._sock.recv(LENGTH.size - len(head))
+                    if not chunk:
+                        return None
+                    head += chunk
+                self._pids[id(self._waiting.pop(0))] = LENGTH.unpack(head)[0]
+        except OSError:
+            return None
+        return self._pids.get(id(sock))
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Sandbox:
