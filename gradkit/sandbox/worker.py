@@ -627,30 +627,37 @@ def fork_workers(fd: int) -> None:
 
     source = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers it forks
-    while True:
-        try:
-            _, fds, _, _ = socket.recv_fds(source, 1, 1)
-        except OSError:
-            return
-        if not fds:
-            return
-        pid = os.fork()
-        if pid == 0:
-            code = 0
+    try:
+        while True:
             try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                source.close()
-                main(fds[0])
-            except BaseException:
-                code = CHILD_FAILED
-            finally:
-                os._exit(code)
-        os.close(fds[0])
-        try:
-            source.sendall(LENGTH.pack(pid))
-        except OSError:
-            return
+                _, fds, _, _ = socket.recv_fds(source, 1, 1)
+            except OSError:
+                return
+            if not fds:
+                return
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    source.close()
+                    main(fds[0])
+                except BaseException:
+                    code = CHILD_FAILED
+                finally:
+                    os._exit(code)
+            os.close(fds[0])
+            try:
+                source.sendall(LENGTH.pack(pid))
+            except OSError:
+                return
+    finally:
+        # the workers end when their grading processes stop them; reaped here, so that their
+        # (and their runs') CPU time is counted where the batch's is
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                break
 
 
 def main(fd: int) -> None:
