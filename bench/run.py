@@ -9,7 +9,9 @@ Targets (issue 7): `gradkit check` on the correct example within 1.3x `python -c
 interpreter per submission; peak memory below 1 GB for the batch and 500 MB for one check;
 `gradkit --help` and `gradkit schema` under 0.3 s without importing torch. As root, the batch is
 also graded as an ordinary user (uid 65534, from a venv of the system's Python built once by
-tests/user_venv.py).
+tests/user_venv.py). Two lines say where the time and memory go: the batch again without its
+HTML pages (`--no-html`), and the memory of an idle fresh interpreter holding torch and numpy
+(what the sandbox's worker, a fresh interpreter since issue 11, adds to a check).
 
 Memory is the peak, over the run, of the summed proportional set size (PSS: shared pages split
 between the processes sharing them) of the command's whole process tree, sampled every 20 ms in
@@ -80,6 +82,30 @@ def run(cmd: list[str], *, memory: bool = False, env: dict | None = None) -> tup
         stop.set()
         sampler.join()
     return elapsed, peak // 1024
+
+
+IDLE_WORKER = ("import sys, time, numpy, torch\n"
+               "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)")
+
+
+def idle_worker_memory() -> tuple[int, int]:
+    """(PSS, private anonymous memory) in MB of a fresh isolated interpreter that imported
+    torch and numpy, alone: what the sandbox's worker (a fresh interpreter, issue 11) adds to a
+    command that imported torch itself, before any run."""
+    proc = subprocess.Popen([sys.executable, "-I", "-c", IDLE_WORKER], stdout=subprocess.PIPE,
+                            cwd="/")
+    try:
+        proc.stdout.readline()
+        fields = {}
+        with open(f"/proc/{proc.pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1])
+        return fields["Pss"] // 1024, fields["Pss_Anon"] // 1024
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def median_time(cmd: list[str], repeats: int) -> float:
@@ -212,6 +238,10 @@ def main() -> None:
     rows.append(("gradkit check correct.py", f"{check_s:.2f} s vs import torch {torch_s:.2f} s",
                  f"{check_s / torch_s:.2f}x (target <= 1.3x)"))
     rows.append(("  peak memory of one check", f"{check_mb} MB", "target < 500 MB"))
+    idle_pss, idle_private = idle_worker_memory()
+    rows.append(("  a fresh interpreter with torch and numpy, idle",
+                 f"{idle_pss} MB alone, {idle_private} MB of it private",
+                 "the sandbox's worker before any run"))
 
     for name, cmd in (("gradkit --help", ["gradkit", "--help"]),
                       ("gradkit schema", ["gradkit", "schema"])):
@@ -236,6 +266,7 @@ def main() -> None:
         batch_s, _ = run(grade)
         _, batch_mb = run(grade, memory=True)
         rate = size / batch_s
+        plain_s, _ = run(grade + ["--no-html"])
         # baseline: a fresh interpreter per submission, two at a time, on a sample
         sample = submissions[: min(20, size)]
         start = time.perf_counter()
@@ -254,6 +285,9 @@ def main() -> None:
                      f"{fresh_per:.2f} s each vs {batch_s / size:.3f} s",
                      f"{fresh_per / (batch_s / size):.1f}x faster (target >= 15x)"))
         rows.append(("  peak memory of the batch", f"{batch_mb} MB", "target < 1000 MB"))
+        rows.append(("  without the HTML pages (--no-html)",
+                     f"{plain_s:.1f} s, {size / plain_s:.1f} submissions/s",
+                     f"the pages take {100 * (batch_s - plain_s) / batch_s:.0f}% of the time"))
         user = as_ordinary_user(work, class_dir, size)
         if user is not None:
             rows.append(user)

@@ -2,8 +2,9 @@
 
 ``find_submissions`` turns the paths an instructor gives into one ``Submission`` per student,
 ``grade_all`` grades them with ``jobs`` grading processes (forks of this one, each with its own
-``Sandbox``, whose worker is a fresh interpreter holding nothing of the grader or the batch), writes one JSON report per student and a gradebook CSV, and returns the
-rows;
+``Sandbox``, whose worker holds nothing of the grader or the batch: it is forked by one fresh
+interpreter, ``gradkit.sandbox.runner.WorkerSource``, started before anything else), writes
+one JSON report (and HTML page) per student and a gradebook CSV, and returns the rows;
 ``summarize`` reads the class's score distribution and commonest mistakes from those rows.
 
 Which files are whose (also in the README):
@@ -39,12 +40,15 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
 from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import open_sandbox
+
+if TYPE_CHECKING:
+    from gradkit.sandbox.runner import WorkerSource
 
 SUFFIXES = (".py", ".ipynb")
 SKIPPED_NAMES = ("__pycache__", ".ipynb_checkpoints")
@@ -488,7 +492,11 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
                 continue
         todo.put(submission)
 
-    if batch.pages and not todo.empty():
+    count = min(jobs, todo.qsize())
+    # the grading processes' workers start first, so that their import of torch overlaps this
+    # process's imports (the HTML views' libraries, torch) instead of following them
+    source, sockets = _start_workers(settings, count)
+    if batch.pages and count:
         # the HTML views' libraries, loaded once here and shared by every forked grader
         from gradkit.render import html  # noqa: F401
 
@@ -499,7 +507,15 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         where = (submission.folder or submission.path).resolve()
         hidden.update({str(submission.path.resolve().parent), str(where.parent)})
     # every grading process starts here, while this process has no other thread (a fork)
-    graders = [_Grader(settings, batch, sorted(hidden)) for _ in range(min(jobs, todo.qsize()))]
+    graders = []
+    for i in range(count):
+        worker = None
+        if source is not None:
+            pid = source.pid(sockets[i])
+            worker = (pid, sockets[i]) if pid else None
+        graders.append(_Grader(settings, batch, sorted(hidden), worker, others=sockets))
+        if sockets:
+            sockets[i].close()  # the grading process has it now
 
     def work(grader: _Grader) -> None:
         try:
@@ -533,6 +549,8 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
         thread.start()
     for thread in threads:
         thread.join()
+    if source is not None:  # (each grading process has stopped its worker)
+        source.close()
     rows.sort(key=lambda r: natural_key(r.student))
     write_gradebook(rows, batch.gradebook_path)
     return rows
@@ -540,6 +558,34 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
 
 class _GraderDied(Exception):
     pass
+
+
+def _forks_graders() -> bool:
+    """Whether ``_Grader`` forks this process (Linux, and no other thread running)."""
+    return threading.active_count() == 1 and hasattr(os, "fork") and \
+        sys.platform.startswith("linux")
+
+
+def _start_workers(settings: Settings, count: int) -> tuple[Optional["WorkerSource"],
+                                                           list[socket.socket]]:
+    """Where the grading processes about to be forked use the linux backend: a source of
+    workers (``gradkit.sandbox.runner.WorkerSource``: one fresh interpreter that imports torch,
+    numpy and the child harness, and forks a worker for each, sharing its pages) and the
+    sockets of ``count`` workers asked of it; else (None, []), and each grading process opens its
+    own sandbox."""
+    if not count or not _forks_graders():
+        return None, []
+    from gradkit.sandbox.backend import linux_unavailable, resolve
+
+    try:
+        if resolve(settings.sandbox) != "linux" or linux_unavailable() is not None:
+            return None, []
+    except ValueError:
+        return None, []
+    from gradkit.sandbox.runner import WorkerSource
+
+    source = WorkerSource()
+    return source, [source.request() for _ in range(count)]
 
 
 class _Grader:
@@ -553,14 +599,18 @@ class _Grader:
     JSON lines all the same.
     """
 
-    def __init__(self, settings: Settings, batch: Batch, hidden: list[str]) -> None:
+    def __init__(self, settings: Settings, batch: Batch, hidden: list[str],
+                 worker: Optional[tuple[int, socket.socket]] = None,
+                 others: Sequence[socket.socket] = ()) -> None:
+        """``worker``: a sandbox worker started for this grading process (``_start_workers``),
+        which a forked one uses; ``others``: the sockets of the other grading processes'
+        workers, which it closes."""
         job = json.dumps({"settings": settings.to_json(), "reports": str(batch.reports),
                           "hidden": hidden, "pages": batch.pages})
         self.proc: subprocess.Popen
         # forking a process that loaded torch is safe on Linux only (macOS's system libraries
         # are not fork-safe; Windows cannot fork)
-        if threading.active_count() == 1 and hasattr(os, "fork") and \
-                sys.platform.startswith("linux"):
+        if _forks_graders():
             import torch  # noqa: F401  (once, here: every grading process shares it)
 
             from gradkit.sandbox import ForkedProcess
@@ -571,7 +621,10 @@ class _Grader:
                 code = 0
                 try:
                     ours.close()
-                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job)
+                    for sock in others:
+                        if worker is None or sock is not worker[1]:
+                            sock.close()
+                    _serve(theirs.makefile("rb"), theirs.makefile("wb"), job, worker)
                 except BaseException:
                     code = 70
                 finally:
@@ -625,15 +678,19 @@ def _serve_stdio(job: str) -> None:
     _serve(sys.stdin.buffer, replies, job)
 
 
-def _serve(requests, replies, job_text: str) -> None:
+def _serve(requests, replies, job_text: str,
+           worker: Optional[tuple[int, socket.socket]] = None) -> None:
     """The grading process: grade each submission sent, write its report, answer its row.
 
     Its sandbox's worker is a fresh interpreter (never a fork of this process, which holds the
-    grader and the batch), started first so that it imports torch while this process does."""
+    grader and the batch): ``worker`` (pid, socket), started by the batch's main process before
+    it forked this one, or else one started first thing here, so that it imports torch while
+    this process does."""
     import signal
 
     job = json.loads(job_text)
-    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or ())
+    sandbox = open_sandbox(job["settings"].get("sandbox"), hidden=job.get("hidden") or (),
+                           worker=worker)
     import torch
 
     from gradkit.api import check

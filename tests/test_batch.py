@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +155,50 @@ def test_real_parallel_workers(tmp_path):
     assert [(r.student, r.passed) for r in rows] == \
         [("a", True), ("b", True), ("c", True), ("d", False), ("e", False)]
     assert rows[3].failing == ["predict"]
+
+
+def test_each_grading_process_gets_a_worker_forked_by_a_fresh_interpreter(tmp_path):
+    """`gradkit grade` first starts one fresh isolated interpreter (so that its import of torch
+    overlaps the main process's) which forks a worker for each grading process; the workers
+    grade, and every one of them and their source are gone after the batch."""
+    from gradkit.sandbox.worker import children_of
+
+    for name in ("a", "b", "c"):
+        shutil.copy(EXAMPLES / "correct.py", tmp_path / f"{name}.py")
+
+    def command_line(pid: int) -> list[str]:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            return []
+
+    seen: dict[int, set[int]] = {}  # each source of workers -> the workers it forked
+    with subprocess.Popen([sys.executable, "-m", "gradkit", "grade", str(tmp_path), "--jobs",
+                           "2", "--out", str(tmp_path / "out"), "--no-html"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as grade:
+        while grade.poll() is None:
+            for pid in children_of(grade.pid):
+                line = command_line(pid)
+                if line[1:2] == ["-I"] and line[2].endswith("boot.py") and line[3] == "workers":
+                    seen.setdefault(pid, set()).update(children_of(pid))
+            time.sleep(0.02)
+    assert grade.returncode == 0
+    assert gradebook(tmp_path / "out" / "gradebook.csv")["a"]["passed"] == "yes"
+    [workers] = seen.values()  # one source, started by the command itself
+    assert len(workers) == 2  # a worker for each grading process
+    deadline = time.monotonic() + 10
+    alive = [pid for pid in [*seen, *workers] if running(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in alive if running(pid)]
+    assert not alive
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 def test_a_gradkit_failure_on_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch):

@@ -106,6 +106,33 @@ def test_the_page_is_the_same_for_the_same_report(reports):
     assert html.render(report, submission) == html.render(report, submission)
 
 
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_a_reused_figure_draws_what_a_fresh_one_does(reports, fmt):
+    """A grading process draws every student's curves on one figure of each kind: after other
+    students' numbers (diverging, missing, a different class's labels), the picture is the
+    same bytes a fresh figure gives."""
+    from gradkit.render import plots
+
+    curve = reports["buggy"].plots.training
+    others = [reports["correct"].plots.training,
+              curve.model_copy(update={"student_loss": [v * 40 for v in curve.reference_loss],
+                                       "predictions": [None, 1.0] + curve.predictions[2:]}),
+              curve.model_copy(update={"student_loss": [None] * len(curve.steps),
+                                       "labels": [1.0 - y for y in curve.labels]})]
+    drawings = (plots.loss_curves, plots.predictions)
+    fresh = []
+    for draw in drawings:
+        plots._REUSED.clear()
+        fresh.append(draw(curve, fmt))
+    for other in others:
+        plots._REUSED.clear()
+        alone = [draw(other, fmt) for draw in drawings]
+        plots._REUSED.clear()
+        assert [draw(curve, fmt) for draw in drawings] == fresh  # (a figure is kept now)
+        assert [draw(other, fmt) for draw in drawings] == alone
+        assert [draw(curve, fmt) for draw in drawings] == fresh
+
+
 def test_source_lines_are_shown_only_from_the_file_the_report_graded(reports, tmp_path):
     changed = tmp_path / "changed.py"
     changed.write_text(BUGGY.read_text().replace("dLdA = dLdB", "dLdA = dLdB * dBdA"))

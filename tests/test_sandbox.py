@@ -196,6 +196,34 @@ def test_a_worker_killed_during_a_run_gives_a_report_and_a_new_worker():
         assert sandbox.worker_pid != first
 
 
+def test_a_worker_started_elsewhere_is_used_then_replaced_when_it_dies():
+    """``gradkit grade`` starts each grading process's worker itself (``start_worker``) and the
+    grading process adopts it: it grades there, can kill it, and starts its own when it dies."""
+    from gradkit.sandbox.runner import start_worker
+
+    proc, sock = start_worker()
+    try:
+        with Sandbox(worker=(proc.pid, sock)) as sandbox:
+            assert sandbox.worker_pid == proc.pid
+            report = check(EXAMPLES / "correct.py", sandbox=sandbox)
+            assert report.passed and report.isolation.backend == "linux"
+            assert sandbox.worker_pid == proc.pid and proc.poll() is None
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)  # (its parent, here, reaps it; the sandbox only sees it end)
+            assert check(EXAMPLES / "correct.py", sandbox=sandbox).passed
+            assert sandbox.worker_pid != proc.pid and sandbox.worker_alive
+            own = sandbox.worker_pid
+        _wait_for(lambda: not running(own), seconds=10)
+        # an adopted worker is stopped by the sandbox that adopted it
+        proc, sock = start_worker()
+        with Sandbox(worker=(proc.pid, sock)) as sandbox:
+            assert check(EXAMPLES / "correct.py", sandbox=sandbox).passed
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_for(condition, seconds: float = 20.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

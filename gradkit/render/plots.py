@@ -184,33 +184,65 @@ def gradient_heatmaps(picture: GradientPicture, fmt: Format = "png") -> str | by
     return _render(figure, f"gradient-{picture.parameter}", fmt)
 
 
+#: the last figure of each per-student kind, kept to draw the next student's numbers on:
+#: kind -> (what the figure was built for, the figure and its artists). A `gradkit grade`
+#: grading process draws two pictures a student; building the axes, ticks and legend anew each
+#: time was half of what a picture cost. Only what differs between students is set on it, and
+#: the SVG is the same text a fresh figure gives (tests/test_render_html.py checks).
+_REUSED: dict[str, tuple[tuple, tuple]] = {}
+
+
+def _reused(kind: str, key: tuple, build):
+    """The figure of ``kind`` built by ``build()`` for ``key``, reused while ``key`` is the same
+    (one per kind: a new key replaces it)."""
+    held = _REUSED.get(kind)
+    if held is None or held[0] != key:
+        with matplotlib.rc_context(_STYLE):
+            held = _REUSED[kind] = (key, build())
+    return held[1]
+
+
 def loss_curves(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
     """The student's loss and the reference's at each checkpoint of the training loop."""
-    with matplotlib.rc_context(_STYLE):
+
+    def build():
         figure, ax = _axes(5.6, 3.0)
         ax.plot(curve.steps, curve.reference_loss, marker="o", color=REFERENCE,
                 label="reference", linewidth=2)
-        finite = [v if v is not None and math.isfinite(v) else float("nan")
-                  for v in curve.student_loss]
-        ax.plot(curve.steps, finite, marker="s", color=STUDENT, label="your function",
-                linewidth=2, linestyle="--")
+        student, = ax.plot(curve.steps, [float("nan")] * len(curve.steps), marker="s",
+                           color=STUDENT, label="your function", linewidth=2, linestyle="--")
         ax.set_xlabel("training step")
         ax.set_ylabel("mean cross-entropy")
-        ax.set_ylim(bottom=0)
         ax.grid(True, color=GRID, linewidth=0.6)
         ax.legend(frameon=False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
+        return figure, ax, student
+
+    figure, ax, student = _reused("loss", (tuple(curve.steps), tuple(curve.reference_loss)),
+                                  build)
+    with matplotlib.rc_context(_STYLE):
+        student.set_ydata([v if v is not None and math.isfinite(v) else float("nan")
+                           for v in curve.student_loss])
+        ax.relim()
+        ax.set_autoscale_on(True)
+        ax.autoscale_view()
+        ax.set_ylim(bottom=0)
     return _render(figure, "loss", fmt)
 
 
 def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
     """P on each row after training, with each row's label and the threshold."""
     rows = list(range(len(curve.predictions)))
-    with matplotlib.rc_context(_STYLE):
+    shown = [p if p is not None else float("nan") for p in curve.predictions]
+    # a bar with no finite height takes no room on the axes: which ones have none is part of
+    # what a figure is built for
+    missing = tuple(not math.isfinite(p) for p in shown)
+
+    def build():
         figure, ax = _axes(5.6, 2.8, top=0.45)
-        shown = [p if p is not None else float("nan") for p in curve.predictions]
-        ax.bar(rows, shown, color=STUDENT, alpha=0.75, label="your P", width=0.6)
+        bars = ax.bar(rows, [float("nan") if m else 0.0 for m in missing], color=STUDENT,
+                      alpha=0.75, label="your P", width=0.6)
         ax.scatter(rows, curve.labels, marker="_", s=420, linewidths=3, color=INK,
                    label="label Y", zorder=3)
         ax.axhline(curve.threshold, color=MUTED, linewidth=1, linestyle=":",
@@ -222,6 +254,13 @@ def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
         ax.legend(frameon=False, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
+        return figure, bars
+
+    figure, bars = _reused("predictions", (tuple(curve.labels), curve.threshold, missing),
+                           build)
+    with matplotlib.rc_context(_STYLE):
+        for bar, height in zip(bars, shown):
+            bar.set_height(height)
     return _render(figure, "predictions", fmt)
 
 

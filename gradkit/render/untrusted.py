@@ -37,6 +37,7 @@ For the HTML view: ``html_text`` (controls visible, then escaped, as ``markupsaf
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -55,6 +56,10 @@ _IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x1
 _HAZARD_CATEGORIES = ("Cc", "Cf", "Cs", "Zl", "Zp")
 #: everything outside printable ASCII is looked at one by one (rare in gradkit's own words)
 _CANDIDATE = re.compile(r"[^\x20-\x7e]")
+#: the same, less the white space a serialised document keeps as it is (a JSON or XML document
+#: has a newline on every line: none of them is worth a call)
+_CANDIDATE_IN_JSON = re.compile(r"[^\x20-\x7e\n]")
+_CANDIDATE_IN_XML = re.compile(r"[^\x20-\x7e\n\t]")
 
 
 def is_hazard(char: str) -> bool:
@@ -220,9 +225,8 @@ def xml_document(document: str) -> str:
     """A serialised XML document, safe to print: every hazardous character the document holds
     (in text or attribute values; never in gradkit's markup) as a character reference, which
     any parser reads back as the same character, then ``command_safe`` with references too."""
-    document = _CANDIDATE.sub(
-        lambda m: f"&#x{ord(m.group()):x};" if m.group() not in "\n\t" and is_hazard(m.group())
-        else m.group(), document)
+    document = _CANDIDATE_IN_XML.sub(
+        lambda m: f"&#x{ord(m.group()):x};" if is_hazard(m.group()) else m.group(), document)
     return command_safe(document, colon="&#58;", hash_="&#35;[")
 
 
@@ -240,9 +244,8 @@ def json_document(document: str) -> str:
     """A serialised JSON document, safe to print, with the same data: hazardous characters
     (only ever inside strings: JSON's own white space is spaces and newlines) as ``\\u``
     escapes, and ``##[`` as ``#\\u0023[``. A JSON line never starts with ``::``."""
-    document = _CANDIDATE.sub(
-        lambda m: _json_escape(m.group()) if m.group() != "\n" and is_hazard(m.group())
-        else m.group(), document)
+    document = _CANDIDATE_IN_JSON.sub(
+        lambda m: _json_escape(m.group()) if is_hazard(m.group()) else m.group(), document)
     return command_safe(document, colon=":", hash_="\\u0023[")
 
 
@@ -274,8 +277,15 @@ def _marked(annotation: Any, metadata: list) -> bool:
 
 def untrusted_fields(model: type[BaseModel]) -> list[str]:
     """The names of ``model``'s fields marked untrusted (not those of the models inside it)."""
-    return [name for name, info in model.model_fields.items()
-            if _marked(info.annotation, info.metadata)]
+    return list(_marked_fields(model))
+
+
+@functools.cache
+def _marked_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    # a class's marks never change: read them once per class, not once per instance (a report
+    # holds hundreds of models, and each output walks them all)
+    return tuple(name for name, info in model.model_fields.items()
+                 if _marked(info.annotation, info.metadata))
 
 
 def _all_strings(value: Any, floor: Callable[[str], str]) -> Any:
@@ -292,7 +302,7 @@ def map_untrusted(model: BaseModel, floor: Callable[[str], str]) -> BaseModel:
     """A copy of ``model`` with ``floor`` applied to every marked string, at any depth (every
     string inside a marked container too); the original is left as it was."""
     changes: dict[str, Any] = {}
-    marked = set(untrusted_fields(type(model)))
+    marked = _marked_fields(type(model))
     for name in type(model).model_fields:
         value = getattr(model, name)
         if name in marked:

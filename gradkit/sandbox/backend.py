@@ -184,18 +184,21 @@ def available(name: Optional[str] = None) -> str:
     return which
 
 
-def open_sandbox(name: Optional[str] = None, *, hidden: Iterable[str] = ()) -> SandboxBackend:
+def open_sandbox(name: Optional[str] = None, *, hidden: Iterable[str] = (),
+                 worker: Optional[tuple[int, Any]] = None) -> SandboxBackend:
     """Start the backend ``resolve(name)`` picks, ready to run submissions (start it early: the
     ``linux`` backend's worker imports torch while the caller does).
 
     ``hidden``: folders no run may see besides the defaults (the class folder, the output
-    folder); the ``linux`` backend takes them out of view, the portable backend cannot. Raises
-    ``SandboxUnavailable`` when ``linux`` is asked for where it cannot run.
+    folder); the ``linux`` backend takes them out of view, the portable backend cannot.
+    ``worker``: for the ``linux`` backend, the pid and socket of a worker already started by
+    ``gradkit.sandbox.runner.start_worker`` (in this process or its parent), used instead of
+    starting one. Raises ``SandboxUnavailable`` when ``linux`` is asked for where it cannot run.
     """
     if available(name) == "linux":
         from gradkit.sandbox.runner import Sandbox
 
-        return Sandbox(hidden=hidden)
+        return Sandbox(hidden=hidden, worker=worker)
     from gradkit.sandbox.portable import PortableSandbox
 
     return PortableSandbox()

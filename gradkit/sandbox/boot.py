@@ -1,6 +1,7 @@
 """The entry point of every sandbox process that starts as a fresh interpreter.
 
     python -I <this file> worker FD
+    python -I <this file> workers FD
     python -I <this file> portable CHANNEL
 
 ``command(role, *args)`` builds that line and ``environment()`` the minimal environment it runs
@@ -59,6 +60,10 @@ def _main(argv: list[str]) -> None:
         from gradkit.sandbox.worker import main
 
         main(int(argv[2]))
+    elif role == "workers":  # a source of workers (gradkit grade): one forked per request
+        from gradkit.sandbox.worker import fork_workers
+
+        fork_workers(int(argv[2]))
     elif role == "portable":  # one run of the portable backend: its result channel
         from gradkit.sandbox.portable import serve_run
 

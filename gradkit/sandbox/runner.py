@@ -1,8 +1,8 @@
 """Running a submission in isolation: the grader's side of the boundary.
 
 ``Sandbox`` owns one pre-loaded worker process (``gradkit.sandbox.worker``, a fresh interpreter
-started by ``gradkit.sandbox.boot``) and runs one submission at a time in processes the worker
-forks (see there for what confines them). Each request names, as data, what the run must not
+started by ``gradkit.sandbox.boot``, or forked for it by one: ``WorkerSource``) and runs one
+submission at a time in processes the worker forks (see there for what confines them). Each request names, as data, what the run must not
 see (every home, the submission's folder, the caller's ``hidden`` folders, gradkit's grading
 side, the reference) and carries the toy data the nn_helper shim serves. The grader keeps the read
 ends of three pipes (results, stdout, stderr), enforces the wall-clock limits itself and kills the
@@ -20,6 +20,7 @@ are logs, capped, never parsed. This module never imports torch and never unpick
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
@@ -75,6 +76,125 @@ class ForkedProcess:
         return self.returncode
 
 
+class AdoptedProcess:
+    """``poll``, ``kill`` and ``wait`` for a process this one did not start (so cannot reap),
+    through a pidfd: a worker started early by ``gradkit grade``'s main process and handed to
+    one of its grading processes (``start_worker``). Its parent reaps it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+        self._fd: Optional[int] = os.pidfd_open(pid)  # (it is not reaped yet: still this pid)
+
+    def _exited(self, timeout: float) -> bool:
+        if self._fd is None:
+            return True
+        if not select.select([self._fd], [], [], timeout)[0]:
+            return False
+        os.close(self._fd)
+        self._fd = None
+        self.returncode = -1  # its parent reads the status
+        return True
+
+    def poll(self) -> Optional[int]:
+        self._exited(0)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self._fd is not None:
+            try:
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if not self._exited(1e9 if timeout is None else timeout):
+            raise subprocess.TimeoutExpired(str(self.pid), timeout)
+        return self.returncode  # type: ignore[return-value]
+
+
+def start_worker() -> tuple[subprocess.Popen, socket.socket]:
+    """A new worker (``boot.command("worker")``: a fresh interpreter with a minimal environment
+    that imports torch, numpy and the child harness only) and the grader's end of its socket.
+
+    ``Sandbox`` starts its own; ``gradkit grade`` starts one per grading process first thing,
+    so that their imports of torch overlap its own, and hands each to its grading process
+    (``Sandbox(worker=(pid, socket))``)."""
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        boot.command("worker", str(theirs.fileno())), pass_fds=[theirs.fileno()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env=boot.environment(), cwd="/",
+    )
+    theirs.close()
+    return proc, ours
+
+
+class WorkerSource:
+    """Workers for ``gradkit grade``'s grading processes, forked by one fresh interpreter
+    (``boot.command("workers")``, ``worker.fork_workers``) that imports torch, numpy and the
+    child harness once: the workers share its pages instead of each importing torch.
+
+    ``request()`` asks for one at once and returns its socket; ``pid(socket)`` waits for the
+    answer (so the source imports torch while the caller does other work). ``close()`` ends the
+    source once no more are wanted (the workers live on: each grading process stops its own).
+    """
+
+    #: how long the source may take to import torch and fork a worker
+    START_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            boot.command("workers", str(theirs.fileno())), pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env=boot.environment(), cwd="/",
+        )
+        theirs.close()
+        self._sock = ours
+        self._waiting: list[socket.socket] = []
+        self._pids: dict[int, int] = {}  # id(socket) -> pid
+
+    def request(self) -> socket.socket:
+        """The grader's end of a new worker's socket (the worker is forked when the source is
+        ready)."""
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self._sock, [b"w"], [theirs.fileno()])
+        finally:
+            theirs.close()
+        self._waiting.append(ours)
+        return ours
+
+    def pid(self, sock: socket.socket) -> Optional[int]:
+        """The pid of the worker behind ``sock`` (answers come in the order asked), or None if
+        the source failed."""
+        try:
+            self._sock.settimeout(self.START_SECONDS)
+            while self._waiting and id(sock) not in self._pids:
+                head = b""
+                while len(head) < LENGTH.size:
+                    chunk = self._sock.recv(LENGTH.size - len(head))
+                    if not chunk:
+                        return None
+                    head += chunk
+                self._pids[id(self._waiting.pop(0))] = LENGTH.unpack(head)[0]
+        except OSError:
+            return None
+        return self._pids.get(id(sock))
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class Sandbox:
     """One pre-loaded worker; ``run`` grades one submission at a time in fresh processes."""
 
@@ -84,15 +204,23 @@ class Sandbox:
     #: how long the grader waits for the worker to take a request or to confirm a kill
     WORKER_SECONDS = 10.0
 
-    def __init__(self, fork: bool = False, hidden: Iterable[str] = ()) -> None:
+    def __init__(self, fork: bool = False, hidden: Iterable[str] = (),
+                 worker: Optional[tuple[int, socket.socket]] = None) -> None:
         """Start the worker: a fresh interpreter (``boot.command("worker")``) with a minimal
         environment, which imports torch, numpy and the child harness only. Start it early: it
         imports torch while the caller does. ``fork`` is accepted for older callers and
         ignored (the worker is never a fork of the grader). ``hidden``: folders every run must
-        not see besides the defaults (the class folder, the output folder)."""
+        not see besides the defaults (the class folder, the output folder). ``worker``: the pid
+        and socket of a worker ``start_worker`` started in another process, to use instead of
+        starting one (a worker that dies is replaced by one of this sandbox's own)."""
         self._lock = threading.Lock()
         self.hidden = [str(folder) for folder in hidden]
-        self._start()
+        if worker is None:
+            self._start()
+        else:
+            self._ready = False
+            self._proc = AdoptedProcess(worker[0])
+            self._sock = worker[1]
         self._reference = find_reference()
 
     def _hide(self, request: dict[str, Any]) -> list[str]:
@@ -110,14 +238,7 @@ class Sandbox:
 
     def _start(self) -> None:
         self._ready = False
-        ours, theirs = socket.socketpair()
-        self._proc = subprocess.Popen(
-            boot.command("worker", str(theirs.fileno())), pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, env=boot.environment(), cwd="/",
-        )
-        theirs.close()
-        self._sock = ours
+        self._proc, self._sock = start_worker()
 
     def _stop_worker(self) -> None:
         try:

@@ -2,7 +2,9 @@
 
 It is a fresh interpreter started by ``gradkit.sandbox.boot`` with a minimal environment, holding
 torch, numpy and the child harness only (nothing of the grader, the reference or another run:
-it never parses a request, and wipes each one's bytes after forking). It sends ``{"ready":
+it never parses a request, and wipes each one's bytes after forking). For ``gradkit grade``, one
+such interpreter (``fork_workers``) forks a worker per grading process instead, before any run:
+each holds exactly what a started worker holds, and they share one copy of torch. It sends ``{"ready":
 true}`` once loaded. It never runs student code itself and runs no tensor operation before
 forking (a forked OpenMP pool can hang). Each request arrives on its socket as an 8-byte length carrying three file
 descriptors (result pipe, stdout, stderr), then a frame with the request and its payload. The
@@ -607,6 +609,55 @@ def _wait_for(pid: int, sock: socket.socket) -> int:
     finally:
         if exited is not None:
             os.close(exited)
+
+
+def fork_workers(fd: int) -> None:
+    """A source of workers for ``gradkit grade`` (``runner.WorkerSource``): a fresh interpreter
+    like a worker, it imports what a worker holds (torch, numpy, the child harness), then forks
+    one worker per request. Each request is one byte on ``fd`` carrying the worker's socket; the
+    answer is its pid (8 bytes). Every worker it forks shares its pages (one import of torch, and
+    one copy of its memory, for the whole batch), and holds what a started worker holds: this
+    process never sees a submission, a request or anything of the grader. It ends when ``fd``
+    closes."""
+    sys.stdin.close()
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    from gradkit.sandbox import child as _child  # noqa: F401
+
+    source = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(source, 1, 1)
+            except OSError:
+                return
+            if not fds:
+                return
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    source.close()
+                    main(fds[0])
+                except BaseException:
+                    code = CHILD_FAILED
+                finally:
+                    os._exit(code)
+            os.close(fds[0])
+            try:
+                source.sendall(LENGTH.pack(pid))
+            except OSError:
+                return
+    finally:
+        # the workers end when their grading processes stop them; reaped here, so that their
+        # (and their runs') CPU time is counted where the batch's is
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                break
 
 
 def main(fd: int) -> None:
