@@ -516,7 +516,17 @@ def _searched_without_intermediates(facts: Facts, names: list[str]) -> list[Diag
     """GK601 for the parameters whose update an edit of one step explains, grouped by edit."""
     groups: dict[tuple, tuple["edits.Explanation", list[str]]] = {}
     for name in names:
-        found = _best_edit(facts, f"update.{name}")
+        step = f"update.{name}"
+        # an edit of an earlier step found for another parameter is tried first, on this
+        # parameter's own calls: where it holds, no search of every edit again
+        found = next((again for earlier, _ in groups.values()
+                      if not earlier.edit.step.startswith("update.")
+                      and (again := edits.holds_as_well(earlier, facts.localisation.of(step)))),
+                     None) if step not in facts._explained else None
+        if found is not None:
+            facts._explained[step] = found
+        else:
+            found = _best_edit(facts, step)
         if found is None:
             continue
         key = (found.edit.step, found.edit.student, found.parameter) \

@@ -592,6 +592,20 @@ def explain_all(checks: list[StepCheck], limit: int = 4) -> list[Explanation]:
     return out
 
 
+def holds_as_well(found: Explanation, checks: list[StepCheck]) -> Optional[Explanation]:
+    """``found``'s edit (of a step before these checks' step, not fitted) as the explanation of
+    these checks too, when it holds on every call of theirs: one wrong forward step explains
+    every parameter's update, and one evaluation per call confirms it where a search would try
+    every edit again."""
+    edit = found.edit
+    held = _held(checks)
+    wrong = [c for c in held if c.status == "wrong"]
+    if edit.fitted or not wrong or edit.step == wrong[0].step or \
+            not all(_holds_on(edit, c) for c in held):
+        return None
+    return Explanation(edit, wrong[0].step, [c.observation.label for c in wrong])
+
+
 def edited_values(found: Explanation, checks: list[StepCheck]) -> list[tuple[StepCheck, Tensor]]:
     """The value of the edited step on each call where it can be computed (not fitted edits)."""
     out = []
