@@ -52,6 +52,16 @@ _ACTIVATION_FORMS = {"sigmoid": "sigmoid({z})", "tanh": "tanh({z})", "relu": "re
 _LOSS_FORMS = {"half_sse": "{P} - {Y}", "sse": "2 * ({P} - {Y})", "mse": "2 * ({P} - {Y}) / n",
                "bce": "({P} - {Y}) / ({P} * (1 - {P}))"}
 
+#: The steps whose formula kind and documented form depend on nothing but their inputs.
+_PLAIN_FORMS = {
+    "pre_activation": ("affine", "{%s} @ {%s} + {%s}"),
+    "pre_activation_gradient": ("elementwise", "{%s} * {%s}"),
+    "loss_fused": ("loss", "{%s} - {%s}"),
+    "weight_gradient": ("left_transposed", "{%s}.T @ {%s}"),
+    "bias_gradient": ("sum_rows", "{%s}.sum(dim=0, keepdim=True)"),
+    "input_gradient": ("right_transposed", "{%s} @ {%s}.T"),
+}
+
 
 @dataclass(frozen=True, eq=False)  # one per assignment: compared (and hashed) by identity
 class Chain:
@@ -182,9 +192,12 @@ def _build(assignment: Assignment) -> Chain:
         k = s.layer
         act = a.layers[k - 1].activation
         ins = tuple(n(i) for i in s.inputs)
-        if s.kind == "pre_activation":
-            formulas[s.name] = ("affine", *ins)
-            documented[s.name] = "{%s} @ {%s} + {%s}" % ins
+        if s.kind in _PLAIN_FORMS:
+            # bce's fused output gradient (P - Y) is written as a loss's
+            fused = s.kind == "pre_activation_gradient" and "Y" in s.inputs
+            kind, form = _PLAIN_FORMS["loss_fused" if fused else s.kind]
+            formulas[s.name] = (kind, *ins)
+            documented[s.name] = form % ins
         elif s.kind == "activation":
             formulas[s.name] = ("activation", *ins)
             documented[s.name] = _ACTIVATION_FORMS[act].format(z="{%s}" % ins[0])
@@ -195,22 +208,6 @@ def _build(assignment: Assignment) -> Chain:
         elif s.kind == "activation_derivative":
             formulas[s.name] = ("derivative", ins[0], names[f"A{k}"])
             documented[s.name] = _DERIVATIVE_FORMS[act].format(z="{%s}" % ins[0])
-        elif s.kind == "pre_activation_gradient":
-            if "Y" in s.inputs:  # bce's fused output: P - Y
-                formulas[s.name] = ("loss", *ins)
-                documented[s.name] = "{%s} - {%s}" % ins
-            else:
-                formulas[s.name] = ("elementwise", *ins)
-                documented[s.name] = "{%s} * {%s}" % ins
-        elif s.kind == "weight_gradient":
-            formulas[s.name] = ("left_transposed", *ins)
-            documented[s.name] = "{%s}.T @ {%s}" % ins
-        elif s.kind == "bias_gradient":
-            formulas[s.name] = ("sum_rows", *ins)
-            documented[s.name] = "{%s}.sum(dim=0, keepdim=True)" % ins
-        elif s.kind == "input_gradient":
-            formulas[s.name] = ("right_transposed", *ins)
-            documented[s.name] = "{%s} @ {%s}.T" % ins
         elif s.kind == "update":
             p = s.parameter
             key = f"update.{p}"
