@@ -227,7 +227,9 @@ def test_fork_attempts_are_bounded_and_leave_nothing(sandbox):
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         # nothing refuses the forks here: the run is graded as it computed, within its limits
-        assert report.error is None and report.duration_seconds < LIMITS.total_seconds
+        # (``grade`` held the check to 6 s plus the backend's interpreter start-ups, which the
+        # report's duration includes: 16.4 s on a loaded machine, with a 15 s run limit)
+        assert report.error is None and report.check("load").status == "pass"
         return
     report = grade(sandbox, HOSTILE / "fork_bomb.py", 6)
     if "seccomp" in report.isolation.syscalls:
