@@ -338,3 +338,31 @@ def test_another_description_gets_the_catalogue_s_codes_in_its_own_names(name, t
         assert "train_neural_net" not in diagnosis["message"]
         # the long words are those for any assignment, not the notebook's V, I, W, J
         assert diagnosis["explanation"] == catalogue.GENERAL[diagnosis["code"]]
+
+
+@pytest.mark.parametrize("name, beta", [("hidden_state", None), ("momentum", 0.9)])
+def test_hidden_state_is_called_momentum_only_when_the_numbers_fit_one(name, beta, tmp_path,
+                                                                       check_json):
+    """GK502 says "momentum" only when the repeated call's update is the SGD step plus beta
+    times the first call's update for one beta in (0, 1) (here 0.9, residual ~1e-15); a counter
+    that scales the gradient keeps state too, and is not called momentum."""
+    if name == "hidden_state":
+        edits = TANH_BCE_MISTAKES["hidden_state"][0]
+    else:
+        edits = [("def train(", "VELOCITY = {}\n\n\ndef train("),
+                 ("'W1': W1 - learning_rate * dLdW1",
+                  "'W1': W1 + VELOCITY.setdefault('W1', 0 * W1).mul_(0.9)"
+                  ".sub_(learning_rate * dLdW1)")]
+    text = TANH_BCE
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    report, _ = check_json(path, "--assignment", "tanh_bce")
+    state = next(d for d in report["diagnoses"] if d["code"] == "GK502")
+    if beta is None:
+        assert "momentum" not in state["message"] and "momentum" not in state["evidence"]["details"]
+    else:
+        assert state["evidence"]["details"]["momentum"]["beta"] == beta
+        assert f"plus {beta:g} times the first call's whole update" in state["message"]

@@ -1749,8 +1749,42 @@ def _hidden_state(facts: Facts) -> list[Match]:
             if not facts.chain.is_notebook:
                 match.message = ENTRIES["GK502"].message.replace("train_neural_net",
                                                                  facts.chain.train)
+            beta = _momentum(facts, case, first, second, differs)
+            if beta is not None:
+                match.factor, match.residual = beta
+                match.details["momentum"] = {"beta": beta[0], "residual": beta[1]}
+                match.message = (match.message or ENTRIES["GK502"].message) + (
+                    f" The second call's update is the SGD step plus {beta[0]:g} times the "
+                    f"first call's whole update (fitted over "
+                    f"{and_words([f'weights[{n!r}]' for n in differs])}, residual "
+                    f"{beta[1]:.1e}): momentum, with the velocity kept between calls. One "
+                    f"call is one plain SGD step.")
             return [match]
     return []
+
+
+def _momentum(facts: Facts, case, first: dict, second: dict, names: list[str]
+              ) -> Optional[tuple[float, float]]:
+    """(beta, residual) when the second of two identical calls returned the SGD step plus beta
+    times the first call's update (returned - given), for one beta in (0, 1) over the
+    parameters ``names`` whose results differ, within the call's tolerance: a velocity kept
+    between calls."""
+    obs = next((o for o in facts.steps if o.case.id == case.id), None)
+    if obs is None:
+        return None
+    pairs = []
+    for name in names:
+        given, sgd = obs.given.get(name), obs.expectation.updated.get(name)
+        if given is None or sgd is None or first[name].shape != sgd.shape or \
+                second[name].shape != sgd.shape:
+            return None
+        tolerance = facts.tolerances.values(second[name].dtype)
+        pairs.append((second[name].to(F64) - sgd, first[name].to(F64) - given, tolerance))
+    fit = fit_factor(pairs)
+    if fit is None or not fit.exact or not 0.0 < fit.factor < 1.0:
+        return None
+    beta = snap(fit.factor, lambda b: holds(pairs, b))
+    return beta, fit.residual
 
 
 @matcher("GK503")
