@@ -318,17 +318,22 @@ TANH_BCE_MISTAKES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TANH_BCE_MISTAKES))
-def test_another_description_gets_the_catalogue_s_codes_in_its_own_names(name, tmp_path,
-                                                                          check_json):
-    edits, code, phrase, line = TANH_BCE_MISTAKES[name]
+def _tanh_bce_with(edits: list[tuple[str, str]], path: Path) -> Path:
+    """The correct tanh_bce solution with each (old, new) edit made once, written to ``path``."""
     text = TANH_BCE
     for old, new in edits:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
-    path = tmp_path / f"{name}.py"
     path.write_text(text)
-    report, exit_code = check_json(path, "--assignment", "tanh_bce")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(TANH_BCE_MISTAKES))
+def test_another_description_gets_the_catalogue_s_codes_in_its_own_names(name, tmp_path,
+                                                                          check_json):
+    edits, code, phrase, line = TANH_BCE_MISTAKES[name]
+    report, exit_code = check_json(_tanh_bce_with(edits, tmp_path / f"{name}.py"),
+                                   "--assignment", "tanh_bce")
     assert report["error"] is None and exit_code == 1
     located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
     assert located[0] == (code, line), located
@@ -353,13 +358,8 @@ def test_hidden_state_is_called_momentum_only_when_the_numbers_fit_one(name, bet
                  ("'W1': W1 - learning_rate * dLdW1",
                   "'W1': W1 + VELOCITY.setdefault('W1', 0 * W1).mul_(0.9)"
                   ".sub_(learning_rate * dLdW1)")]
-    text = TANH_BCE
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / f"{name}.py"
-    path.write_text(text)
-    report, _ = check_json(path, "--assignment", "tanh_bce")
+    report, _ = check_json(_tanh_bce_with(edits, tmp_path / f"{name}.py"),
+                           "--assignment", "tanh_bce")
     state = next(d for d in report["diagnoses"] if d["code"] == "GK502")
     if beta is None:
         assert "momentum" not in state["message"] and "momentum" not in state["evidence"]["details"]
