@@ -6,6 +6,7 @@ checks fail) in `# gradkit-expect:` header lines; these tests hold gradkit to th
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -113,18 +114,23 @@ def test_the_installed_command_exit_codes(name, code):
     assert ("PASSED" if code == 0 else "FAILED") in done.stdout
 
 
-def test_what_a_module_draws_at_load_is_the_same_on_every_run(check_json, tmp_path):
+def test_what_a_module_draws_at_load_is_the_same_on_every_run(tmp_path):
     """torch seeds each process afresh; gradkit seeds the load, so a module-level draw (the
-    notebook's global I and J) grades the same twice (global_biases.py once scored 10 or 10.83)."""
+    notebook's global I and J) grades the same twice (global_biases.py once scored 10 or 10.83).
+    String hashes, and so a set's order, are the same too: each run of the command starts its
+    own worker, whose hash seed is fixed (under ``-I`` it was random per worker)."""
     source = (EXAMPLES / "correct.py").read_text() + (
         "\nimport random\nimport numpy\n"
-        "print('drawn at load:', torch.randn(2).tolist(), random.random(), numpy.random.rand())\n")
+        "print('drawn at load:', torch.randn(2).tolist(), random.random(), numpy.random.rand(),\n"
+        "      hash('gradkit'), list({'V', 'I', 'W', 'J', 'dLdV', 'dLdW', 'dLdI', 'dLdJ'}))\n")
     path = tmp_path / "draws_at_load.py"
     path.write_text(source)
     outputs = set()
-    for _ in range(3):
-        report, code = check_json(path)
-        assert code == 0
+    for _ in range(3):  # three commands, three fresh workers
+        done = subprocess.run([sys.executable, "-m", "gradkit", "check", str(path), "--format",
+                               "json"], capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
         outputs.add(next(line for line in report["output"]["stdout"].splitlines()
                          if line.startswith("drawn at load:")))
     assert len(outputs) == 1, outputs

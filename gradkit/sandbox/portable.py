@@ -1,8 +1,9 @@
 """The portable backend: a fresh interpreter per run, for macOS and Windows (and any Linux).
 
 ``PortableSandbox.run`` starts the submission's process with ``subprocess`` (a fresh Python, never
-a fork: ``boot.py portable``, isolated mode, ``gradkit`` a bare package so nothing of the grader is
-imported), in the run's private working folder, with ``boot``'s minimal environment. The request travels on the
+a fork: ``boot.py portable`` started by ``boot.command``, no user site and no PYTHON* variable
+but a fixed hash seed, ``gradkit`` a bare package so nothing of the grader is imported), in the
+run's private working folder, with ``boot``'s minimal environment. The request travels on the
 child's stdin; its frames come back on a pipe of their own, the same frames in the same order as
 the ``linux`` backend's (``backend.RunTracker`` checks them), because the child runs the same
 harness (``gradkit.sandbox.child``). stdout and stderr are logs, capped.
