@@ -245,8 +245,11 @@ def main() -> None:
 
     for name, cmd in (("gradkit --help", ["gradkit", "--help"]),
                       ("gradkit schema", ["gradkit", "schema"])):
-        exe = shutil.which("gradkit")
-        seconds = median_time([exe] + cmd[1:] if exe else GRADKIT + cmd[1:], repeats)
+        # the console script beside this interpreter (the one whose gradkit is measured), not
+        # whichever ``gradkit`` comes first on PATH
+        exe = Path(sys.executable).with_name("gradkit" + (".exe" if os.name == "nt" else ""))
+        seconds = median_time([str(exe)] + cmd[1:] if exe.exists() else GRADKIT + cmd[1:],
+                              repeats)
         imported = subprocess.run(
             [sys.executable, "-c", "import sys; sys.argv = " + repr(cmd) + "\n"
              "from gradkit.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
