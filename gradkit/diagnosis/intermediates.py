@@ -757,6 +757,58 @@ def _subscript_key(node: ast.AST) -> Optional[str]:
     return None
 
 
+#: how many elements of a literal sequence ``_loop_strings`` reads (a layer table is short)
+_MAX_LOOP_ELEMENTS = 256
+
+
+def _elements(node: ast.expr, literals: dict[str, ast.expr], depth: int = 0
+              ) -> Optional[list[Optional[ast.expr]]]:
+    """The elements a ``for`` loop over ``node`` takes, where the source spells them: a list or
+    tuple literal, a name bound to one (``literals``), and ``reversed``, ``list``, ``tuple``,
+    ``sorted``, ``zip`` and ``enumerate`` of those; None elsewhere. An element of an operand
+    that is not spelled out (``zip(LAYERS, inputs)``'s ``inputs``) is None."""
+    if depth > 8:
+        return None
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return list(node.elts[:_MAX_LOOP_ELEMENTS])
+    if isinstance(node, ast.Name) and node.id in literals:
+        return _elements(literals[node.id], literals, depth + 1)
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)) or node.keywords:
+        return None
+    name, args = node.func.id, node.args
+    if name in ("reversed", "list", "tuple", "sorted") and len(args) == 1:
+        return _elements(args[0], literals, depth + 1)
+    if name == "enumerate" and len(args) == 1:
+        inner = _elements(args[0], literals, depth + 1)
+        return None if inner is None else [
+            ast.Tuple(elts=[ast.Constant(i), e or ast.Constant(None)], ctx=ast.Load())
+            for i, e in enumerate(inner)]
+    if name == "zip" and args:
+        columns = [_elements(a, literals, depth + 1) for a in args]
+        known = [len(c) for c in columns if c is not None]
+        if not known:
+            return None
+        return [ast.Tuple(elts=[c[i] if c is not None and i < len(c) and c[i] is not None
+                                else ast.Constant(None) for c in columns], ctx=ast.Load())
+                for i in range(min(known))]
+    return None
+
+
+def _strings_bound(target: ast.AST, element: ast.AST, name: str) -> set[str]:
+    """The strings ``name`` takes when ``target`` is bound to ``element``."""
+    found, stack = set(), [(target, element)]
+    while stack:
+        target, element = stack.pop()
+        if isinstance(target, ast.Name):
+            if target.id == name and isinstance(element, ast.Constant) and \
+                    isinstance(element.value, str):
+                found.add(element.value)
+        elif isinstance(target, (ast.Tuple, ast.List)) and \
+                isinstance(element, (ast.Tuple, ast.List)) and len(target.elts) == len(element.elts):
+            stack.extend(zip(target.elts, element.elts))
+    return found
+
+
 class SourceIndex:
     """Lines of the student's source, found from its syntax tree (nothing is run)."""
 
@@ -854,6 +906,36 @@ class SourceIndex:
         lines = self._module_assigned.get(name)
         return max(lines) if lines else None
 
+    def loop_strings(self, function: str, name: str) -> set[str]:
+        """The strings ``name`` takes as a loop variable of ``function``, where the loop runs
+        over a table the source spells out: ``for w, b, relu in LAYERS`` with ``LAYERS = [('W1',
+        'b1', True), ...]`` at module level gives {'b1', ...} for ``b`` (through ``reversed``,
+        ``zip``, ``enumerate`` too). Empty where the values are not written in the source."""
+        node = self.function(function)
+        if node is None:
+            return set()
+        literals = {target.id: sub.value for sub in (*(self.tree.body if self.tree else []),
+                                                      *ast.walk(node))
+                    if isinstance(sub, ast.Assign) and isinstance(sub.value, (ast.List, ast.Tuple))
+                    for target in sub.targets if isinstance(target, ast.Name)}
+        found: set[str] = set()
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.For, ast.comprehension)) and name in _bound(sub.target):
+                for element in _elements(sub.iter, literals) or []:
+                    if element is not None:
+                        found |= _strings_bound(sub.target, element, name)
+        return found
+
+    def _keys_of(self, function: str, node: ast.AST) -> set[str]:
+        """The weight names a subscript ``weights[...]`` may take: its string constant, or the
+        values of the loop variable it is indexed by (``loop_strings``)."""
+        key = _subscript_key(node)
+        if key is not None:
+            return {key}
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name):
+            return self.loop_strings(function, node.slice.id)
+        return set()
+
     def update_line(self, parameter: str, gradient: Optional[str]) -> Optional[int]:
         """The line of the training function that computes the new value of weight
         ``parameter``."""
@@ -872,7 +954,9 @@ class SourceIndex:
             elif isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call) and \
                     isinstance(sub.value.func, ast.Attribute):
                 targets = [sub.value.func.value]  # weights['V'].sub_(...)
-            if any(_subscript_key(t) == parameter for t in targets) and _names_in(sub) & wanted:
+            # new['V'] = ..., or new[b] = ... in a loop over a table that names 'V'
+            if any(parameter in self._keys_of(self.train, t) for t in targets) and \
+                    _names_in(sub) & wanted:
                 statements.append(sub.lineno)
         if statements:
             return min(statements)
