@@ -559,9 +559,12 @@ def _steps(case: Case, call: CallResult, tolerances: Tolerances, assignment: Ass
                     f"{quantity} (implied by the update{under})", case.id, implied[name],
                     oracle.scaled(truth, scale), gradient_tolerance[name], against=against,
                     step=step, computed_in=judged_at))
+            gradient = oracle.scaled(exp.gradients[name], scale)
             per_check["update"].comparisons.append(compare(
                 f"weights[{name!r}] after the step{under}", case.id, after, updated,
-                value_tolerance[judged_at], step=step))
+                tolerances.updated_weight(judged_at, gradient_tolerance[name], lr,
+                                          float(gradient.abs().max()) if gradient.numel() else 0.0),
+                step=step))
     if verdicts is not None:
         for key, verdict in per_check.items():
             verdicts[key].append(verdict)

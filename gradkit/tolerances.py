@@ -81,6 +81,19 @@ class Tolerances:
                 atol += short
         return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=atol)
 
+    def updated_weight(self, dtype: torch.dtype, gradient: Tolerance, learning_rate: float,
+                       gradient_scale: float) -> Tolerance:
+        """The tolerance of a returned weight, w - learning_rate * g, computed in ``dtype``: the
+        table's, with atol widened by learning_rate times what its implied gradient is allowed
+        (``gradient``, for a gradient of at most ``gradient_scale``), so that a step whose
+        implied gradient is right is not wrong as an update. Where learning_rate * |g| is far
+        larger than |w| the new weight is a difference of large terms, and its error is the
+        gradient's error times the learning rate, not a fraction of the small result."""
+        rule = self.rule(dtype)
+        widening = abs(learning_rate) * (gradient.atol + gradient.rtol * gradient_scale)
+        atol = rule.atol + (widening if math.isfinite(widening) else 0.0)
+        return Tolerance(dtype=dtype_name(dtype), rtol=rule.rtol, atol=atol)
+
     def table(self) -> list[Tolerance]:
         return [self.values(dtype) for dtype in TABLE]
 
