@@ -366,3 +366,27 @@ def test_hidden_state_is_called_momentum_only_when_the_numbers_fit_one(name, bet
     else:
         assert state["evidence"]["details"]["momentum"]["beta"] == beta
         assert f"plus {beta:g} times the first call's whole update" in state["message"]
+
+
+def test_a_forward_mistake_under_the_student_s_own_names_is_one_diagnosis(tmp_path, check_json):
+    """relu_mse in NumPy with names of its own (act_a, err_out): a wrong ReLU threshold makes
+    every update wrong and nothing the function keeps past Z1 matches, so no line is known.
+    That is said once for all six weights (it was six GK001 paragraphs saying the same thing),
+    with the steps it may be in from the first one not held right (A1), and every case."""
+    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
+    old = "act_a = np.maximum(pre_a, 0.0)"
+    assert source.count(old) == 1
+    path = tmp_path / "relu_threshold.py"
+    path.write_text(source.replace(old, "act_a = np.maximum(pre_a, 1.0)"))
+    report, exit_code = check_json(path, "--assignment", "relu_mse")
+    assert exit_code == 1
+    wrong_steps = [d for d in report["diagnoses"] if d["code"] == "GK001"]
+    assert len(wrong_steps) == 1, [d["message"] for d in report["diagnoses"]]
+    [diagnosis] = wrong_steps
+    message = diagnosis["message"]
+    for name in ("W1", "b1", "W2", "b2", "W3", "b3"):
+        assert f"weights['{name}']" in message
+    assert "A1" in diagnosis["evidence"]["details"]["span"]
+    assert diagnosis["evidence"]["details"]["also"] == [
+        f"update.{name}" for name in ("b1", "W2", "b2", "W3", "b3")]
+    assert diagnosis.get("location") is None  # nothing kept says where: no line is claimed

@@ -18,6 +18,7 @@ intermediates), never message strings:
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -326,7 +327,7 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
         diagnoses.append(_wrong_step(facts, step, [p for p in facts.chain.parameters if p in params]))
-    diagnoses = _merge_same_edits(diagnoses, facts.chain)
+    diagnoses = _merge_unlocated_updates(_merge_same_edits(diagnoses, facts.chain), facts)
     remaining = [p for p in unexplained if p not in covered]
     if remaining and not facts.localisation.captured_any():
         # nothing held to follow: each update folds in the whole backward pass; an edit of one
@@ -472,6 +473,58 @@ def _parameters_pattern(chain: Chain) -> "re.Pattern[str]":
     notebook)."""
     names = "|".join(re.escape(p) for p in sorted(chain.parameters, key=len, reverse=True))
     return re.compile(rf"\b(?:{names})\b|dLd(?:{names})")
+
+
+def _merge_unlocated_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[Diagnosis]:
+    """One GK001 for several updates that are wrong in the same way where nothing the function
+    keeps shows where (no line, no edit found; the same fitted factor or none): a forward-pass
+    or loss mistake under names of the student's own makes every update wrong, and one
+    paragraph per weight would say the same thing each time."""
+    groups: dict[str, list[Diagnosis]] = {}
+    for diagnosis in diagnoses:
+        details = diagnosis.evidence.details
+        if diagnosis.code == "GK001" and diagnosis.location is None and \
+                str(details.get("step", "")).startswith("update.") and \
+                (details.get("edit") or {}).get("kind") in (None, "factor", "sign"):
+            groups.setdefault(json.dumps(details.get("factor_pattern"), sort_keys=True),
+                              []).append(diagnosis)
+    chain = facts.chain
+    merged: dict[int, Diagnosis] = {}
+    dropped: set[int] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        steps = [d.evidence.details["step"] for d in group]
+        params = [s.split(".")[1] for s in steps]
+        order = {step: i for i, step in enumerate(chain.step_names)}
+        span = sorted({s for d in group for s in d.evidence.details.get("span", [])},
+                      key=lambda s: order.get(s, len(order)))
+        pattern = group[0].evidence.details.get("factor_pattern")
+        factor = group[0].evidence.factor
+        words = factor_words(None if pattern is None else
+                             FactorPattern(pattern["kind"], pattern["value"], 0.0))
+        words = words.replace("(it is", "(each is")
+        gradients = catalogue.and_words([facts.variable(chain.gradient_of[p]) for p in params])
+        span_words = (f", or in {', '.join(span)} before them (your function does not keep "
+                      f"{'that value' if len(span) == 1 else 'those values'} in a variable "
+                      f"gradkit recognises)") if span else ""
+        message = (f"The new {catalogue.and_words([f'weights[{p!r}]' for p in params])} do not follow "
+                   f"from your own {gradients}: each should be the weight - learning_rate * its "
+                   f"gradient{words}. The mistake is in these updates{span_words}; the wrong "
+                   f"{catalogue.and_words([chain.quantity_words[p] for p in params])} follow "
+                   f"from it.")
+        kept = group[0]
+        kept.message = message
+        kept.quantities = list(dict.fromkeys(q for d in group for q in d.quantities))
+        kept.evidence.cases = list(dict.fromkeys(c for d in group for c in d.evidence.cases))
+        residuals = [d.evidence.residual for d in group if d.evidence.residual is not None]
+        kept.evidence.residual = max(residuals) if residuals else None
+        kept.evidence.factor = factor
+        kept.evidence.details["span"] = span
+        kept.evidence.details["also"] = steps[1:]
+        merged[id(kept)] = kept
+        dropped.update(id(d) for d in group[1:])
+    return [d for d in diagnoses if id(d) not in dropped]
 
 
 def _merge_same_edits(diagnoses: list[Diagnosis], chain: Chain) -> list[Diagnosis]:
