@@ -819,6 +819,7 @@ class SourceIndex:
         self.tree = submission.tree
         self.functions: dict[str, ast.FunctionDef] = {}
         self._assigned: dict[str, dict[str, list[int]]] = {}
+        self._loop_strings: dict[tuple[str, str], frozenset[str]] = {}
         if self.tree is not None:
             # the last definition at module level is the one that runs (notebooks redefine)
             for node in self.tree.body:
@@ -911,6 +912,11 @@ class SourceIndex:
         over a table the source spells out: ``for w, b, relu in LAYERS`` with ``LAYERS = [('W1',
         'b1', True), ...]`` at module level gives {'b1', ...} for ``b`` (through ``reversed``,
         ``zip``, ``enumerate`` too). Empty where the values are not written in the source."""
+        if (function, name) not in self._loop_strings:
+            self._loop_strings[function, name] = frozenset(self._find_loop_strings(function, name))
+        return set(self._loop_strings[function, name])
+
+    def _find_loop_strings(self, function: str, name: str) -> set[str]:
         node = self.function(function)
         if node is None:
             return set()
