@@ -370,9 +370,9 @@ def test_hidden_state_is_called_momentum_only_when_the_numbers_fit_one(name, bet
 
 def test_a_forward_mistake_under_the_student_s_own_names_is_one_diagnosis(tmp_path, check_json):
     """relu_mse in NumPy with names of its own (act_a, err_out): a wrong ReLU threshold makes
-    every update wrong and nothing the function keeps past Z1 matches, so no line is known.
-    That is said once for all six weights (it was six GK001 paragraphs saying the same thing),
-    with the steps it may be in from the first one not held right (A1), and every case."""
+    every update wrong and nothing the function keeps past Z1 matches. That is said once for
+    all six weights (it was six GK001 paragraphs saying the same thing), at their one update
+    line, with the steps it may be in from the first one not held right (A1)."""
     source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
     old = "act_a = np.maximum(pre_a, 0.0)"
     assert source.count(old) == 1
@@ -389,4 +389,6 @@ def test_a_forward_mistake_under_the_student_s_own_names_is_one_diagnosis(tmp_pa
     assert "A1" in diagnosis["evidence"]["details"]["span"]
     assert diagnosis["evidence"]["details"]["also"] == [
         f"update.{name}" for name in ("b1", "W2", "b2", "W3", "b3")]
-    assert diagnosis.get("location") is None  # nothing kept says where: no line is claimed
+    # the one line that updates every weight (a comprehension over the table of names)
+    assert diagnosis["location"]["line"] == 47
+    assert "these updates, or in A1," in message

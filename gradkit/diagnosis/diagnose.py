@@ -323,7 +323,10 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         line = facts.line_of(step)
         if line in named:
             continue  # a catalogue entry already points at this line
-        _, before = by_line.setdefault(line if line is not None else step, (step, []))
+        # updates are not grouped here: _merge_unlocated_updates says once what several
+        # updates on one line (or on none) have in common
+        key = (line, step) if step.startswith("update.") or line is None else line
+        _, before = by_line.setdefault(key, (step, []))
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
         diagnoses.append(_wrong_step(facts, step, [p for p in facts.chain.parameters if p in params]))
@@ -476,17 +479,18 @@ def _parameters_pattern(chain: Chain) -> "re.Pattern[str]":
 
 
 def _merge_unlocated_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[Diagnosis]:
-    """One GK001 for several updates that are wrong in the same way where nothing the function
-    keeps shows where (no line, no edit found; the same fitted factor or none): a forward-pass
-    or loss mistake under names of the student's own makes every update wrong, and one
-    paragraph per weight would say the same thing each time."""
+    """One GK001 for several updates that are wrong in the same way (the same line, or none;
+    no edit found; the same fitted factor or none): a forward-pass or loss mistake under names
+    of the student's own makes every update wrong, and one paragraph per weight would say the
+    same thing each time."""
     groups: dict[str, list[Diagnosis]] = {}
     for diagnosis in diagnoses:
         details = diagnosis.evidence.details
-        if diagnosis.code == "GK001" and diagnosis.location is None and \
+        if diagnosis.code == "GK001" and \
                 str(details.get("step", "")).startswith("update.") and \
                 (details.get("edit") or {}).get("kind") in (None, "factor", "sign"):
-            groups.setdefault(json.dumps(details.get("factor_pattern"), sort_keys=True),
+            line = diagnosis.location.line if diagnosis.location is not None else None
+            groups.setdefault(json.dumps([line, details.get("factor_pattern")], sort_keys=True),
                               []).append(diagnosis)
     chain = facts.chain
     merged: dict[int, Diagnosis] = {}

@@ -991,10 +991,36 @@ class SourceIndex:
                                for s in ast.walk(n)))
         if steps:
             return steps[0][1]
+        # every weight updated by one expression in a loop over a table that names it
+        # ({k: value - learning_rate * step for k, value, step in zip(KEYS, old, steps)})
+        looped = self._looped_update_line(node, parameter, lr)
+        if looped is not None:
+            return looped
         # the last assignment to weights['V'] (after any initialisation)
         assigned = [sub.lineno for sub in ast.walk(node) if isinstance(sub, ast.Assign)
                     and any(_subscript_key(t) == parameter for t in sub.targets)]
         return max(assigned) if assigned else None
+
+    def _looped_update_line(self, node: ast.FunctionDef, parameter: str, lr: str
+                            ) -> Optional[int]:
+        """The line of ``old - lr * step`` inside a loop or comprehension one of whose
+        variables takes the weight's name (``loop_strings``)."""
+        lines = []
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.For):
+                targets, bodies = [sub.target], list(sub.body)
+            elif isinstance(sub, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                targets = [g.target for g in sub.generators]
+                bodies = [sub.key, sub.value] if isinstance(sub, ast.DictComp) else [sub.elt]
+            else:
+                continue
+            names = {n for t in targets for n in _bound(t)}
+            if not any(parameter in self.loop_strings(self.train, n) for n in names):
+                continue
+            lines += [n.lineno for body in bodies for n in ast.walk(body)
+                      if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub))
+                      and lr in _names_in(n)]
+        return min(lines) if lines else None
 
     def in_place_lines(self, function: str, name: str) -> list[int]:
         """Lines of ``function`` that change the tensor bound to ``name`` in place."""
