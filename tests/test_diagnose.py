@@ -392,3 +392,20 @@ def test_a_forward_mistake_under_the_student_s_own_names_is_one_diagnosis(tmp_pa
     # the one line that updates every weight (a comprehension over the table of names)
     assert diagnosis["location"]["line"] == 47
     assert "these updates, or in A1," in message
+
+
+def test_a_swapped_entry_of_a_table_of_gradients_is_named_where_the_table_is(tmp_path,
+                                                                              check_json):
+    """relu_mse in NumPy updates every weight in one comprehension over zip(KEYS, old, steps);
+    with g_w_a and g_b_a swapped in ``steps`` the update of W1 uses dL/db1: the diagnosis names
+    the line of the table (45), not the comprehension (47) or none."""
+    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
+    old = "steps = (g_w_a, g_b_a,"
+    assert source.count(old) == 1
+    path = tmp_path / "swapped_table.py"
+    path.write_text(source.replace(old, "steps = (g_b_a, g_w_a,"))
+    report, exit_code = check_json(path, "--assignment", "relu_mse")
+    assert exit_code == 1
+    located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
+    assert located and all(where == ("GK601", 45) for where in located), located
+    assert report["diagnoses"][0]["location"]["code"].startswith("steps = (g_b_a, g_w_a,")

@@ -633,6 +633,13 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
         name = step.split(".")[1]
         variable = f"The update of weights['{name}']"
         line = facts.line_of(step)
+        replaced = re.search(r"in place of \{([^}]+)\}$", edit.words)
+        if edit.kind == "operand" and replaced is not None:
+            # a looped update takes its operands from tables: the wrong one is where the
+            # table names it
+            role = "weight" if replaced.group(1) == name else "gradient" \
+                if replaced.group(1) == facts.chain.gradient_of[name] else None
+            line = (facts.source.looped_operand_line(name, role) if role else None) or line
     else:
         holder = None if step in facts.found else _holding_variable(facts, found)
         variable = holder or facts.variable(step)

@@ -794,6 +794,20 @@ def _elements(node: ast.expr, literals: dict[str, ast.expr], depth: int = 0
     return None
 
 
+def _bound_to(target: ast.AST, element: ast.AST, name: str) -> Optional[ast.AST]:
+    """The part of ``element`` that ``name`` is bound to when ``target`` is bound to it."""
+    stack = [(target, element)]
+    while stack:
+        target, element = stack.pop()
+        if isinstance(target, ast.Name):
+            if target.id == name:
+                return element
+        elif isinstance(target, (ast.Tuple, ast.List)) and \
+                isinstance(element, (ast.Tuple, ast.List)) and len(target.elts) == len(element.elts):
+            stack.extend(zip(target.elts, element.elts))
+    return None
+
+
 def _strings_bound(target: ast.AST, element: ast.AST, name: str) -> set[str]:
     """The strings ``name`` takes when ``target`` is bound to ``element``."""
     found, stack = set(), [(target, element)]
@@ -1001,26 +1015,69 @@ class SourceIndex:
                     and any(_subscript_key(t) == parameter for t in sub.targets)]
         return max(assigned) if assigned else None
 
-    def _looped_update_line(self, node: ast.FunctionDef, parameter: str, lr: str
-                            ) -> Optional[int]:
-        """The line of ``old - lr * step`` inside a loop or comprehension one of whose
-        variables takes the weight's name (``loop_strings``)."""
-        lines = []
+    def _looped_updates(self, node: ast.FunctionDef, parameter: str, lr: str
+                        ) -> list[tuple[ast.BinOp, list[tuple[ast.AST, ast.expr]]]]:
+        """Each ``old - lr * step`` inside a loop or comprehension one of whose variables takes
+        the weight's name (``loop_strings``), with that loop's (target, iterable) pairs."""
+        found = []
         for sub in ast.walk(node):
             if isinstance(sub, ast.For):
-                targets, bodies = [sub.target], list(sub.body)
+                loops, bodies = [(sub.target, sub.iter)], list(sub.body)
             elif isinstance(sub, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-                targets = [g.target for g in sub.generators]
+                loops = [(g.target, g.iter) for g in sub.generators]
                 bodies = [sub.key, sub.value] if isinstance(sub, ast.DictComp) else [sub.elt]
             else:
                 continue
-            names = {n for t in targets for n in _bound(t)}
+            names = {n for target, _ in loops for n in _bound(target)}
             if not any(parameter in self.loop_strings(self.train, n) for n in names):
                 continue
-            lines += [n.lineno for body in bodies for n in ast.walk(body)
+            found += [(n, loops) for body in bodies for n in ast.walk(body)
                       if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub))
                       and lr in _names_in(n)]
+        return found
+
+    def _looped_update_line(self, node: ast.FunctionDef, parameter: str, lr: str
+                            ) -> Optional[int]:
+        lines = [update.lineno for update, _ in self._looped_updates(node, parameter, lr)]
         return min(lines) if lines else None
+
+    def looped_operand_line(self, parameter: str, role: str) -> Optional[int]:
+        """Where the weight's own operand of a looped update is written: in
+        ``{k: value - lr * step for k, value, step in zip(KEYS, old, steps)}`` with ``steps =
+        (g_w1, g_b1, ...)``, the line of ``g_w1`` for role "gradient" (the term multiplied by
+        the learning rate), of the weight's entry in ``old`` for role "weight"."""
+        node = self.function(self.train)
+        if node is None:
+            return None
+        lr = self.parameter(self.train, 3, "learning_rate")
+        literals = {target.id: sub.value for sub in (*(self.tree.body if self.tree else []),
+                                                      *ast.walk(node))
+                    if isinstance(sub, ast.Assign) and isinstance(sub.value, (ast.List, ast.Tuple))
+                    for target in sub.targets if isinstance(target, ast.Name)}
+        for update, loops in self._looped_updates(node, parameter, lr):
+            scaled = update.right
+            if not (isinstance(scaled, ast.BinOp) and isinstance(scaled.op, ast.Mult)):
+                continue
+            terms = [scaled.left, scaled.right]
+            gradient = [t for t in terms if not (isinstance(t, ast.Name) and t.id == lr)]
+            chosen = update.left if role == "weight" else \
+                (gradient[0] if len(gradient) == 1 else None)
+            if not isinstance(chosen, ast.Name):
+                continue
+            for target, iterable in loops:
+                if chosen.id not in _bound(target):
+                    continue
+                keys = [n for n in _bound(target)
+                        if parameter in self.loop_strings(self.train, n)]
+                for element in _elements(iterable, literals) or []:
+                    if element is None or not any(
+                            parameter in _strings_bound(target, element, k) for k in keys):
+                        continue
+                    held = _bound_to(target, element, chosen.id)
+                    line = getattr(held, "lineno", None)
+                    if isinstance(held, ast.expr) and line is not None:
+                        return line
+        return None
 
     def in_place_lines(self, function: str, name: str) -> list[int]:
         """Lines of ``function`` that change the tensor bound to ``name`` in place."""
