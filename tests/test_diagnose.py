@@ -409,3 +409,21 @@ def test_a_swapped_entry_of_a_table_of_gradients_is_named_where_the_table_is(tmp
     located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
     assert located and all(where == ("GK601", 45) for where in located), located
     assert report["diagnoses"][0]["location"]["code"].startswith("steps = (g_b_a, g_w_a,")
+
+
+def test_updates_that_read_both_operands_from_one_table_are_one_diagnosis_at_the_loop(
+        tmp_path, check_json):
+    """zip(KEYS, old, old): every update subtracts learning_rate times the weight itself. The
+    table entries are right; the comprehension's zip is wrong: one GK601 at its line (47) that
+    names the same edit for the other five weights (not six paragraphs at the table's line)."""
+    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
+    old = "step in zip(KEYS, old, steps)"
+    assert source.count(old) == 1
+    path = tmp_path / "old_twice.py"
+    path.write_text(source.replace(old, "step in zip(KEYS, old, old)"))
+    report, exit_code = check_json(path, "--assignment", "relu_mse")
+    assert exit_code == 1
+    located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
+    assert located == [("GK601", 47)], located
+    assert "The updates of b1, W2, b2, W3 and b3 have the same edit." in \
+        report["diagnoses"][0]["message"]

@@ -423,6 +423,9 @@ def _edit_details(facts: Facts, found: "edits.Explanation") -> dict:
             "student": _render(edit.student, facts, found.parameter),
             "documented": _render(facts.chain.documented[edit.step], facts),
             "words": _render(edit.words, facts, found.parameter),
+            # the same words in the course's names, so that the same edit of several
+            # parameters is seen as one whatever the student calls them
+            "template": edit.words,
             "parameter": found.parameter}
 
 
@@ -543,7 +546,7 @@ def _merge_same_edits(diagnoses: list[Diagnosis], chain: Chain) -> list[Diagnosi
             continue
         if str(edit.get("step", "")).startswith("update."):
             key = ("update", edit["kind"], edit.get("parameter"),
-                   _parameters_pattern(chain).sub("_", edit["words"]))
+                   _parameters_pattern(chain).sub("_", edit.get("template", edit["words"])))
         else:  # the same step found wrong from several updates (nothing held below it)
             key = (edit["step"], edit["student"], edit.get("parameter"))
         if key not in first:

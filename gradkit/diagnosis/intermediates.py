@@ -1060,23 +1060,34 @@ class SourceIndex:
                 continue
             terms = [scaled.left, scaled.right]
             gradient = [t for t in terms if not (isinstance(t, ast.Name) and t.id == lr)]
-            chosen = update.left if role == "weight" else \
-                (gradient[0] if len(gradient) == 1 else None)
-            if not isinstance(chosen, ast.Name):
+            operands = {"weight": update.left,
+                        "gradient": gradient[0] if len(gradient) == 1 else None}
+            lines = {name: self._entry_line(operand, loops, parameter, literals)
+                     for name, operand in operands.items()}
+            # both operands read from one table (zip(KEYS, old, old)): the loop over the
+            # tables is wrong, not an entry
+            if lines[role] is not None and lines[role] != lines[
+                    "gradient" if role == "weight" else "weight"]:
+                return lines[role]
+        return None
+
+    def _entry_line(self, operand: Optional[ast.expr], loops: list[tuple[ast.AST, ast.expr]],
+                    parameter: str, literals: dict[str, ast.expr]) -> Optional[int]:
+        """The line of the table entry a looped update's operand (a loop variable) takes for
+        ``parameter``."""
+        if not isinstance(operand, ast.Name):
+            return None
+        for target, iterable in loops:
+            if operand.id not in _bound(target):
                 continue
-            for target, iterable in loops:
-                if chosen.id not in _bound(target):
+            keys = [n for n in _bound(target) if parameter in self.loop_strings(self.train, n)]
+            for element in _elements(iterable, literals) or []:
+                if element is None or not any(
+                        parameter in _strings_bound(target, element, k) for k in keys):
                     continue
-                keys = [n for n in _bound(target)
-                        if parameter in self.loop_strings(self.train, n)]
-                for element in _elements(iterable, literals) or []:
-                    if element is None or not any(
-                            parameter in _strings_bound(target, element, k) for k in keys):
-                        continue
-                    held = _bound_to(target, element, chosen.id)
-                    line = getattr(held, "lineno", None)
-                    if isinstance(held, ast.expr) and line is not None:
-                        return line
+                held = _bound_to(target, element, operand.id)
+                if isinstance(held, ast.expr) and getattr(held, "lineno", None) is not None:
+                    return held.lineno
         return None
 
     def in_place_lines(self, function: str, name: str) -> list[int]:
