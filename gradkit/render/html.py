@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal, Optional, Sequence
 
 import jinja2
@@ -240,6 +241,16 @@ def _picture_caption_gradient(p) -> str:
             f"{p.tolerance.dtype})")
 
 
+def _not_numbers(what: str, where: list[str], of: int) -> str:
+    """"; your loss is not a number (NaN or infinite) at step 900, step 1000", or ""."""
+    if not where:
+        return ""
+    if len(where) == of:
+        return f"; {what} is not a number (NaN or infinite) anywhere"
+    shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+    return f"; {what} is not a number (NaN or infinite) at {shown}"
+
+
 def report_view(report: Report, submission: Optional["Submission"] = None) -> ReportView:
     """What the page shows, read from the report. ``submission``, when given and the same file
     the report graded (same sha256), supplies the source lines around each named line."""
@@ -261,12 +272,23 @@ def report_view(report: Report, submission: Optional["Submission"] = None) -> Re
     curve = report.plots.training
     if curve is not None:
         training = [
-            Picture("Loss during the notebook's training loop",
-                    f"case {curve.case}: mean cross-entropy on the training data at steps "
+            Picture("Loss during the training loop",
+                    f"case {curve.case}: {curve.loss} on the training data at steps "
                     f"{curve.steps[0]} to {curve.steps[-1]}, with your function and with the "
-                    "reference", Markup(plots.loss_curves(curve)), "loss"),
+                    "reference" + _not_numbers("your loss", [
+                        f"step {s}" for s, v in zip(curve.steps, curve.student_loss)
+                        if v is None], len(curve.steps)), Markup(plots.loss_curves(curve)),
+                    "loss"),
             Picture("Predictions after training",
-                    f"P on each row after step {curve.steps[-1]}, against its label Y",
+                    (f"P on each row after step {curve.steps[-1]}, against its label Y"
+                     if curve.outputs == 1 else
+                     f"P on each output of each row (row.output) after step "
+                     f"{curve.steps[-1]}, against its label Y")
+                    + _not_numbers("your P", [
+                        f"row {i}" if curve.outputs == 1 else
+                        f"row {i // curve.outputs} output {i % curve.outputs}"
+                        for i, v in enumerate(curve.predictions) if v is None],
+                        len(curve.predictions)),
                     Markup(plots.predictions(curve)), "predictions")]
     training_check = next((c for c in report.checks if c.group == "training"), None)
     checks = [CheckView(c, MARK[c.status], _look_at(c), c.comparisons,
@@ -297,11 +319,14 @@ class SummaryView:
     failing: list[tuple[str, int]]
     gradebook: str
     reports: str
+    #: student -> their graded file, as a path from the folder all the class's files are in
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def report_link(reports: str, student: str) -> str:
-    """The relative link to a student's HTML report (the name quoted: it is only a path)."""
-    return f"{reports}/{urllib.parse.quote(student)}.html"
+    """The relative link to a student's HTML report: the name quoted whole (a "/" or ":" in it
+    is only a character of the file name, never a path step or a scheme)."""
+    return f"{reports}/{urllib.parse.quote(student, safe='')}.html"
 
 
 def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = "gradebook.csv",
@@ -331,7 +356,22 @@ def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = 
             "How often each check failed", "students whose submission failed each check",
             Markup(plots.check_failures(failing_sorted, len(rows))), "checks"))
     return SummaryView(summary=summary, rows=rows, pictures=pictures, mistakes=mistakes,
-                       failing=failing_sorted, gradebook=gradebook, reports=reports)
+                       failing=failing_sorted, gradebook=gradebook, reports=reports,
+                       files=_files(rows))
+
+
+def _files(rows: Sequence["Row"]) -> dict[str, str]:
+    """Each student's graded file from the class's folder (their common folder): the part
+    that tells them apart, not the same long prefix on every row."""
+    paths = {r.student: PurePath(r.submission) for r in rows if r.submission}
+    if not paths:
+        return {}
+    try:
+        common = PurePath(os.path.commonpath([str(p) for p in paths.values()]))
+    except ValueError:  # relative and absolute paths mixed
+        return {student: str(path) for student, path in paths.items()}
+    return {student: str(path.relative_to(common)) if path != common else path.name
+            for student, path in paths.items()}
 
 
 # -- pages -------------------------------------------------------------------------------------
