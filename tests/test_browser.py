@@ -255,6 +255,16 @@ EXAMPLE_PAGES = {
 }
 
 
+#: the steps that are right themselves but hold a wrong value (an earlier mistake reaches them):
+#: the steps after the first wrong one, and the updates of the wrong gradients
+INHERITED = {
+    "correct": [], "buggy": ["dLdV", "dLdI", "update.V", "update.I"],
+    "tanh_bce": ["dLdW1", "dLdb1", "update.W1", "update.b1"],
+    "relu_mse": ["dLdW2", "dLdb2", "dLdA1", "dLdZ1", "dLdW1", "dLdb1", "update.W1", "update.b1",
+                 "update.W2", "update.b2"],
+}
+
+
 @pytest.mark.parametrize("name", list(EXAMPLE_PAGES))
 def test_a_report_page_shows_the_report(browser, gradkit_cli, tmp_path, name):
     path, options, plots, first_wrong = EXAMPLE_PAGES[name]
@@ -315,6 +325,12 @@ def test_a_report_page_shows_the_report(browser, gradkit_cli, tmp_path, name):
         assert list(statuses) == list(steps)  # every step of the report, in its order
         assert [s for s, v in statuses.items() if v == "wrong"] == \
             [s for s, v in steps.items() if v == "wrong"]
+    inherited = page.query_selector_all("#chain [data-inherited=true]")
+    if name in INHERITED:
+        assert [e.get_attribute("data-step") for e in inherited] == INHERITED[name]
+    for step in inherited:  # each is right in the localisation, and says its value is off
+        assert step.get_attribute("data-status") == "right"
+        assert "value off" in step.inner_text()
 
     # every comparison is there, collapsed until asked for
     details = page.locator("details.comparisons").first

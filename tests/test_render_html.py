@@ -71,7 +71,8 @@ LOADED = ("import sys\nfrom gradkit.cli import main\ntry:\n    main(sys.argv[1:]
 
 
 @pytest.mark.parametrize("options, loaded", [
-    ((), []), (("--format", "json"), []), (("--format", "html"), ["jinja2", "matplotlib"])])
+    ((), []), (("--format", "json"), []), (("--format", "gradescope"), []),
+    (("--format", "html"), ["jinja2", "matplotlib"])])
 def test_only_an_html_view_imports_jinja2_and_matplotlib(options, loaded, tmp_path):
     done = subprocess.run([sys.executable, "-c", LOADED, "check", str(EXAMPLES / "correct.py"),
                            *options], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -293,6 +294,11 @@ def test_the_chain_follows_the_localisation_and_its_first_wrong_step():
     assert chain.first_wrong.name == "dLdZ1"
     assert [s.status for s in chain.of("gradient")] == ["right", "wrong", "right", "wrong",
                                                         "partial", "unknown"]
+    # right steps whose value is off the reference's (an intermediate that mismatches, an
+    # update whose gradient check failed) are right, and marked as handed a mistake
+    assert [s.name for s in chain.steps if s.inherited] == ["dLdW1", "update.W1", "update.W2"]
+    page = html.render(_layered(diagnosed=True))
+    assert page.count('data-inherited="true"') == 3 and "right, value off" in page
 
 
 def test_without_a_localisation_the_chain_shows_the_intermediates_and_the_updates():
@@ -303,6 +309,7 @@ def test_without_a_localisation_the_chain_shows_the_intermediates_and_the_update
         ("dLdW1", "wrong"), ("dLdb1", "unknown"), ("update.W1", "wrong"),
         ("update.b1", "right"), ("update.W2", "wrong"), ("update.b2", "right")]
     assert chain.first_wrong.name == "dLdW2"
+    assert not any(s.inherited for s in chain.steps)  # without a localisation, no step is
     page = html.render(_layered(diagnosed=False))
     assert 'data-step="dLdW2" data-status="wrong" data-first-wrong="true"' in page
 

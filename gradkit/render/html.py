@@ -83,6 +83,9 @@ class ChainStep:
     found_as: Optional[str] = None
     where: str = ""
     first_wrong: bool = False
+    #: right itself, yet its value is off the reference's: it was handed an earlier mistake
+    #: (the localisation's status, and the intermediate's, or the gradient check's, for an update)
+    inherited: bool = False
 
     @property
     def words(self) -> str:
@@ -203,17 +206,24 @@ def chain(report: Report) -> Optional[Chain]:
         return None
     first = named_first if named_first in order and status.get(named_first) == "wrong" else \
         next((n for n in order if status.get(n) == "wrong"), None)
+    # against the reference: each kept gradient's value, each update's gradient check
+    off = {n for n, i in found.items() if i.status == "mismatch"} | \
+        {f"update.{c.id.split('.', 1)[1]}" for c in report.checks
+         if c.group == "gradient" and c.status in ("fail", "error")}
     steps = []
     for name in order:
         kind: Literal["forward", "gradient", "update"] = \
             "update" if name.startswith("update.") else \
             "gradient" if name in found else "forward"
         held = found.get(name)
+        step_status = status.get(name, "unknown")
         steps.append(ChainStep(
-            name=name, kind=kind, status=status.get(name, "unknown"),  # type: ignore[arg-type]
+            name=name, kind=kind, status=step_status,  # type: ignore[arg-type]
             found_as=held.found_as if held is not None else None,
             where=_line_words(held.location) if held is not None else "",
-            first_wrong=name == first))
+            first_wrong=name == first,
+            inherited=source == "localisation" and step_status in ("right", "partial")
+            and name in off))
     return Chain(steps, source)
 
 
