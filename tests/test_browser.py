@@ -395,7 +395,14 @@ def test_the_class_summary(browser, gradkit_cli, tmp_path):
                 page.query_selector_all("#gradebook tbody tr")]
 
     assert students() == [r["student"] for r in gradebook]
-    assert sorted(scores()) == sorted(float(r["score"]) for r in gradebook)
+    # each row's score and verdict are the gradebook's (each the student's report's)
+    shown = page.eval_on_selector_all("#gradebook tbody tr", """rows => rows.map(r => [
+        r.dataset.student, parseFloat(r.cells[1].dataset.value), r.cells[2].innerText.trim()])""")
+    assert shown == [[r["student"], float(r["score"]), r["passed"]] for r in gradebook]
+    for row in gradebook:
+        report = json.loads((out / "reports" / f"{row['student']}.json").read_text())
+        assert (f"{report['score']:g}", "yes" if report["passed"] else "no") == \
+            (row["score"], row["passed"])
     header = page.locator("#gradebook th", has_text="score")
     header.click()
     assert scores() == sorted(scores()) and header.get_attribute("aria-sort") == "ascending"
