@@ -130,6 +130,7 @@ def test_a_wrong_gradient_carries_its_heat_maps_and_training_its_curves(reports)
             assert len(pictures) == 1 and "expected, yours" in pictures[0]["label"]
         elif name == "training":
             assert len(pictures) == 2
+            assert "(mean cross-entropy)" in pictures[0]["label"]
         else:
             assert pictures == []
     for picture in by_name["gradient.V"]["images"] + by_name["training"]["images"]:
