@@ -174,6 +174,28 @@ def test_the_summary_allows_only_its_own_script(reports):
     assert 'href="gradebook.csv"' in page
 
 
+def test_the_summary_links_stay_in_the_reports_folder(reports):
+    """`gradkit grade` names students safely; the page does not rely on it: a name is quoted
+    whole into one file name under reports/, never a scheme or a path step."""
+    import urllib.parse
+
+    from gradkit import batch
+
+    names = ["../../etc/passwd", "javascript:alert(1)", "a b#c?d", ".."]
+    rows = [batch.row_of(batch.Submission(name, Path("x.py")), reports["correct"])
+            for name in names]
+    page = html.render_summary(rows, batch.summarize(rows), gradebook="grades #1.csv")
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert "grades%20%231.csv" in hrefs
+    for name in names:
+        href = html.report_link("reports", name)
+        assert hrefs.count(href) == 1 and href.startswith("reports/")
+        resolved = urllib.parse.urlparse(urllib.parse.urljoin("file:///out/summary.html", href))
+        assert resolved.scheme == "file" and not resolved.query and not resolved.fragment
+        assert resolved.path.startswith("/out/reports/") and resolved.path.count("/") == 3
+        assert urllib.parse.unquote(resolved.path) == f"/out/reports/{name}.html"
+
+
 # -- the numbers behind the pictures ---------------------------------------------------------
 
 def test_wrong_gradients_are_kept_as_matrices_of_the_clearest_case(reports):

@@ -332,11 +332,16 @@ class SummaryView:
     #: student -> their graded file, as a path from the folder all the class's files are in
     files: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def gradebook_href(self) -> str:
+        """The gradebook's relative link (a "#" or "?" in its path is part of the name)."""
+        return urllib.parse.quote(self.gradebook)
+
 
 def report_link(reports: str, student: str) -> str:
     """The relative link to a student's HTML report: the name quoted whole (a "/" or ":" in it
     is only a character of the file name, never a path step or a scheme)."""
-    return f"{reports}/{urllib.parse.quote(student, safe='')}.html"
+    return f"{urllib.parse.quote(reports)}/{urllib.parse.quote(student, safe='')}.html"
 
 
 def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = "gradebook.csv",
