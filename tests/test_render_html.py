@@ -440,4 +440,9 @@ def test_a_training_run_that_went_to_nan_is_drawn_and_kept_as_json(reports):
     assert report.plots.training.student_loss[2] is None
     page = html.render(report)
     assert page.count("<svg") == 2
+    # said in the captions, and marked on the axes (a cross for each value that is no number)
+    assert "your loss is not a number (NaN or infinite) at step 300, step 400, step 500, " \
+        "step 600, step 700, step 800" in page
+    assert "your P is not a number (NaN or infinite) anywhere" in page
+    assert "not a number</text>" in page and "yours: not a number</text>" in page
     assert prairielearn.results(report)["tests"]  # and the PNGs are drawn

@@ -27,7 +27,8 @@ from markupsafe import Markup
 
 from gradkit.render import plots
 from gradkit.render._shared import diagnoses_for, where
-from gradkit.report import Check, Comparison, Diagnosis, Report, SourceLocation
+from gradkit.report import (Check, Comparison, Diagnosis, Report, SourceLocation,
+                            TrainingCurve)
 
 if TYPE_CHECKING:
     from gradkit.batch import Row, Summary
@@ -261,6 +262,30 @@ def _not_numbers(what: str, where: list[str], of: int) -> str:
     return f"; {what} is not a number (NaN or infinite) at {shown}"
 
 
+def _training_pictures(curve: Optional[TrainingCurve]) -> list[Picture]:
+    """The loss curves and the final predictions, captioned with where a value is no number."""
+    if curve is None:
+        return []
+    if curve.outputs == 1:
+        rows = f"P on each row after step {curve.steps[-1]}, against its label Y"
+        at = [f"row {i}" for i, v in enumerate(curve.predictions) if v is None]
+    else:
+        rows = (f"P on each output of each row (row.output) after step {curve.steps[-1]}, "
+                "against its label Y")
+        at = [f"row {i // curve.outputs} output {i % curve.outputs}"
+              for i, v in enumerate(curve.predictions) if v is None]
+    steps = [f"step {s}" for s, v in zip(curve.steps, curve.student_loss) if v is None]
+    return [
+        Picture("Loss during the training loop",
+                f"case {curve.case}: {curve.loss} on the training data at steps "
+                f"{curve.steps[0]} to {curve.steps[-1]}, with your function and with the "
+                "reference" + _not_numbers("your loss", steps, len(curve.steps)),
+                Markup(plots.loss_curves(curve)), "loss"),
+        Picture("Predictions after training",
+                rows + _not_numbers("your P", at, len(curve.predictions)),
+                Markup(plots.predictions(curve)), "predictions")]
+
+
 def report_view(report: Report, submission: Optional["Submission"] = None) -> ReportView:
     """What the page shows, read from the report. ``submission``, when given and the same file
     the report graded (same sha256), supplies the source lines around each named line."""
@@ -278,28 +303,7 @@ def report_view(report: Report, submission: Optional["Submission"] = None) -> Re
                          _picture_caption_gradient(p), Markup(""), f"gradient-{p.parameter}",
                          panels=plots.heat_panels(p))
                  for p in report.plots.gradients]
-    training: list[Picture] = []
-    curve = report.plots.training
-    if curve is not None:
-        training = [
-            Picture("Loss during the training loop",
-                    f"case {curve.case}: {curve.loss} on the training data at steps "
-                    f"{curve.steps[0]} to {curve.steps[-1]}, with your function and with the "
-                    "reference" + _not_numbers("your loss", [
-                        f"step {s}" for s, v in zip(curve.steps, curve.student_loss)
-                        if v is None], len(curve.steps)), Markup(plots.loss_curves(curve)),
-                    "loss"),
-            Picture("Predictions after training",
-                    (f"P on each row after step {curve.steps[-1]}, against its label Y"
-                     if curve.outputs == 1 else
-                     f"P on each output of each row (row.output) after step "
-                     f"{curve.steps[-1]}, against its label Y")
-                    + _not_numbers("your P", [
-                        f"row {i}" if curve.outputs == 1 else
-                        f"row {i // curve.outputs} output {i % curve.outputs}"
-                        for i, v in enumerate(curve.predictions) if v is None],
-                        len(curve.predictions)),
-                    Markup(plots.predictions(curve)), "predictions")]
+    training = _training_pictures(report.plots.training)
     training_check = next((c for c in report.checks if c.group == "training"), None)
     checks = [CheckView(c, MARK[c.status], _look_at(c), c.comparisons,
                         sum(not x.passed for x in c.comparisons)) for c in report.checks]
