@@ -682,7 +682,8 @@ def _training(case: Case, call: CallResult, tolerances: Tolerances, assignment: 
     verdict.curve = TrainingCurve(
         case=case.id, steps=list(marks), student_loss=_finite(losses),
         reference_loss=exp.losses.tolist(), predictions=_finite(P),
-        labels=labels.reshape(-1).tolist())
+        labels=labels.reshape(-1).tolist(), loss=oracle.training_loss_words(assignment),
+        outputs=labels.shape[1] if labels.dim() == 2 else 1)
     wrong = oracle.misclassified(case.X, case.Y, checkpoints[-1], assignment)
     # as well as the reference: all of them, where the reference classifies all (the notebook)
     failed = int(wrong.sum()) > allowed

@@ -225,17 +225,22 @@ class GradientPicture(_Model):
 
 
 class TrainingCurve(_Model):
-    """The notebook's training loop run with the student's function and with the reference."""
+    """The assignment's training loop run with the student's function and with the reference."""
 
     case: str = Field(description="Case id of the training case.")
     steps: list[int] = Field(description="The training steps at which the loss was measured.")
     student_loss: list[Optional[float]] = Field(
-        description="Mean cross-entropy of the student's weights (None where not finite).")
+        description="The training loss (``loss``) of the student's weights at each step (None "
+        "where not finite).")
     reference_loss: list[float] = Field(description="The same with the reference's weights.")
     predictions: list[Optional[float]] = Field(
         description="P on each row after the last step, student's weights (None: not finite).")
     labels: list[float] = Field(description="Y on each row.")
     threshold: float = Field(0.5, description="A row counts as class 1 when P exceeds this.")
+    loss: Literal["mean cross-entropy", "mean squared error"] = Field(
+        "mean cross-entropy", description="What student_loss and reference_loss measure.")
+    outputs: int = Field(1, ge=1, description="Outputs per row: predictions and labels are "
+                         "row by row, each row's outputs in order.")
 
 
 class Plots(_Model):

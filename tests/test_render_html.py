@@ -71,7 +71,8 @@ LOADED = ("import sys\nfrom gradkit.cli import main\ntry:\n    main(sys.argv[1:]
 
 
 @pytest.mark.parametrize("options, loaded", [
-    ((), []), (("--format", "json"), []), (("--format", "html"), ["jinja2", "matplotlib"])])
+    ((), []), (("--format", "json"), []), (("--format", "gradescope"), []),
+    (("--format", "html"), ["jinja2", "matplotlib"])])
 def test_only_an_html_view_imports_jinja2_and_matplotlib(options, loaded, tmp_path):
     done = subprocess.run([sys.executable, "-c", LOADED, "check", str(EXAMPLES / "correct.py"),
                            *options], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -171,6 +172,28 @@ def test_the_summary_allows_only_its_own_script(reports):
     assert f"script-src 'sha256-{digest}'" in policy(page)
     assert 'href="reports/correct.html"' in page and 'href="reports/buggy.html"' in page
     assert 'href="gradebook.csv"' in page
+
+
+def test_the_summary_links_stay_in_the_reports_folder(reports):
+    """`gradkit grade` names students safely; the page does not rely on it: a name is quoted
+    whole into one file name under reports/, never a scheme or a path step."""
+    import urllib.parse
+
+    from gradkit import batch
+
+    names = ["../../etc/passwd", "javascript:alert(1)", "a b#c?d", ".."]
+    rows = [batch.row_of(batch.Submission(name, Path("x.py")), reports["correct"])
+            for name in names]
+    page = html.render_summary(rows, batch.summarize(rows), gradebook="grades #1.csv")
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert "grades%20%231.csv" in hrefs
+    for name in names:
+        href = html.report_link("reports", name)
+        assert hrefs.count(href) == 1 and href.startswith("reports/")
+        resolved = urllib.parse.urlparse(urllib.parse.urljoin("file:///out/summary.html", href))
+        assert resolved.scheme == "file" and not resolved.query and not resolved.fragment
+        assert resolved.path.startswith("/out/reports/") and resolved.path.count("/") == 3
+        assert urllib.parse.unquote(resolved.path) == f"/out/reports/{name}.html"
 
 
 # -- the numbers behind the pictures ---------------------------------------------------------
@@ -293,6 +316,11 @@ def test_the_chain_follows_the_localisation_and_its_first_wrong_step():
     assert chain.first_wrong.name == "dLdZ1"
     assert [s.status for s in chain.of("gradient")] == ["right", "wrong", "right", "wrong",
                                                         "partial", "unknown"]
+    # right steps whose value is off the reference's (an intermediate that mismatches, an
+    # update whose gradient check failed) are right, and marked as handed a mistake
+    assert [s.name for s in chain.steps if s.inherited] == ["dLdW1", "update.W1", "update.W2"]
+    page = html.render(_layered(diagnosed=True))
+    assert page.count('data-inherited="true"') == 3 and "right, value off" in page
 
 
 def test_without_a_localisation_the_chain_shows_the_intermediates_and_the_updates():
@@ -303,6 +331,7 @@ def test_without_a_localisation_the_chain_shows_the_intermediates_and_the_update
         ("dLdW1", "wrong"), ("dLdb1", "unknown"), ("update.W1", "wrong"),
         ("update.b1", "right"), ("update.W2", "wrong"), ("update.b2", "right")]
     assert chain.first_wrong.name == "dLdW2"
+    assert not any(s.inherited for s in chain.steps)  # without a localisation, no step is
     page = html.render(_layered(diagnosed=False))
     assert 'data-step="dLdW2" data-status="wrong" data-first-wrong="true"' in page
 
@@ -411,4 +440,9 @@ def test_a_training_run_that_went_to_nan_is_drawn_and_kept_as_json(reports):
     assert report.plots.training.student_loss[2] is None
     page = html.render(report)
     assert page.count("<svg") == 2
+    # said in the captions, and marked on the axes (a cross for each value that is no number)
+    assert "your loss is not a number (NaN or infinite) at step 300, step 400, step 500, " \
+        "step 600, step 700, step 800" in page
+    assert "your P is not a number (NaN or infinite) anywhere" in page
+    assert "not a number</text>" in page and "yours: not a number</text>" in page
     assert prairielearn.results(report)["tests"]  # and the PNGs are drawn

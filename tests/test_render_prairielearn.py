@@ -56,6 +56,68 @@ def test_results_follow_the_documentation_and_the_report(reports, name):
     assert ("every check passed" in results["message"]) == report.passed
 
 
+#: results.json shaped as PrairieLearn's documentation shows it ("Grading results"): every
+#: documented field, images top-level and per test, as objects and as bare URLs
+DOCUMENTED = {
+    "gradable": True, "score": 0.25, "message": "Ran 2 tests.", "output": "test 1 ...\n",
+    "images": [{"label": "a plot", "url": "data:image/png;base64,iVBORw0KGgo="},
+               "data:image/jpeg;base64,/9j/4AAQ"],
+    "tests": [
+        {"name": "test 1", "description": "does a thing", "points": 1, "max_points": 1,
+         "message": "fine", "output": "ok"},
+        {"name": "test 2", "description": "harder", "points": 0, "max_points": 3,
+         "message": "look again", "output": "not ok",
+         "images": [{"label": "what it drew", "url": "data:image/gif;base64,R0lGOD=="}]}],
+}
+
+
+def _with(path: str, value):
+    """DOCUMENTED with one field (a dotted path; digits index lists) set, or deleted when
+    ``value`` is ``...``."""
+    results = json.loads(json.dumps(DOCUMENTED))
+    *parents, last = path.split(".")
+    target = results
+    for key in parents:
+        target = target[int(key)] if key.isdigit() else target[key]
+    if value is ...:
+        del target[int(last) if last.isdigit() else last]
+    else:
+        target[int(last) if last.isdigit() else last] = value
+    return results
+
+
+def test_the_schema_takes_what_prairielearn_documents():
+    jsonschema.validate(DOCUMENTED, SCHEMA)
+    jsonschema.validate({"gradable": False, "format_errors": "no file"}, SCHEMA)
+    jsonschema.validate({"score": 1.0}, SCHEMA)  # gradable may be left out: it means true
+
+
+@pytest.mark.parametrize("path, value", [
+    ("score", ...),  # gradable: the score is required
+    ("score", 1.5), ("score", -0.1), ("score", "0.25"),
+    ("gradable", "yes"),
+    ("scores", 0.25),  # a misspelt field is refused, not ignored
+    ("message", ["a", "list"]), ("output", None),
+    ("images.0.url", "https://example.com/plot.png"),  # a data URL, not a request
+    ("images.0.label", 3), ("images.0.caption", "x"), ("images.1", 7),
+    ("tests.0.name", ...), ("tests.0.name", 1), ("tests.0.points", "1"),
+    ("tests.0.max_points", ...), ("tests.0.max_score", 1), ("tests.0.points", -1),
+    ("tests.1.description", False), ("tests.1.message", 0), ("tests.1.output", {}),
+    ("tests.1.images", {"url": "data:image/png;base64,"}), ("tests.1.status", "failed"),
+    ("tests", {"name": "test 1"}),
+])
+def test_the_schema_refuses_a_wrong_field_or_type(path, value):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_with(path, value), SCHEMA)
+
+
+def test_not_gradable_needs_its_format_errors():
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"gradable": False, "message": "?"}, SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"gradable": False, "format_errors": [1]}, SCHEMA)
+
+
 def test_a_wrong_gradient_carries_its_heat_maps_and_training_its_curves(reports):
     report = reports["buggy"]
     results = valid(json.loads(prairielearn.render(report)))
@@ -68,6 +130,7 @@ def test_a_wrong_gradient_carries_its_heat_maps_and_training_its_curves(reports)
             assert len(pictures) == 1 and "expected, yours" in pictures[0]["label"]
         elif name == "training":
             assert len(pictures) == 2
+            assert "(mean cross-entropy)" in pictures[0]["label"]
         else:
             assert pictures == []
     for picture in by_name["gradient.V"]["images"] + by_name["training"]["images"]:

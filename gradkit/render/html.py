@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal, Optional, Sequence
 
 import jinja2
@@ -26,7 +27,8 @@ from markupsafe import Markup
 
 from gradkit.render import plots
 from gradkit.render._shared import diagnoses_for, where
-from gradkit.report import Check, Comparison, Diagnosis, Report, SourceLocation
+from gradkit.report import (Check, Comparison, Diagnosis, Report, SourceLocation,
+                            TrainingCurve)
 
 if TYPE_CHECKING:
     from gradkit.batch import Row, Summary
@@ -82,6 +84,9 @@ class ChainStep:
     found_as: Optional[str] = None
     where: str = ""
     first_wrong: bool = False
+    #: right itself, yet its value is off the reference's: it was handed an earlier mistake
+    #: (the localisation's status, and the intermediate's, or the gradient check's, for an update)
+    inherited: bool = False
 
     @property
     def words(self) -> str:
@@ -202,17 +207,24 @@ def chain(report: Report) -> Optional[Chain]:
         return None
     first = named_first if named_first in order and status.get(named_first) == "wrong" else \
         next((n for n in order if status.get(n) == "wrong"), None)
+    # against the reference: each kept gradient's value, each update's gradient check
+    off = {n for n, i in found.items() if i.status == "mismatch"} | \
+        {f"update.{c.id.split('.', 1)[1]}" for c in report.checks
+         if c.group == "gradient" and c.status in ("fail", "error")}
     steps = []
     for name in order:
         kind: Literal["forward", "gradient", "update"] = \
             "update" if name.startswith("update.") else \
             "gradient" if name in found else "forward"
         held = found.get(name)
+        step_status = status.get(name, "unknown")
         steps.append(ChainStep(
-            name=name, kind=kind, status=status.get(name, "unknown"),  # type: ignore[arg-type]
+            name=name, kind=kind, status=step_status,  # type: ignore[arg-type]
             found_as=held.found_as if held is not None else None,
             where=_line_words(held.location) if held is not None else "",
-            first_wrong=name == first))
+            first_wrong=name == first,
+            inherited=source == "localisation" and step_status in ("right", "partial")
+            and name in off))
     return Chain(steps, source)
 
 
@@ -240,6 +252,40 @@ def _picture_caption_gradient(p) -> str:
             f"{p.tolerance.dtype})")
 
 
+def _not_numbers(what: str, where: list[str], of: int) -> str:
+    """"; your loss is not a number (NaN or infinite) at step 900, step 1000", or ""."""
+    if not where:
+        return ""
+    if len(where) == of:
+        return f"; {what} is not a number (NaN or infinite) anywhere"
+    shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+    return f"; {what} is not a number (NaN or infinite) at {shown}"
+
+
+def _training_pictures(curve: Optional[TrainingCurve]) -> list[Picture]:
+    """The loss curves and the final predictions, captioned with where a value is no number."""
+    if curve is None:
+        return []
+    if curve.outputs == 1:
+        rows = f"P on each row after step {curve.steps[-1]}, against its label Y"
+        at = [f"row {i}" for i, v in enumerate(curve.predictions) if v is None]
+    else:
+        rows = (f"P on each output of each row (row.output) after step {curve.steps[-1]}, "
+                "against its label Y")
+        at = [f"row {i // curve.outputs} output {i % curve.outputs}"
+              for i, v in enumerate(curve.predictions) if v is None]
+    steps = [f"step {s}" for s, v in zip(curve.steps, curve.student_loss) if v is None]
+    return [
+        Picture("Loss during the training loop",
+                f"case {curve.case}: {curve.loss} on the training data at steps "
+                f"{curve.steps[0]} to {curve.steps[-1]}, with your function and with the "
+                "reference" + _not_numbers("your loss", steps, len(curve.steps)),
+                Markup(plots.loss_curves(curve)), "loss"),
+        Picture("Predictions after training",
+                rows + _not_numbers("your P", at, len(curve.predictions)),
+                Markup(plots.predictions(curve)), "predictions")]
+
+
 def report_view(report: Report, submission: Optional["Submission"] = None) -> ReportView:
     """What the page shows, read from the report. ``submission``, when given and the same file
     the report graded (same sha256), supplies the source lines around each named line."""
@@ -257,17 +303,7 @@ def report_view(report: Report, submission: Optional["Submission"] = None) -> Re
                          _picture_caption_gradient(p), Markup(""), f"gradient-{p.parameter}",
                          panels=plots.heat_panels(p))
                  for p in report.plots.gradients]
-    training: list[Picture] = []
-    curve = report.plots.training
-    if curve is not None:
-        training = [
-            Picture("Loss during the notebook's training loop",
-                    f"case {curve.case}: mean cross-entropy on the training data at steps "
-                    f"{curve.steps[0]} to {curve.steps[-1]}, with your function and with the "
-                    "reference", Markup(plots.loss_curves(curve)), "loss"),
-            Picture("Predictions after training",
-                    f"P on each row after step {curve.steps[-1]}, against its label Y",
-                    Markup(plots.predictions(curve)), "predictions")]
+    training = _training_pictures(report.plots.training)
     training_check = next((c for c in report.checks if c.group == "training"), None)
     checks = [CheckView(c, MARK[c.status], _look_at(c), c.comparisons,
                         sum(not x.passed for x in c.comparisons)) for c in report.checks]
@@ -297,11 +333,19 @@ class SummaryView:
     failing: list[tuple[str, int]]
     gradebook: str
     reports: str
+    #: student -> their graded file, as a path from the folder all the class's files are in
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gradebook_href(self) -> str:
+        """The gradebook's relative link (a "#" or "?" in its path is part of the name)."""
+        return urllib.parse.quote(self.gradebook)
 
 
 def report_link(reports: str, student: str) -> str:
-    """The relative link to a student's HTML report (the name quoted: it is only a path)."""
-    return f"{reports}/{urllib.parse.quote(student)}.html"
+    """The relative link to a student's HTML report: the name quoted whole (a "/" or ":" in it
+    is only a character of the file name, never a path step or a scheme)."""
+    return f"{urllib.parse.quote(reports)}/{urllib.parse.quote(student, safe='')}.html"
 
 
 def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = "gradebook.csv",
@@ -331,7 +375,22 @@ def summary_view(rows: Sequence["Row"], summary: "Summary", *, gradebook: str = 
             "How often each check failed", "students whose submission failed each check",
             Markup(plots.check_failures(failing_sorted, len(rows))), "checks"))
     return SummaryView(summary=summary, rows=rows, pictures=pictures, mistakes=mistakes,
-                       failing=failing_sorted, gradebook=gradebook, reports=reports)
+                       failing=failing_sorted, gradebook=gradebook, reports=reports,
+                       files=_files(rows))
+
+
+def _files(rows: Sequence["Row"]) -> dict[str, str]:
+    """Each student's graded file from the class's folder (their common folder): the part
+    that tells them apart, not the same long prefix on every row."""
+    paths = {r.student: PurePath(r.submission) for r in rows if r.submission}
+    if not paths:
+        return {}
+    try:
+        common = PurePath(os.path.commonpath([str(p) for p in paths.values()]))
+    except ValueError:  # relative and absolute paths mixed
+        return {student: str(path) for student, path in paths.items()}
+    return {student: str(path.relative_to(common)) if path != common else path.name
+            for student, path in paths.items()}
 
 
 # -- pages -------------------------------------------------------------------------------------

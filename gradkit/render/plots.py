@@ -212,18 +212,30 @@ def loss_curves(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
         student, = ax.plot(curve.steps, [float("nan")] * len(curve.steps), marker="s",
                            color=STUDENT, label="your function", linewidth=2, linestyle="--")
         ax.set_xlabel("training step")
-        ax.set_ylabel("mean cross-entropy")
+        ax.set_ylabel(curve.loss)
         ax.grid(True, color=GRID, linewidth=0.6)
         ax.legend(frameon=False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         return figure, ax, student
 
-    figure, ax, student = _reused("loss", (tuple(curve.steps), tuple(curve.reference_loss)),
-                                  build)
+    # the steps where the student's loss is not a number are marked on the axis: no point of
+    # the line is drawn there, and an empty stretch must not read as a gap in the checkpoints
+    missing = tuple(v is None or not math.isfinite(v) for v in curve.student_loss)
+
+    def build_marked():
+        figure, ax, student = build()
+        if any(missing):
+            ax.scatter([s for s, m in zip(curve.steps, missing) if m], [0] * sum(missing),
+                       marker="x", color=STUDENT, s=40, clip_on=False, zorder=4,
+                       label="yours: not a number")
+            ax.legend(frameon=False)
+        return figure, ax, student
+
+    figure, ax, student = _reused("loss", (tuple(curve.steps), tuple(curve.reference_loss),
+                                           curve.loss, missing), build_marked)
     with matplotlib.rc_context(_STYLE):
-        student.set_ydata([v if v is not None and math.isfinite(v) else float("nan")
-                           for v in curve.student_loss])
+        student.set_ydata([float("nan") if m else v for v, m in zip(curve.student_loss, missing)])
         ax.relim()
         ax.set_autoscale_on(True)
         ax.autoscale_view()
@@ -232,32 +244,40 @@ def loss_curves(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
 
 
 def predictions(curve: TrainingCurve, fmt: Format = "svg") -> str | bytes:
-    """P on each row after training, with each row's label and the threshold."""
+    """P on each row (each output of each row) after training, with its label and the
+    threshold; a prediction that is not a number is marked with a cross at the axis."""
     rows = list(range(len(curve.predictions)))
     shown = [p if p is not None else float("nan") for p in curve.predictions]
     # a bar with no finite height takes no room on the axes: which ones have none is part of
     # what a figure is built for
     missing = tuple(not math.isfinite(p) for p in shown)
+    outputs = curve.outputs
+    ticks = [str(r) for r in rows] if outputs == 1 else \
+        [f"{r // outputs}.{r % outputs}" for r in rows]
 
     def build():
         figure, ax = _axes(5.6, 2.8, top=0.45)
         bars = ax.bar(rows, [float("nan") if m else 0.0 for m in missing], color=STUDENT,
                       alpha=0.75, label="your P", width=0.6)
-        ax.scatter(rows, curve.labels, marker="_", s=420, linewidths=3, color=INK,
-                   label="label Y", zorder=3)
+        ax.scatter(rows, curve.labels, marker="_", s=420 if len(rows) <= 8 else 160,
+                   linewidths=3, color=INK, label="label Y", zorder=3)
         ax.axhline(curve.threshold, color=MUTED, linewidth=1, linestyle=":",
                    label=f"threshold {curve.threshold:g}")
-        ax.set_xticks(rows, [str(r) for r in rows])
-        ax.set_xlabel("row of the training data")
+        if any(missing):
+            ax.scatter([r for r, m in zip(rows, missing) if m], [0] * sum(missing), marker="x",
+                       color=STUDENT, s=40, zorder=4, clip_on=False, label="not a number")
+        ax.set_xticks(rows, ticks, fontsize=9 if len(rows) <= 16 else 7)
+        ax.set_xlabel("row of the training data" if outputs == 1 else
+                      "row.output of the training data")
         ax.set_ylim(-0.05, 1.1)
         ax.set_ylabel("prediction")
-        ax.legend(frameon=False, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        ax.legend(frameon=False, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         return figure, bars
 
-    figure, bars = _reused("predictions", (tuple(curve.labels), curve.threshold, missing),
-                           build)
+    figure, bars = _reused("predictions", (tuple(curve.labels), curve.threshold, missing,
+                                           outputs), build)
     with matplotlib.rc_context(_STYLE):
         for bar, height in zip(bars, shown):
             bar.set_height(height)

@@ -153,7 +153,8 @@ def _pictures(report: Report) -> dict[str, list[dict[str, str]]]:
     curve = report.plots.training
     if curve is not None:
         out["training"] = [
-            {"label": "Loss during the notebook's training loop: yours and the reference's",
+            {"label": f"Loss during the training loop ({curve.loss}): yours and the "
+                      "reference's",
              "url": _png(plots.loss_curves(curve, fmt="png"))},  # type: ignore[arg-type]
             {"label": "Predictions after training, against the labels",
              "url": _png(plots.predictions(curve, fmt="png"))}]  # type: ignore[arg-type]
