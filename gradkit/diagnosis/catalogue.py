@@ -755,12 +755,33 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
     return outcomes
 
 
+#: |Z| beyond which a sigmoid or tanh counts as saturated: 1 - sigmoid(20) is 2e-9, so the
+#: derivative written as s * (1 - s) or 1 - t**2 keeps fewer than 8 of float64's digits
+_SATURATED = 20.0
+
+
 def _past_a_kink(obs: StepObservation) -> bool:
-    """A chain's later call of a network with a ReLU: it starts from the student's own weights,
-    where nothing keeps a pre-activation away from the ReLU's kink (the cases keep the ones
-    they draw away from it), so the student's float32 pass may take the other side of it
-    there: such a call neither confirms nor refutes an alternative."""
-    return obs.index > 0 and "relu" in obs.chain.activations
+    """A chain's later call that starts from the student's own weights, where nothing keeps a
+    pre-activation in the range the cases draw: a ReLU's pre-activation may sit at the kink
+    (the student's float32 pass may take the other side of it), a sigmoid or tanh may be
+    saturated (its derivative, written as the course writes it, then loses its digits to
+    cancellation: a planted missing derivative's W1 was 0.3% off the alternative on chain_5x4's
+    fifth call, from weights of -209 and 13). Such a call neither confirms nor refutes an
+    alternative."""
+    if obs.index == 0:
+        return False
+    chain = obs.chain
+    if "relu" in chain.activations:
+        return True
+    for layer, activation in enumerate(chain.activations, start=1):
+        if activation in ("sigmoid", "tanh"):
+            try:
+                pre = obs.reference(chain.of_layer("pre_activation", layer))
+            except (KeyError, AttributeError):
+                continue
+            if pre.numel() and float(pre.abs().max()) > _SATURATED:
+                return True
+    return False
 
 
 def _one(obs: StepObservation, name: str, alternative: Tensor, scale: float) -> Optional[str]:
