@@ -11,13 +11,29 @@ from __future__ import annotations
 import ast
 import errno
 import hashlib
+import io
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 _MAX_SOURCE_BYTES = 2 * 1024 * 1024
+#: how deep within one statement the grader's analysis of the source follows an expression, and
+#: how many syntax-tree nodes it analyses at all. Diagnosis walks subtrees of subtrees (the names
+#: in each ``a + b`` of a function): linear in a student's code, whose expressions nest a dozen
+#: deep, but quadratic in 2 MiB of lines nested 3,000 deep (hours in the grader). Deeper
+#: expressions are cut (``Submission.pruned``); a larger tree is not analysed (``analysable``).
+MAX_ANALYSED_DEPTH = 48
+MAX_ANALYSED_NODES = 250_000
+#: the Python tokens of a submission the grader parses at all: its syntax tree costs up to
+#: 0.7 KB a token (2 MiB of ``a,a,a,...`` took the grader to 1.4 GB in ``ast.parse``), and a
+#: submission holds a few thousand
+MAX_TOKENS = 250_000
+#: an upper bound of the tokens in a source, in one linear pass (every word and every other
+#: character that is not white space: more than the tokenizer's count, never fewer)
+_ROUGH_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class LoadError(Exception):
@@ -50,6 +66,19 @@ class Submission:
     origins: dict[int, LineOrigin] = field(default_factory=dict)
     tree: Optional[ast.Module] = None
     syntax_error: Optional[LoadError] = None
+    #: subtrees cut out of ``tree`` because they nest deeper than ``MAX_ANALYSED_DEPTH`` (each
+    #: replaced there by ``...`` at its place): the policy scan still reads them
+    pruned: list[ast.AST] = field(default_factory=list)
+    #: whether the tree is small enough (``MAX_ANALYSED_NODES``) for diagnosis to read it
+    analysable: bool = True
+
+    def analysed_tree(self) -> Optional[ast.Module]:
+        """The syntax tree diagnosis reads: None where there is none or it is too large."""
+        return self.tree if self.analysable else None
+
+    def every_tree(self) -> list[ast.AST]:
+        """The tree and every subtree cut out of it: together, all of the source's nodes."""
+        return ([self.tree] if self.tree is not None else []) + self.pruned
 
     def where(self, line: Optional[int]) -> str:
         """``file:line``, or ``file, cell N line M`` in a notebook."""
@@ -208,6 +237,11 @@ def load_submission(path: str | Path) -> Submission:
         kind = "py"
     submission = Submission(path=path, kind=kind, source=source, sha256=digest, size=len(raw),
                             origins=origins)
+    tokens = count_tokens(source)
+    if tokens > MAX_TOKENS:
+        raise LoadError(f"{path.name} holds more than {MAX_TOKENS:,} Python tokens (words, "
+                        "numbers, operators), more than gradkit reads: a solution holds a few "
+                        "thousand. Remove generated code or data written out as literals.")
     try:
         submission.tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
@@ -217,7 +251,64 @@ def load_submission(path: str | Path) -> Submission:
         )
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         submission.syntax_error = LoadError(f"{path.name} cannot be parsed as Python: {exc}")
+    if submission.tree is not None:
+        submission.analysable = _prune(submission.tree, submission.pruned)
     return submission
+
+
+def count_tokens(source: str, limit: int = MAX_TOKENS) -> int:
+    """The Python tokens of ``source``, counted up to ``limit + 1`` (an f-string counts each
+    word and sign in it: its fields are parsed as expressions). A rough linear count first; the
+    tokenizer only when that count is over ``limit`` (a long comment or string, say). Costs no
+    memory however the source is made."""
+    if len(source) <= limit:  # every token is at least one character
+        return 0
+    if sum(1 for _ in _ROUGH_TOKEN.finditer(source)) <= limit:
+        return 0
+    import tokenize
+
+    count = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            count += 1
+            if token.type == tokenize.STRING and "f" in token.string[:3].lower():
+                count += sum(1 for _ in _ROUGH_TOKEN.finditer(token.string))
+            if count > limit:
+                break
+    except (tokenize.TokenError, SyntaxError):  # the parser says what is wrong, and where
+        pass
+    return count
+
+
+_OPAQUE_FIELDS = frozenset({"ctx", "op"})
+
+
+def _prune(tree: ast.AST, pruned: list[ast.AST]) -> bool:
+    """Cut every expression nested more than ``MAX_ANALYSED_DEPTH`` deep within its statement
+    out of ``tree`` (into ``pruned``, an ``...`` constant left at its place); whether the tree
+    has at most ``MAX_ANALYSED_NODES`` nodes. Iterative, linear in the tree."""
+    nodes, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        for name, value in ast.iter_fields(node):
+            if name in _OPAQUE_FIELDS:
+                continue
+            items = value if isinstance(value, list) else [value]
+            for index, item in enumerate(items):
+                if not isinstance(item, ast.AST):
+                    continue
+                inner = 0 if isinstance(item, ast.stmt) else depth + 1
+                if inner <= MAX_ANALYSED_DEPTH:
+                    stack.append((item, inner))
+                    continue
+                pruned.append(item)
+                cut = ast.copy_location(ast.Constant(value=...), item)
+                if isinstance(value, list):
+                    value[index] = cut
+                else:
+                    setattr(node, name, cut)
+    return nodes <= MAX_ANALYSED_NODES
 
 
 def assignment_lines(tree: Optional[ast.Module]) -> dict[str, list[int]]:

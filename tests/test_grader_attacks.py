@@ -126,6 +126,33 @@ def test_a_wrong_line_of_a_very_deep_expression_is_the_students_mistake(tmp_path
     assert verdicts(report)["predict"]["status"] == "pass"
 
 
+def test_many_lines_nested_as_deep_as_python_allows_are_read_in_linear_time(tmp_path):
+    """Diagnosis walked every sum inside every sum of these 14 lines: over half an hour. Now an
+    expression is read 48 levels deep at most; the policy still sees what is cut off."""
+    report, run = check(tmp_path, HOSTILE / "deep_lines_quadratic.py", seconds=60)
+    assert run.code == 1 and run.seconds < 45
+    assert "GK603" in [d["code"] for d in report["diagnoses"]]
+    assert verdicts(report)["gradient.I"]["status"] == "fail"
+    policy = verdicts(report)["policy"]
+    assert policy["status"] == "fail" and "GKP101" in policy["message"]
+    assert policy["location"]["line"] == 48  # the .backward() 100 levels down
+
+
+@pytest.mark.parametrize("code", ["_x = [" + "a," * 1_000_000 + "]\n",
+                                  "if 0:\n" + " a;" * 650_000 + "\n",
+                                  "_x = f'" + "{a}" * 650_000 + "'\n"])
+def test_two_mib_of_tiny_tokens_is_refused_before_it_is_parsed(tmp_path, code):
+    """ast.parse of 2 MiB of ``a,a,a,...`` took the grader to 1.4 GB (0.7 KB a token)."""
+    path = tmp_path / "tokens.py"
+    source = (EXAMPLES / "correct.py").read_text() + code
+    assert len(source.encode()) < 2 << 20
+    path.write_text(source)
+    report, run = check(tmp_path, path, seconds=60)
+    assert run.code == 1 and run.peak < 600 << 20
+    load = verdicts(report)["load"]
+    assert load["status"] == "error" and "more than 250,000 Python tokens" in load["message"]
+
+
 def test_a_student_folder_of_a_thousand_nested_folders_does_not_stop_the_class(tmp_path):
     """os.walk recursed into it and crashed `gradkit grade` before anyone was graded."""
     cls = tmp_path / "class"
