@@ -71,6 +71,7 @@ class Submission:
     pruned: list[ast.AST] = field(default_factory=list)
     #: whether the tree is small enough (``MAX_ANALYSED_NODES``) for diagnosis to read it
     analysable: bool = True
+    _lines: Optional[tuple[str, list[str]]] = field(default=None, repr=False, compare=False)
 
     def analysed_tree(self) -> Optional[ast.Module]:
         """The syntax tree diagnosis reads: None where there is none or it is too large."""
@@ -102,10 +103,22 @@ class Submission:
                               code=self.source_line(line))
 
     def source_line(self, line: Optional[int]) -> str:
-        lines = self.source.splitlines()
+        if self._lines is None or self._lines[0] is not self.source:
+            self._lines = (self.source, python_lines(self.source))
+        lines = self._lines[1]
         if line is None or not 1 <= line <= len(lines):
             return ""
         return lines[line - 1].strip()
+
+
+def python_lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python numbers them: ended by ``\\n``, ``\\r\\n`` or ``\\r`` only.
+
+    ``str.splitlines`` also ends a line at ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``, ``\\x85``,
+    ``\\u2028`` and ``\\u2029``, which Python reads as characters: one in a string or a comment
+    cut the line in two (a syntax error in a notebook that runs) and shifted every later line.
+    """
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
 
 
 def is_ipython_line(line: str) -> bool:
@@ -136,18 +149,29 @@ def _notebook_source(raw: bytes, path: Path) -> tuple[str, dict[int, LineOrigin]
     try:
         with warnings.catch_warnings():  # a notebook from an older Jupyter (cells without ids)
             warnings.simplefilter("ignore")  # is still a notebook: no warning on the terminal
-            notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
+            notebook = nbformat.reads(raw.decode("utf-8-sig"), as_version=4)
     except UnicodeDecodeError:
         raise LoadError(f"{path.name} is not UTF-8 text, so it is not a Jupyter notebook") from None
     except Exception as exc:  # nbformat raises several unrelated types for bad JSON/schema
-        raise LoadError(f"{path.name} is not a readable Jupyter notebook: {exc}") from None
+        raise LoadError(f"{path.name} is not a readable Jupyter notebook: {str(exc)[:300]}") \
+            from None
     lines: list[str] = []
     origins: dict[int, LineOrigin] = {}
-    for cell_index, cell in enumerate(notebook.cells, start=1):
-        if cell.get("cell_type") != "code":
+    # nbformat warns about a notebook that breaks its schema, and returns it as it is: every
+    # field read here can be any JSON value
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        raise LoadError(f"{path.name} is not a readable Jupyter notebook: it has no list of cells")
+    for cell_index, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         text = cell.get("source", "")
-        cell_lines = text.splitlines()
+        if isinstance(text, list) and all(isinstance(part, str) for part in text):
+            text = "".join(text)
+        if not isinstance(text, str):
+            raise LoadError(f"{path.name} is not a readable Jupyter notebook: the source of "
+                            f"cell {cell_index} is not text")
+        cell_lines = python_lines(text)
         in_cell_magic = bool(cell_lines) and cell_lines[0].lstrip().startswith("%%")
         for line_index, line in enumerate(cell_lines, start=1):
             lines.append("# " + line if in_cell_magic else _neutralise(line))
@@ -230,7 +254,7 @@ def load_submission(path: str | Path) -> Submission:
         if path.suffix not in (".py", ""):
             raise LoadError(f"{path.name} is not a .py file or a .ipynb notebook")
         try:
-            source = raw.decode("utf-8")
+            source = raw.decode("utf-8-sig")  # Python reads a file that starts with a BOM
         except UnicodeDecodeError:
             raise LoadError(f"{path.name} is not UTF-8 text, so it is not Python source") from None
         origins = {}

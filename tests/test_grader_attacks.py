@@ -153,6 +153,31 @@ def test_two_mib_of_tiny_tokens_is_refused_before_it_is_parsed(tmp_path, code):
     assert load["status"] == "error" and "more than 250,000 Python tokens" in load["message"]
 
 
+@pytest.mark.parametrize("kind", ["ipynb", "py"])
+def test_line_separators_in_strings_and_comments_keep_the_lines_as_python_reads_them(tmp_path,
+                                                                                    kind):
+    """str.splitlines() also splits at U+2028, U+0085, form feeds...: the notebook's cell became
+    a syntax error, and a .py file's lines were shown shifted (another line as the mistake)."""
+    path = HOSTILE / "notebook_line_separators.ipynb"
+    if kind == "py":
+        cell = json.loads(path.read_text(encoding="utf-8"))["cells"][1]["source"]
+        path = tmp_path / "separators.py"
+        path.write_text(cell, encoding="utf-8", newline="\n")
+    report, run = check(tmp_path, path)
+    assert run.code == 1 and verdicts(report)["load"]["status"] == "pass"
+    assert verdicts(report)["predict"]["status"] == "pass"
+    wrong_sign = [d for d in report["diagnoses"] if d["code"] == "GK104"]
+    assert wrong_sign and wrong_sign[0]["location"]["code"] == "dLdP = Y - P"
+
+
+def test_a_notebook_cell_whose_source_is_not_text_is_the_students_problem(tmp_path):
+    """nbformat returns a notebook that breaks its schema as it is: .splitlines() on a number
+    was "gradkit failed", exit 3."""
+    report, run = check(tmp_path, HOSTILE / "notebook_source_not_text.ipynb")
+    assert run.code == 1
+    assert "the source of cell 3 is not text" in verdicts(report)["load"]["message"]
+
+
 def test_a_student_folder_of_a_thousand_nested_folders_does_not_stop_the_class(tmp_path):
     """os.walk recursed into it and crashed `gradkit grade` before anyone was graded."""
     cls = tmp_path / "class"

@@ -10,6 +10,7 @@ reference's code (``_Watch``: GKP203).
 from __future__ import annotations
 
 import inspect
+import io
 import linecache
 import os
 import random
@@ -646,7 +647,9 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     filename = request["filename"]
     _install_toy_data(request.get("toy_data") or "")
     source = request["source"]
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    # lines as Python numbers them (str.splitlines also splits at \u2028, \x0c, ...)
+    linecache.cache[filename] = (len(source), None, io.StringIO(source, newline="").readlines(),
+                                 filename)
     sys.path.insert(0, request["workdir"])
     sys.path.append(request["shims"])
     module = types.ModuleType("submission")
