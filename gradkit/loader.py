@@ -203,6 +203,8 @@ def read_student_file(path: Path, limit: int) -> bytes:
         raise LoadError(f"{path} is not a regular file")
     if seen.st_size > limit:
         raise LoadError(f"{path.name} is {seen.st_size} bytes, over the {limit} allowed")
+    if seen.st_nlink > 1:
+        raise LoadError(hard_link_problem(path, seen.st_nlink))
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
         getattr(os, "O_CLOEXEC", 0)
     try:
@@ -216,6 +218,8 @@ def read_student_file(path: Path, limit: int) -> bytes:
         if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != \
                 (seen.st_dev, seen.st_ino):
             raise LoadError(f"{path} changed while it was opened")
+        if opened.st_nlink > 1:  # linked since the lstat
+            raise LoadError(hard_link_problem(path, opened.st_nlink))
         if opened.st_size > limit:
             raise LoadError(f"{path.name} is {opened.st_size} bytes, over the {limit} allowed")
         chunks, left = [], limit + 1
@@ -230,6 +234,14 @@ def read_student_file(path: Path, limit: int) -> bytes:
     if len(raw) > limit:  # it grew after the stat
         raise LoadError(f"{path.name} is over the {limit} bytes allowed")
     return raw
+
+
+def hard_link_problem(path: Path, names: int) -> str:
+    """Why a file with several names (hard links) is not read: one of its other names can be
+    anywhere on the machine (a classmate's file, ``/etc/shadow``), and this one reads the same
+    bytes, whoever may read them there."""
+    return (f"{path.name} is a hard link (the same file has {names} names, the others anywhere "
+            "on this machine): gradkit reads no hard link; give a copy of the file")
 
 
 def _link_target(path: Path) -> str:

@@ -313,6 +313,80 @@ def test_links_in_a_class_folder_are_never_followed(tmp_path):
         assert "is a symbolic link to /etc/shadow" in rows["root"]["error"]
 
 
+def test_hard_links_loops_and_odd_entries_in_a_class_folder(tmp_path):
+    """A hard link is a link too: to a classmate's file (graded as neither), to a file of the
+    machine (its first line was in the report, read as root), beside a student's file (copied
+    into the run, as root: the submission printed it). A loop of links and a non-UTF-8 name
+    stopped the whole class (exit 3), a 255-byte name failed its own report (exit 3); a FIFO, a
+    socket and a folder named like a file are rows that say what they are."""
+    import socket
+
+    secret = tmp_path / "shadow"  # a stand-in for /etc/shadow, which only root may read
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    cls = tmp_path / "class"
+    cls.mkdir()
+    shutil.copy(EXAMPLES / "correct.py", cls / "alice.py")
+    os.link(cls / "alice.py", cls / "bob.py")  # bob hands in alice's file, hard-linked
+    os.link(secret, cls / "eve.py")
+    (cls / "loop.py").symlink_to("loop.py")
+    os.mkfifo(cls / "fifo.py")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(cls / "sock.py"))
+    (cls / "folder.py").mkdir()
+    shutil.copy(EXAMPLES / "correct.py", cls / "folder.py" / "solution.py")
+    dave = cls / "dave"
+    dave.mkdir()
+    shutil.copy(HOSTILE / "prints_sibling_file.py", dave / "solution.py")
+    os.link(secret, dave / "notes.txt")
+    (dave / "plain.txt").write_text("a note of dave's own\n")
+    shutil.copy(EXAMPLES / "correct.py", os.fsencode(cls) + b"/caf\xe9.py")  # Latin-1 name
+    long_name = "x" * 252 + ".py"
+    shutil.copy(EXAMPLES / "correct.py", cls / long_name)
+    if os.path.exists("/etc/shadow") and os.stat("/etc/shadow").st_dev == os.stat(cls).st_dev:
+        os.link("/etc/shadow", cls / "root.py")
+    run = gradkit(tmp_path, "grade", cls, "--out", tmp_path / "out", "--jobs", "2",
+                  seconds=180)
+    assert run.code == 0, run.stderr
+    rows = gradebook(tmp_path / "out")
+    for student in ("alice", "bob"):
+        other = "bob.py" if student == "alice" else "alice.py"
+        assert rows[student]["score"] == "0" and rows[student]["passed"] == "no"
+        assert f"is a hard link to the same file as another student's submission ({other})" \
+            in rows[student]["error"] and "graded as neither" in rows[student]["error"]
+    assert "eve.py is a hard link (the same file has 3 names" in rows["eve"]["error"]
+    assert rows["loop"]["score"] == "0" and "symbolic link to loop.py" in rows["loop"]["error"]
+    assert "fifo.py is not a regular file" in rows["fifo"]["error"]
+    assert "sock.py is not a regular file" in rows["sock"]["error"]
+    assert rows["folder.py"]["score"] == "100"
+    assert rows["dave"]["score"] == "100"
+    dave_report = json.loads((tmp_path / "out" / "reports" / "dave.json").read_text())
+    assert "plain.txt: a note of dave's own" in dave_report["output"]["stdout"]
+    assert "notes.txt" not in dave_report["output"]["stdout"]  # never copied into the run
+    assert rows["caf_"]["score"] == "100"
+    long_rows = [r for name, r in rows.items() if name.startswith("x" * 100)]
+    assert len(long_rows) == 1 and long_rows[0]["score"] == "100"
+    assert all(len(p.name.encode()) < 200 for p in (tmp_path / "out" / "reports").iterdir())
+    everything = run.stdout + run.stderr + (tmp_path / "out" / "gradebook.csv").read_text()
+    for report in (tmp_path / "out" / "reports").iterdir():
+        everything += report.read_text()
+    assert "gradkit-test-hash" not in everything and "$6$" not in everything
+    if "root.py" in os.listdir(cls):
+        assert "root.py is a hard link" in rows["root"]["error"]
+        os.unlink(cls / "root.py")
+
+
+def test_a_hard_link_given_to_check_is_refused_not_read(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\n")
+    link = tmp_path / "student.py"
+    os.link(secret, link)
+    report, run = check(tmp_path, link, seconds=60)
+    assert run.code == 1
+    assert "student.py is a hard link" in verdicts(report)["load"]["message"]
+    assert "gradkit-test-hash" not in run.stdout + run.stderr
+
+
 def test_a_link_given_to_check_is_refused_not_read(tmp_path):
     secret = tmp_path / "shadow"
     secret.write_text(SECRET + "\n")
