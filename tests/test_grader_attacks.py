@@ -36,11 +36,13 @@ PEAK_MEMORY = 1 << 30
 #: runs one command and reports its exit code and the peak RSS of its process tree
 _MEASURE = """
 import json, resource, subprocess, sys
+# an attack that gets past a fix must fail the test, not take the machine's memory
+resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
     code = subprocess.run(sys.argv[3:], stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
 print(json.dumps({"code": code,
                   "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
-"""
+""".replace("ADDRESS_SPACE", str(6 << 30))
 
 
 @dataclass
@@ -264,6 +266,29 @@ def test_result_frames_that_describe_the_same_bytes_many_times_count_for_nothing
     assert load["status"] == "error"
     assert "no result of this run counts (two arrays describe the same bytes" in load["message"]
     assert report["score"] == 0
+
+
+def test_empty_tensors_of_a_huge_shape_are_not_rebuilt(tmp_path):
+    """A tensor of shape (0, 2147483647) holds nothing; diagnosis broadcast a candidate to its
+    shape: 17 GB, and the grader was killed. No array whose shape spans more than a million
+    elements (an empty dimension counted as 1) is rebuilt, returned or forged."""
+    report, run = check(tmp_path, HOSTILE / "empty_tensors_huge_shape.py")
+    assert run.code == 1 and run.peak < PEAK_MEMORY
+    message = verdicts(report)["gradient.V"]["message"]
+    assert "tensor of shape (0, 2147483647) and dtype torch.float32, which gradkit does not " \
+        "read back" in message
+    forged = tmp_path / "forged.py"
+    source = (HOSTILE / "frames_sharing_bytes.py").read_text()
+    start, end = source.index("_SIZE = 16 << 20"), source.index("_forged = _frame(")
+    source = source[:start] + (
+        '_items = {name: {"kind": "array", "dtype": "float64", "shape": [0, 2147483647], '
+        '"offset": 0, "nbytes": 0, "source": "tensor"} for name in ("V", "I", "W", "J")}\n'
+        "_SIZE = 0\n") + source[end:]
+    forged.write_text(source)
+    report, run = check(tmp_path, forged)
+    assert run.code == 1 and report["score"] == 0
+    assert "an array of shape (0, 2147483647) is larger than gradkit rebuilds" in \
+        verdicts(report)["load"]["message"]
 
 
 # -- class folders without symlink tricks -------------------------------------------------------

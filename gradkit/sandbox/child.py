@@ -25,7 +25,7 @@ import torch
 
 from gradkit.sandbox import wire
 
-MAX_ELEMENTS = 1_000_000
+MAX_ELEMENTS = wire.MAX_ELEMENTS
 MAX_ITEMS = 64
 #: what one frame may carry back: values described, and bytes of array data
 MAX_VALUES = 4096
@@ -113,7 +113,9 @@ class _Encoder:
             with _no_torch_function():
                 t = _detach(value)
                 shape = tuple(t.shape)
-                if t.is_complex() or t.numel() > MAX_ELEMENTS or t.layout != torch.strided:
+                # (the extent: an empty tensor of shape (0, 2**31 - 1) is not read back either)
+                if t.is_complex() or wire.extent(shape) > MAX_ELEMENTS or \
+                        t.layout != torch.strided:
                     return {"kind": "object", "type": "Tensor", "repr": f"tensor of shape "
                             f"{shape} and dtype {t.dtype}, which gradkit does not read back"}
                 t = _contiguous(_cpu(t))
@@ -129,11 +131,10 @@ class _Encoder:
                     "int64": "int64", "int32": "int32", "bool": "bool", "uint8": "uint8",
                     "int8": "int8", "int16": "int16"}.get(np.ndarray.__dict__["dtype"]
                                                           .__get__(value).name)
-            size = np.ndarray.__dict__["size"].__get__(value)
-            if name is None or size > MAX_ELEMENTS:
+            shape = tuple(np.ndarray.__dict__["shape"].__get__(value))
+            if name is None or wire.extent(shape) > MAX_ELEMENTS:
                 return {"kind": "object", "type": "ndarray", "repr": "array of a dtype or "
                         "size gradkit does not read back"}
-            shape = tuple(np.ndarray.__dict__["shape"].__get__(value))
             return self._array(name, shape, _ndarray_tobytes(value, "C"), "ndarray")
         if depth < 4 and issubclass(cls, dict):
             items = {}
