@@ -270,8 +270,9 @@ def test_result_frames_that_describe_the_same_bytes_many_times_count_for_nothing
 
 def test_empty_tensors_of_a_huge_shape_are_not_rebuilt(tmp_path):
     """A tensor of shape (0, 2147483647) holds nothing; diagnosis broadcast a candidate to its
-    shape: 17 GB, and the grader was killed. No array whose shape spans more than a million
-    elements (an empty dimension counted as 1) is rebuilt, returned or forged."""
+    shape: 17 GB, and the grader was killed. The child reads back no tensor whose shape spans
+    more than a million elements (an empty dimension counted as 1), the grader rebuilds none
+    past 4 Mi (a forged frame)."""
     report, run = check(tmp_path, HOSTILE / "empty_tensors_huge_shape.py")
     assert run.code == 1 and run.peak < PEAK_MEMORY
     message = verdicts(report)["gradient.V"]["message"]

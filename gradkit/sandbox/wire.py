@@ -27,8 +27,9 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1, 
 
 #: the largest array the grader rebuilds, in elements, a dimension of length 0 counted as 1
 #: (``extent``): a tensor of shape (0, 2147483647) holds nothing, but the grader's diagnosis
-#: broadcasts against its shape (a row of 2^31 float64 values: 17 GB, killed)
-MAX_ELEMENTS = 1_000_000
+#: broadcasts against its shape (a row of 2^31 float64 values: 17 GB, killed). (The child
+#: sends at most a million elements of a tensor.)
+MAX_EXTENT = 1 << 22
 
 
 def extent(shape: "tuple[int, ...] | list[int]") -> int:
@@ -164,13 +165,13 @@ def check_array(desc: Any, payload: bytes) -> tuple[str, tuple[int, ...], bytes]
         if not (isinstance(s, int) and 0 <= s < 1 << 31):
             raise WireError(f"shape {shape!r} is not a list of sizes")
         numel *= s
-    if extent(shape) > MAX_ELEMENTS:
-        raise WireError(f"an array of shape {tuple(shape)} is larger than gradkit rebuilds "
-                        f"({MAX_ELEMENTS:,} elements, an empty dimension counted as 1)")
     if not (isinstance(offset, int) and isinstance(nbytes, int) and offset >= 0 and nbytes >= 0):
         raise WireError("array offset and length must be non-negative integers")
     if numel * ITEMSIZE[dtype] != nbytes:
         raise WireError(f"{nbytes} bytes do not hold a {dtype} array of shape {tuple(shape)}")
+    if extent(shape) > MAX_EXTENT:
+        raise WireError(f"an array of shape {tuple(shape)} is larger than gradkit rebuilds "
+                        f"({MAX_EXTENT:,} elements, an empty dimension counted as 1)")
     if offset + nbytes > len(payload):
         raise WireError("array runs past the end of its frame")
     return dtype, tuple(shape), payload[offset : offset + nbytes]
