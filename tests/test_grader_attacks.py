@@ -459,11 +459,13 @@ def test_a_real_upstream_mistake_keeps_its_credit(tmp_path):
     ("autograd_by_other_routes", "GKP110", "torch's engine built"),
     ("autograd_in_a_thread", "GKP110", "torch's engine built"),
     ("autograd_watch_switched_off", "GKP112", "gradkit's watch of autograd off"),
+    ("autograd_forward_mode_within_a_call", "GKP112", "switched forward-mode autograd back on"),
+    ("autograd_dual_levels_in_a_thread", "GKP112", "switched forward-mode autograd back on"),
 ])
 def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, words):
     """Built names, the counter's own __wrapped__, setattr(requires_grad), detached results,
-    grad mode switched back off, another thread, forward mode: 100/100 and a passing policy
-    before."""
+    grad mode switched back off, another thread, forward mode switched on and off within a call
+    (jvp) or used in a thread of its own: 100/100 and a passing policy before."""
     report, run = check(tmp_path, HOSTILE / f"{attack}.py")
     assert run.code == 1 and not report["passed"]
     policy = verdicts(report)["policy"]
@@ -472,7 +474,8 @@ def test_autograd_by_another_route_fails_the_policy(tmp_path, attack, code, word
     assert report["score"] <= 20  # the gradient, update and training points are withheld
     allowed, run = check(tmp_path, HOSTILE / f"{attack}.py", "--allow-autograd")
     assert run.code == 0 and allowed["passed"] and allowed["score"] == 100
-    assert "allowed (autograd is allowed)" in verdicts(allowed)["policy"]["message"]
+    if attack != "autograd_forward_mode_within_a_call":  # (not watched when allowed: unseen)
+        assert "allowed (autograd is allowed)" in verdicts(allowed)["policy"]["message"]
 
 
 def test_forward_mode_autograd_switched_back_on_fails_the_policy():

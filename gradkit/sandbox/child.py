@@ -269,6 +269,54 @@ class _NodesInAnyThread:
             pass
 
 
+class _ForwardModeWatch:
+    """Forward-mode AD used in any thread, even switched on and back off within one call (as
+    ``torch.func.jvp`` does) or in a thread of its own (a new thread starts with it on): torch's
+    Python API reaches it only through two functions of ``torch._C``, looked up there at each
+    use: ``_set_fwd_grad_enabled`` (switched on) and ``_enter_dual_level`` (a dual tensor needs
+    a level). Both are replaced by counters that call the originals (also the one
+    ``torch._functorch.predispatch`` keeps); ``intact`` says whether they are still in place."""
+
+    _PLACES = (("torch._C", "_set_fwd_grad_enabled"), ("torch._C", "_enter_dual_level"),
+               ("torch._functorch.predispatch", "_enter_dual_level_impl"))
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.hooks: list[tuple[Any, str, Any]] = []
+        for module_name, name in self._PLACES:
+            module = sys.modules.get(module_name)
+            original = getattr(module, name, None)
+            if module is None or original is None:
+                continue
+            hook = self._counter(original, switch=name == "_set_fwd_grad_enabled")
+            try:
+                setattr(module, name, hook)
+            except BaseException:
+                continue
+            self.hooks.append((module, name, hook))
+
+    def _counter(self, original: Callable, switch: bool) -> Callable:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if not switch or (args[0] if args else kwargs.get("enabled", True)):
+                self.count += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def intact(self) -> bool:
+        try:
+            return all(module.__dict__.get(name) is hook for module, name, hook in self.hooks)
+        except BaseException:
+            return False
+
+    def restore(self) -> None:
+        for module, name, hook in self.hooks:
+            try:
+                module.__dict__[name] = hook
+            except BaseException:
+                pass
+
+
 class _ThreadWatch:
     """Threads the submission started: in a PID namespace of the run's own (this process is PID
     2 or so), the namespace's last process id, which every new thread moves (the file is opened
@@ -319,8 +367,9 @@ class _EngineWatch:
     """What torch's autograd engine did while the submission's code ran, read from the engine.
 
     ``watch`` (autograd not allowed): forward-mode AD is switched off before the submission
-    loads and again after each read, so using it means switching it back on, which the next read
-    sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
+    loads and again after each read, so using it means switching it back on, or entering a dual
+    level in a thread of its own, which ``_ForwardModeWatch`` counts in any thread and the next
+    read sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
     is left as it is: the node counters see every graph built, and a submission that uses
     autograd still runs, so the gradient checks can say whether its numbers are right.
     """
@@ -329,6 +378,8 @@ class _EngineWatch:
         self.watch = watch
         self._switch_off()
         self.anywhere = _NodesInAnyThread() if watch else None
+        self.forward = _ForwardModeWatch() if watch else None
+        self.forward_counted = 0
         self.threads = _ThreadWatch()
         self.nodes = self._nodes()
         self.counted = 0
@@ -355,6 +406,13 @@ class _EngineWatch:
             if not self.anywhere.intact():
                 grad_mode = True  # its watch switched off is autograd switched on, unseen
                 self.anywhere.restore()
+        if self.forward is not None:
+            if self.forward.count > self.forward_counted:
+                grad_mode = True  # switched on, or a dual level entered, in any thread
+            self.forward_counted = self.forward.count
+            if not self.forward.intact():
+                grad_mode = True
+                self.forward.restore()
         seen = {"nodes": built, "grad_mode": grad_mode, "threads": self.threads.started(),
                 "all_threads": anywhere}
         self.nodes = nodes
