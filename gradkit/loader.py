@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal, Optional
 
 _MAX_SOURCE_BYTES = 2 * 1024 * 1024
+#: the characters of a source line the report quotes
+MAX_QUOTED = 400
 #: how deep within one statement the grader's analysis of the source follows an expression, and
 #: how many syntax-tree nodes it analyses at all. Diagnosis walks subtrees of subtrees (the names
 #: in each ``a + b`` of a function): linear in a student's code, whose expressions nest a dozen
@@ -108,7 +110,10 @@ class Submission:
         lines = self._lines[1]
         if line is None or not 1 <= line <= len(lines):
             return ""
-        return lines[line - 1].strip()
+        text = lines[line - 1].strip()
+        # a line is quoted wherever the report points at it: a line of megabytes would be in
+        # every output that many times over (Gradescope's results.json grew to 12 MB)
+        return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + " …"
 
 
 def python_lines(text: str) -> list[str]:

@@ -292,6 +292,35 @@ def test_empty_tensors_of_a_huge_shape_are_not_rebuilt(tmp_path):
         verdicts(report)["load"]["message"]
 
 
+@pytest.mark.parametrize("base, line, appended", [
+    ("correct.py", "    # forward pass\n", "    raise ValueError('boom')  # "),
+    ("buggy/sign_error_dLdP.py", "    dLdP = Y - P\n", "    dLdP = Y - P  # "),
+])
+def test_a_source_line_of_megabytes_is_quoted_in_part(tmp_path, base, line, appended):
+    """A line of 1.9 MB: raised on, the child's error frame was over the 1 MiB header bound
+    ("something other than gradkit wrote to its result channel", 0 points for a student's
+    exception); pointed at, it was quoted in full wherever the report points (Gradescope's
+    results.json: 12 MB)."""
+    source = (EXAMPLES / base).read_text()
+    assert line in source
+    path = tmp_path / "long.py"
+    long_line = appended + "y" * 1_900_000 + "\n"
+    path.write_text(source.replace(line, long_line if base != "correct.py" else long_line + line,
+                                   1))
+    report, run = check(tmp_path, path)
+    assert run.code == 1 and verdicts(report)["load"]["status"] == "pass"
+    assert len(run.stdout) < 1 << 20
+    if base == "correct.py":
+        assert "train_neural_net raised ValueError: boom" in \
+            verdicts(report)["gradient.V"]["message"]
+        assert verdicts(report)["predict"]["status"] == "pass"
+    codes = [c["location"]["code"] for c in report["checks"] if c.get("location")] + \
+        [d["location"]["code"] for d in report["diagnoses"] if d.get("location")]
+    assert codes and all(len(code) <= 402 for code in codes)
+    graded = gradkit(tmp_path, "check", path, "--format", "gradescope")
+    assert len(graded.stdout) < 1 << 20
+
+
 # -- class folders without symlink tricks -------------------------------------------------------
 
 SECRET = "root:$6$gradkit-test-hash-0b9e:19000:0:99999:7:::"

@@ -513,7 +513,9 @@ def _watch(request: dict[str, Any]) -> None:
 def _student_error(exc: BaseException, filename: str) -> dict[str, Any]:
     """The exception, with the traceback trimmed to the student's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    lines = [f"line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames]
+    # (a source line of megabytes made the frame too large to send: at most 300 characters)
+    lines = [f"line {f.lineno}, in {str(f.name)[:80]}: {(f.line or '').strip()[:300]}"
+             for f in frames]
     return {"type": _type_name(type(exc)), "message": _message(exc)[:1000],
             "traceback": lines[-8:], "line": frames[-1].lineno if frames else None}
 

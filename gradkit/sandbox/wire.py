@@ -287,12 +287,24 @@ def check_value(value: Any, payload: bytes, where: str = "value", depth: int = 0
         raise WireError(f"{where}: unknown kind {str(kind)[:40]!r}")
 
 
+#: what the grader keeps of a reported error: the type's name, the message, the traceback's
+#: last lines and each line's characters (the child sends no more; a forged frame could, and the
+#: message is repeated in every check of every case it stopped)
+ERROR_KEPT = {"type": 100, "message": 1000, "traceback": 8, "traceback_line": 400}
+
+
 def _check_error(error: Any, where: str) -> None:
+    """Check an error description, and cut its strings to ``ERROR_KEPT``."""
     error = _str_dict(error, where)
     _need(type(error.get("type")) is str and type(error.get("message")) is str, where,
           "error type and message must be strings")
     _strings(error.get("traceback", []), f"{where}.traceback")
     _need(type(error.get("line")) in (type(None), int), where, "error line is not a number")
+    error["type"] = error["type"][:ERROR_KEPT["type"]]
+    error["message"] = error["message"][:ERROR_KEPT["message"]]
+    if "traceback" in error:
+        error["traceback"] = [line[:ERROR_KEPT["traceback_line"]]
+                              for line in error["traceback"][-ERROR_KEPT["traceback"]:]]
 
 
 def _check_common(header: dict[str, Any], where: str) -> None:
