@@ -180,8 +180,9 @@ def _has_def(text: str, name: str) -> bool:
     return False
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The visible regular files under ``folder`` (sorted, breadth first) and the links met.
+def _walk(folder: Path) -> tuple[list[Path], list[Path], bool]:
+    """The visible regular files under ``folder`` (sorted, breadth first), the links met, and
+    whether the search stopped at one of its bounds.
 
     Iterative, at most ``_MAX_FOLDER_DEPTH`` folders deep and ``_MAX_FOLDER_ENTRIES`` entries in
     all; no link is followed, to a folder or to a file.
@@ -216,7 +217,8 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
             if seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES:
                 break
         level, depth = deeper, depth + 1
-    return files[:_MAX_FOLDER_FILES], links
+    stopped = seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES or bool(level)
+    return files[:_MAX_FOLDER_FILES], links, stopped
 
 
 def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional[Path]:
@@ -226,7 +228,7 @@ def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional
 
 def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Optional[Path], str]:
     """The file to grade in a student's folder, or None and why."""
-    candidates, links = _walk(folder)
+    candidates, links, stopped = _walk(folder)
     ranked = []
     for path in candidates:
         defined = _defines(path, functions)
@@ -244,6 +246,10 @@ def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Option
     if links:
         named = ", ".join(str(p.relative_to(folder)) for p in links[:3])
         problem += f" ({named}: a symbolic link, which gradkit never follows)"
+    if stopped:
+        problem += (f"; gradkit looked at {_MAX_FOLDER_ENTRIES:,} entries, "
+                    f"{_MAX_FOLDER_FILES} .py/.ipynb files and {_MAX_FOLDER_DEPTH} folders deep "
+                    "at most, and stopped there")
     return None, problem
 
 

@@ -288,7 +288,8 @@ def load_submission(path: str | Path) -> Submission:
     except SyntaxError as exc:
         where = submission.where(exc.lineno)
         submission.syntax_error = LoadError(
-            f"syntax error at {where}, column {exc.offset}: {exc.msg}", exc.lineno, exc.offset
+            f"syntax error at {where}" + (f", column {exc.offset}" if exc.offset else "")
+            + f": {exc.msg}", exc.lineno, exc.offset
         )
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
         submission.syntax_error = LoadError(f"{path.name} cannot be parsed as Python: {exc}")

@@ -210,7 +210,8 @@ def test_a_student_folder_of_a_thousand_nested_folders_does_not_stop_the_class(t
     try:
         run = gradkit(tmp_path, "grade", tmp_path / "class2", "--out", tmp_path / "out2")
         assert run.code == 0
-        assert "defines train_neural_net" in gradebook(tmp_path / "out2")["lost"]["error"]
+        lost = gradebook(tmp_path / "out2")["lost"]["error"]
+        assert "defines train_neural_net" in lost and "8 folders deep at most, and stopped" in lost
     finally:
         _remove_chain(nested_only)  # shutil.rmtree (pytest's cleanup) recurses, and fails
 
