@@ -390,6 +390,11 @@ def check_every_renderer(report: Report) -> None:
     assert markdown_shape(results["output"]) == markdown_shape(plain["output"])
     for test, plain_test in zip(results["tests"], plain["tests"], strict=True):
         assert markdown_shape(test["output"]) == markdown_shape(plain_test["output"])
+    # (with the visual report as its output: the page inside the JSON)
+    text = gradescope.render(report, output_format="html")
+    no_hazards(text)
+    no_commands(text)
+    assert "##[" not in text
 
     # GitHub Actions: one command per annotation, read back exactly; the summary stays markdown
     found = github.annotations(report)
