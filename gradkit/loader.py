@@ -299,10 +299,11 @@ def load_submission(path: str | Path) -> Submission:
 
 
 def count_tokens(source: str, limit: int = MAX_TOKENS) -> int:
-    """The Python tokens of ``source``, counted up to ``limit + 1`` (an f-string counts each
-    word and sign in it: its fields are parsed as expressions). A rough linear count first; the
-    tokenizer only when that count is over ``limit`` (a long comment or string, say). Costs no
-    memory however the source is made."""
+    """Whether ``source`` holds more than ``limit`` Python tokens: a count over ``limit`` if it
+    does (an f-string counts each word and sign in it: its fields are parsed as expressions),
+    else one at most ``limit`` (0 when a cheap bound already shows it). A rough linear count
+    first; the tokenizer only when that count is over ``limit`` (a long comment or string, say),
+    stopped at ``limit + 1``. Costs no memory however the source is made."""
     if len(source) <= limit:  # every token is at least one character
         return 0
     if sum(1 for _ in _ROUGH_TOKEN.finditer(source)) <= limit:
