@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 from gradkit import __version__
+from gradkit.loader import hard_link_problem
 from gradkit.options import Options
 from gradkit.report import Report
 from gradkit.sandbox import open_sandbox
@@ -133,7 +134,8 @@ def _open_regular(path: Path) -> Optional[int]:
     except OSError:
         return None
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if stat.S_ISREG(opened.st_mode) and opened.st_nlink == 1:  # not a hard link either
             return fd
     except OSError:
         pass
@@ -178,8 +180,9 @@ def _has_def(text: str, name: str) -> bool:
     return False
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The visible regular files under ``folder`` (sorted, breadth first) and the links met.
+def _walk(folder: Path) -> tuple[list[Path], list[Path], bool]:
+    """The visible regular files under ``folder`` (sorted, breadth first), the links met, and
+    whether the search stopped at one of its bounds.
 
     Iterative, at most ``_MAX_FOLDER_DEPTH`` folders deep and ``_MAX_FOLDER_ENTRIES`` entries in
     all; no link is followed, to a folder or to a file.
@@ -214,7 +217,8 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
             if seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES:
                 break
         level, depth = deeper, depth + 1
-    return files[:_MAX_FOLDER_FILES], links
+    stopped = seen > _MAX_FOLDER_ENTRIES or len(files) >= _MAX_FOLDER_FILES or bool(level)
+    return files[:_MAX_FOLDER_FILES], links, stopped
 
 
 def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional[Path]:
@@ -224,7 +228,7 @@ def pick_file(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> Optional
 
 def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Optional[Path], str]:
     """The file to grade in a student's folder, or None and why."""
-    candidates, links = _walk(folder)
+    candidates, links, stopped = _walk(folder)
     ranked = []
     for path in candidates:
         defined = _defines(path, functions)
@@ -242,6 +246,10 @@ def _pick(folder: Path, functions: tuple[str, str] = _FUNCTIONS) -> tuple[Option
     if links:
         named = ", ".join(str(p.relative_to(folder)) for p in links[:3])
         problem += f" ({named}: a symbolic link, which gradkit never follows)"
+    if stopped:
+        problem += (f"; gradkit looked at {_MAX_FOLDER_ENTRIES:,} entries, "
+                    f"{_MAX_FOLDER_FILES} .py/.ipynb files and {_MAX_FOLDER_DEPTH} folders deep "
+                    "at most, and stopped there")
     return None, problem
 
 
@@ -279,9 +287,41 @@ def find_submissions(paths: Sequence[Path], exclude: Iterable[Path] = (),
             found.append((entry, Submission("", entry)))
         else:  # a device, a pipe or a dangling link: nothing gradkit should read
             found.append((entry, Submission("", entry, problem=f"{entry} is not a regular file")))
+    found = _refuse_hard_links(found)
     names = _unique_names([entry for entry, _ in found])
     return sorted((Submission(name, s.path, s.folder, s.problem)
                    for name, (_, s) in zip(names, found)), key=lambda s: s.student)
+
+
+def _refuse_hard_links(found: list[tuple[Path, Submission]]) -> list[tuple[Path, Submission]]:
+    """Each submission whose file is a hard link, graded as no one's work: where two students'
+    files are the same file (one inode), neither's; where a file has other names out of the
+    class, its own (another name can be any file of the machine, ``/etc/shadow`` too)."""
+    inodes: dict[tuple[int, int], list[int]] = {}
+    links: dict[int, int] = {}
+    for index, (_, submission) in enumerate(found):
+        if submission.problem:
+            continue
+        try:
+            seen = os.lstat(submission.path)
+        except OSError:
+            continue
+        if stat.S_ISREG(seen.st_mode) and seen.st_nlink > 1:
+            inodes.setdefault((seen.st_dev, seen.st_ino), []).append(index)
+            links[index] = seen.st_nlink
+    out = list(found)
+    for same in inodes.values():
+        for index in same:
+            entry, submission = found[index]
+            others = [found[i][0].name for i in same if i != index]
+            if others:
+                problem = (f"{submission.path.name} is a hard link to the same file as "
+                           f"another student's submission ({', '.join(others)[:300]}): a hard "
+                           "link is graded as neither student's work")
+            else:
+                problem = hard_link_problem(submission.path, links[index])
+            out[index] = (entry, dataclasses.replace(submission, problem=problem))
+    return out
 
 
 def _is_folder(path: Path) -> bool:
@@ -299,7 +339,7 @@ def _link_problem(link: Path, classmates: dict[Path, Path]) -> str:
     except OSError:
         target = "?"
     where = f"{link.name} is a symbolic link to {target[:200]}"
-    resolved = link.resolve()
+    resolved = _real(link)
     owner = classmates.get(resolved) or next(
         (entry for path, entry in classmates.items() if path in resolved.parents), None)
     if owner is not None:
@@ -309,8 +349,28 @@ def _link_problem(link: Path, classmates: dict[Path, Path]) -> str:
             "it): it is not a regular file")
 
 
+def _real(path: Path) -> Path:
+    """``path`` with its links resolved as far as they lead: a loop of links (``a.py`` linked
+    to itself) raised ``RuntimeError`` in ``Path.resolve`` and stopped the whole class."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # (RuntimeError for a loop before Python 3.13)
+        return Path(os.path.realpath(path))
+
+
+#: the longest student name, in UTF-8 bytes: it names the report files (``.NAME.json.ID.tmp``
+#: while one is written), and a file name has at most 255 bytes
+_MAX_NAME_BYTES = 120
+
+
 def _safe(name: str) -> str:
-    return re.sub(r"[^\w.@+-]", "_", name).lstrip(".") or "student"
+    safe = re.sub(r"[^\w.@+-]", "_", name).lstrip(".") or "student"
+    if len(safe.encode("utf-8", "surrogatepass")) <= _MAX_NAME_BYTES:
+        return safe
+    # a long name keeps its start and a digest of the whole, so two long names stay two
+    tag = hashlib.sha256(os.fsencode(name)).hexdigest()[:10]
+    short = safe.encode("utf-8", "surrogatepass")[:_MAX_NAME_BYTES - 11].decode("utf-8", "ignore")
+    return f"{short}-{tag}"
 
 
 def _unique_names(entries: list[Path]) -> list[str]:
@@ -342,7 +402,8 @@ def fingerprint(submission: Submission) -> str:
             digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
         except OSError:
             pass
-        digest.update(path.name.encode() + b"\0" + _file_digest(path, min(budget, 64 << 20)))
+        # (a name need not be UTF-8: its bytes as the system gave them)
+        digest.update(os.fsencode(path.name) + b"\0" + _file_digest(path, min(budget, 64 << 20)))
         budget = max(0, budget - (path.stat().st_size if path.is_file() else 0))
     return digest.hexdigest()
 
@@ -504,8 +565,8 @@ def grade_all(submissions: Sequence[Submission], batch: Batch, *, jobs: int = 1,
     # it (the class folder), the reports and the gradebook
     hidden = {str(batch.out.resolve()), str(batch.gradebook_path.resolve().parent)}
     for submission in submissions:
-        where = (submission.folder or submission.path).resolve()
-        hidden.update({str(submission.path.resolve().parent), str(where.parent)})
+        where = _real(submission.folder or submission.path)
+        hidden.update({str(_real(submission.path).parent), str(where.parent)})
     # every grading process starts here, while this process has no other thread (a fork)
     graders = []
     for i in range(count):

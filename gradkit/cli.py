@@ -247,6 +247,10 @@ def check(path: Path, fmt: str, output: Optional[Path], color: Optional[bool],
         if fmt in _SHOWS_SOURCE or render_options.get("output_format") == "html":
             render_options["submission"] = _source(path)
         text = renderer(fmt)(report, **render_options)
+        if fmt == "html":  # (the other formats' renderers guard their own documents)
+            from gradkit.render.untrusted import html_document
+
+            text = html_document(text)
         click.echo(text)
     if output is not None:
         output.write_text(text if text is not None else renderer("json")(report))

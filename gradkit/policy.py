@@ -82,10 +82,11 @@ def _is_false(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and node.value in (False, None, 0)
 
 
-def scan_source(tree: ast.AST) -> list[Violation]:
-    """Violations visible in the source's syntax tree, in line order."""
+def scan_source(*trees: ast.AST) -> list[Violation]:
+    """Violations visible in the source's syntax tree (and in the subtrees the loader cut out of
+    it: ``Submission.every_tree``), in line order. One walk: linear in the source."""
     found: dict[tuple[str, Optional[int]], Violation] = {}
-    nodes = list(ast.walk(tree))
+    nodes = [node for tree in trees for node in ast.walk(tree)]
     # a file that defines its own backward() (a layer class, say) may call it
     own_backward = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                        and node.name == "backward" for node in nodes)
@@ -221,7 +222,7 @@ def scan_run(headers: Iterable[dict[str, Any]]) -> list[Violation]:
 def evaluate(submission: Submission, headers: Iterable[dict[str, Any]],
              allow_autograd: bool = False) -> tuple[Check, set[str]]:
     """The ``policy`` check, and the kinds of violation that fail the submission."""
-    violations = scan_source(submission.tree) if submission.tree is not None else []
+    violations = scan_source(*submission.every_tree())
     seen = {v.code for v in violations}
     violations += [v for v in scan_run(headers) if v.code not in seen]
     failing = [v for v in violations if not (allow_autograd and v.kind == "autograd")]

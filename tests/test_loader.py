@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from conftest import EXAMPLES
-from gradkit.loader import LoadError, load_submission
+from gradkit.loader import MAX_TOKENS, LoadError, load_submission
 from gradkit.report import Report
 
 CORRECT = (EXAMPLES / "correct.py").read_text()
@@ -128,7 +128,8 @@ def test_a_long_line_of_spaces_loads_in_linear_time(tmp_path):
     import time
 
     path = tmp_path / "long.ipynb"
-    path.write_text(_notebook([("code", " " * 1_000_000 + "x"), ("code", "a " * 400_000)]))
+    # (120,000 words: within the tokens gradkit parses, loader.MAX_TOKENS)
+    path.write_text(_notebook([("code", " " * 1_000_000 + "x"), ("code", "a " * 120_000)]))
     started = time.monotonic()
     submission = load_submission(path)
     assert time.monotonic() - started < 5
@@ -162,5 +163,9 @@ def test_absurdly_nested_source_is_a_problem_of_the_file(tmp_path, depth):
     """ast.parse raises RecursionError or MemoryError on deep nesting: the student's problem."""
     path = tmp_path / "deep.py"
     path.write_text("x = " + "(" * depth + "1" + ")" * depth + "\n")
+    if 2 * depth > MAX_TOKENS:  # refused before it is parsed
+        with pytest.raises(LoadError, match="Python tokens"):
+            load_submission(path)
+        return
     submission = load_submission(path)
     assert submission.tree is not None or submission.syntax_error is not None

@@ -34,7 +34,9 @@ from pydantic import BaseModel
 
 from conftest import ROOT
 from gradkit import batch
-from gradkit.render import github, gradescope, json_report, junit, terminal, untrusted
+from gradkit.render import (github, gradescope, json_report, junit, prairielearn, terminal,
+                            untrusted)
+from gradkit.render import html as html_page
 from gradkit.report import (Check, Comparison, Diagnosis, Evidence, IntermediateResult, Output,
                             Report, SourceLocation, SubmissionInfo, Tolerance)
 
@@ -337,6 +339,21 @@ def _benign(text: str) -> str:
     return "".join(c if c.isspace() else "a" for c in text)
 
 
+def _strings_in(value) -> list[str]:
+    """Every string in a parsed JSON value, keys included."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def check_every_renderer(report: Report) -> None:
     benign = untrusted.map_untrusted(report, _benign)
 
@@ -373,6 +390,11 @@ def check_every_renderer(report: Report) -> None:
     assert markdown_shape(results["output"]) == markdown_shape(plain["output"])
     for test, plain_test in zip(results["tests"], plain["tests"], strict=True):
         assert markdown_shape(test["output"]) == markdown_shape(plain_test["output"])
+    # (with the visual report as its output: the page inside the JSON)
+    text = gradescope.render(report, output_format="html")
+    no_hazards(text)
+    no_commands(text)
+    assert "##[" not in text
 
     # GitHub Actions: one command per annotation, read back exactly; the summary stays markdown
     found = github.annotations(report)
@@ -386,6 +408,23 @@ def check_every_renderer(report: Report) -> None:
         assert properties["title"] == annotation.title
         no_hazards(data, "\n\r")
     assert markdown_shape(github.summary(report)) == markdown_shape(github.summary(benign))
+
+    # PrairieLearn: JSON as above, nothing the runner reads as a command (``##[`` was)
+    text = prairielearn.render(report)
+    no_hazards(text)
+    no_commands(text)
+    assert "##[" not in text
+    assert json.loads(text) == json.loads(json.dumps(prairielearn.results(report)))
+    for value in _strings_in(json.loads(text)):
+        no_hazards(value)
+
+    # the HTML page as `gradkit check --format html` prints it
+    page = html_page.render(report)
+    text = untrusted.html_document(page)
+    no_hazards(text, "\n\t")
+    no_commands(text)
+    assert "##[" not in text
+    assert untrusted.html_document(text) == text  # nothing left to escape
 
     # HTML text for the HTML view
     for value in (report.output.stdout, report.checks[1].message):
@@ -495,7 +534,8 @@ def test_terminal_bytes_hold_no_control_sequence_of_the_student(gradkit_cli, col
     assert all(text.strip() in ("PASS", "ok") for text in green), green
 
 
-@pytest.mark.parametrize("fmt", ["terminal", "json", "junit", "gradescope"])
+@pytest.mark.parametrize("fmt", ["terminal", "json", "junit", "gradescope", "prairielearn",
+                                 "html"])
 def test_under_github_actions_only_gradkits_own_commands_reach_stdout(gradkit_cli, hostile_report,
                                                                     monkeypatch, tmp_path, fmt):
     summary = tmp_path / "summary.md"

@@ -830,7 +830,7 @@ class SourceIndex:
         self.submission = submission
         self.chain = chain or NOTEBOOK_CHAIN
         self.train = self.chain.train
-        self.tree = submission.tree
+        self.tree = submission.analysed_tree()  # None where it is too large to read
         self.functions: dict[str, ast.FunctionDef] = {}
         self._assigned: dict[str, dict[str, list[int]]] = {}
         self._loop_strings: dict[tuple[str, str], frozenset[str]] = {}

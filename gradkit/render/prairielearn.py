@@ -29,13 +29,20 @@ MAX_PRINTED = 4000
 
 
 def render(report: Report, *, images: bool = True) -> str:
-    """``results.json`` text for this report."""
-    return json.dumps(results(report, images=images), indent=1)
+    """``results.json`` text for this report (safe to print: ``untrusted.json_document``:
+    ``##[`` in a message was a workflow command under GitHub Actions)."""
+    from gradkit.render.untrusted import json_document
+
+    return json_document(json.dumps(results(report, images=images), indent=1))
 
 
 def results(report: Report, *, images: bool = True) -> dict[str, Any]:
     """``results.json`` as a dict; images are dropped (and the output says so) if they would
-    take the file over ``MAX_BYTES``."""
+    take the file over ``MAX_BYTES``. Starts from ``untrusted.prepared``: the submission's
+    control characters are shown as escapes in PrairieLearn's text, never passed on as they are."""
+    from gradkit.render.untrusted import prepared
+
+    report = prepared(report, "prairielearn")
     out = _results(report, images)
     if images and len(json.dumps(out, indent=1).encode()) > MAX_BYTES:
         out = _results(report, False)

@@ -28,6 +28,7 @@ How it is kept from doing harm, in four layers:
    ``json_document`` and ``xml_document``. The Actions runner reads a line as a command when it
    starts with ``::`` after leading white space, or holds ``##[`` anywhere (its older syntax); the
    guard breaks both, and only gradkit's own annotations (``render.github``) are written after it.
+   An HTML page printed to stdout passes ``html_document``.
 
 ``tests/test_untrusted_text.py`` puts arbitrary strings into every marked field and holds every
 renderer to its invariants, and runs ``tests/data/hostile/hostile_text.py`` through the real CLI.
@@ -230,6 +231,16 @@ def xml_document(document: str) -> str:
     return command_safe(document, colon="&#58;", hash_="&#35;[")
 
 
+# -- an HTML document on stdout ---------------------------------------------------------------
+
+def html_document(document: str) -> str:
+    """A serialised HTML page, safe to print (``gradkit check --format html`` to a terminal or
+    under GitHub Actions): every hazardous character as a numeric character reference, which a
+    browser shows as the same character, then ``command_safe`` with references too (a line of
+    the page's text can start with ``::``, and a browser shows ``&#58;`` as ``:``)."""
+    return xml_document(document)
+
+
 # -- JSON --------------------------------------------------------------------------------------
 
 def _json_escape(char: str) -> str:
@@ -322,6 +333,7 @@ FLOORS: dict[str, Callable[[str], str]] = {
     "actions": lambda text: visible(text, keep="\n\r"),
     "csv": visible,
     "html": lambda text: visible(text, keep="\n"),
+    "prairielearn": lambda text: visible(text, keep="\n"),
     "xml": xml_text,
     # data as it is, but for what UTF-8 cannot carry (the model's validator already did this,
     # unless a string was assigned after validation)

@@ -215,6 +215,8 @@ def prepare_workdir(submission: Path, siblings: bool, max_bytes: int = 32 << 20)
         for entry in sorted(submission.parent.iterdir()):
             if entry == submission or not entry.is_file() or entry.is_symlink():
                 continue
+            if entry.lstat().st_nlink > 1:  # a hard link: the same file as any other on the
+                continue  # machine (/etc/shadow), which the grader may read and the run may not
             size = entry.stat().st_size
             if size > budget or entry.suffix in (".ipynb",):
                 continue

@@ -10,6 +10,7 @@ reference's code (``_Watch``: GKP203).
 from __future__ import annotations
 
 import inspect
+import io
 import linecache
 import os
 import random
@@ -112,7 +113,9 @@ class _Encoder:
             with _no_torch_function():
                 t = _detach(value)
                 shape = tuple(t.shape)
-                if t.is_complex() or t.numel() > MAX_ELEMENTS or t.layout != torch.strided:
+                # (the extent: an empty tensor of shape (0, 2**31 - 1) is not read back either)
+                if t.is_complex() or wire.extent(shape) > MAX_ELEMENTS or \
+                        t.layout != torch.strided:
                     return {"kind": "object", "type": "Tensor", "repr": f"tensor of shape "
                             f"{shape} and dtype {t.dtype}, which gradkit does not read back"}
                 t = _contiguous(_cpu(t))
@@ -128,11 +131,10 @@ class _Encoder:
                     "int64": "int64", "int32": "int32", "bool": "bool", "uint8": "uint8",
                     "int8": "int8", "int16": "int16"}.get(np.ndarray.__dict__["dtype"]
                                                           .__get__(value).name)
-            size = np.ndarray.__dict__["size"].__get__(value)
-            if name is None or size > MAX_ELEMENTS:
+            shape = tuple(np.ndarray.__dict__["shape"].__get__(value))
+            if name is None or wire.extent(shape) > MAX_ELEMENTS:
                 return {"kind": "object", "type": "ndarray", "repr": "array of a dtype or "
                         "size gradkit does not read back"}
-            shape = tuple(np.ndarray.__dict__["shape"].__get__(value))
             return self._array(name, shape, _ndarray_tobytes(value, "C"), "ndarray")
         if depth < 4 and issubclass(cls, dict):
             items = {}
@@ -267,6 +269,54 @@ class _NodesInAnyThread:
             pass
 
 
+class _ForwardModeWatch:
+    """Forward-mode AD used in any thread, even switched on and back off within one call (as
+    ``torch.func.jvp`` does) or in a thread of its own (a new thread starts with it on): torch's
+    Python API reaches it only through two functions of ``torch._C``, looked up there at each
+    use: ``_set_fwd_grad_enabled`` (switched on) and ``_enter_dual_level`` (a dual tensor needs
+    a level). Both are replaced by counters that call the originals (also the one
+    ``torch._functorch.predispatch`` keeps); ``intact`` says whether they are still in place."""
+
+    _PLACES = (("torch._C", "_set_fwd_grad_enabled"), ("torch._C", "_enter_dual_level"),
+               ("torch._functorch.predispatch", "_enter_dual_level_impl"))
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.hooks: list[tuple[Any, str, Any]] = []
+        for module_name, name in self._PLACES:
+            module = sys.modules.get(module_name)
+            original = getattr(module, name, None)
+            if module is None or original is None:
+                continue
+            hook = self._counter(original, switch=name == "_set_fwd_grad_enabled")
+            try:
+                setattr(module, name, hook)
+            except BaseException:
+                continue
+            self.hooks.append((module, name, hook))
+
+    def _counter(self, original: Callable, switch: bool) -> Callable:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if not switch or (args[0] if args else kwargs.get("enabled", True)):
+                self.count += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def intact(self) -> bool:
+        try:
+            return all(module.__dict__.get(name) is hook for module, name, hook in self.hooks)
+        except BaseException:
+            return False
+
+    def restore(self) -> None:
+        for module, name, hook in self.hooks:
+            try:
+                module.__dict__[name] = hook
+            except BaseException:
+                pass
+
+
 class _ThreadWatch:
     """Threads the submission started: in a PID namespace of the run's own (this process is PID
     2 or so), the namespace's last process id, which every new thread moves (the file is opened
@@ -317,8 +367,9 @@ class _EngineWatch:
     """What torch's autograd engine did while the submission's code ran, read from the engine.
 
     ``watch`` (autograd not allowed): forward-mode AD is switched off before the submission
-    loads and again after each read, so using it means switching it back on, which the next read
-    sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
+    loads and again after each read, so using it means switching it back on, or entering a dual
+    level in a thread of its own, which ``_ForwardModeWatch`` counts in any thread and the next
+    read sees; graph nodes are counted in every thread (``_NodesInAnyThread``). Reverse-mode grad mode
     is left as it is: the node counters see every graph built, and a submission that uses
     autograd still runs, so the gradient checks can say whether its numbers are right.
     """
@@ -327,6 +378,8 @@ class _EngineWatch:
         self.watch = watch
         self._switch_off()
         self.anywhere = _NodesInAnyThread() if watch else None
+        self.forward = _ForwardModeWatch() if watch else None
+        self.forward_counted = 0
         self.threads = _ThreadWatch()
         self.nodes = self._nodes()
         self.counted = 0
@@ -353,6 +406,13 @@ class _EngineWatch:
             if not self.anywhere.intact():
                 grad_mode = True  # its watch switched off is autograd switched on, unseen
                 self.anywhere.restore()
+        if self.forward is not None:
+            if self.forward.count > self.forward_counted:
+                grad_mode = True  # switched on, or a dual level entered, in any thread
+            self.forward_counted = self.forward.count
+            if not self.forward.intact():
+                grad_mode = True
+                self.forward.restore()
         seen = {"nodes": built, "grad_mode": grad_mode, "threads": self.threads.started(),
                 "all_threads": anywhere}
         self.nodes = nodes
@@ -453,7 +513,9 @@ def _watch(request: dict[str, Any]) -> None:
 def _student_error(exc: BaseException, filename: str) -> dict[str, Any]:
     """The exception, with the traceback trimmed to the student's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    lines = [f"line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames]
+    # (a source line of megabytes made the frame too large to send: at most 300 characters)
+    lines = [f"line {f.lineno}, in {str(f.name)[:80]}: {(f.line or '').strip()[:300]}"
+             for f in frames]
     return {"type": _type_name(type(exc)), "message": _message(exc)[:1000],
             "traceback": lines[-8:], "line": frames[-1].lineno if frames else None}
 
@@ -646,7 +708,9 @@ def main(request: dict[str, Any], payload: bytes, sender: Sender) -> None:
     filename = request["filename"]
     _install_toy_data(request.get("toy_data") or "")
     source = request["source"]
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    # lines as Python numbers them (str.splitlines also splits at \u2028, \x0c, ...)
+    linecache.cache[filename] = (len(source), None, io.StringIO(source, newline="").readlines(),
+                                 filename)
     sys.path.insert(0, request["workdir"])
     sys.path.append(request["shims"])
     module = types.ModuleType("submission")

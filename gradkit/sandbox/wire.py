@@ -25,6 +25,21 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1, 
             "int32": 4, "int64": 8, "uint8": 1, "bool": 1}
 
 
+#: the largest array the grader rebuilds, in elements, a dimension of length 0 counted as 1
+#: (``extent``): a tensor of shape (0, 2147483647) holds nothing, but the grader's diagnosis
+#: broadcasts against its shape (a row of 2^31 float64 values: 17 GB, killed). (The child
+#: sends at most a million elements of a tensor.)
+MAX_EXTENT = 1 << 22
+
+
+def extent(shape: "tuple[int, ...] | list[int]") -> int:
+    """The elements an array of ``shape`` would hold with every empty dimension of length 1."""
+    total = 1
+    for size in shape:
+        total *= max(int(size), 1)
+    return total
+
+
 class WireError(ValueError):
     """A frame or an array description that does not hold together."""
 
@@ -154,6 +169,9 @@ def check_array(desc: Any, payload: bytes) -> tuple[str, tuple[int, ...], bytes]
         raise WireError("array offset and length must be non-negative integers")
     if numel * ITEMSIZE[dtype] != nbytes:
         raise WireError(f"{nbytes} bytes do not hold a {dtype} array of shape {tuple(shape)}")
+    if extent(shape) > MAX_EXTENT:
+        raise WireError(f"an array of shape {tuple(shape)} is larger than gradkit rebuilds "
+                        f"({MAX_EXTENT:,} elements, an empty dimension counted as 1)")
     if offset + nbytes > len(payload):
         raise WireError("array runs past the end of its frame")
     return dtype, tuple(shape), payload[offset : offset + nbytes]
@@ -269,12 +287,24 @@ def check_value(value: Any, payload: bytes, where: str = "value", depth: int = 0
         raise WireError(f"{where}: unknown kind {str(kind)[:40]!r}")
 
 
+#: what the grader keeps of a reported error: the type's name, the message, the traceback's
+#: last lines and each line's characters (the child sends no more; a forged frame could, and the
+#: message is repeated in every check of every case it stopped)
+ERROR_KEPT = {"type": 100, "message": 1000, "traceback": 8, "traceback_line": 400}
+
+
 def _check_error(error: Any, where: str) -> None:
+    """Check an error description, and cut its strings to ``ERROR_KEPT``."""
     error = _str_dict(error, where)
     _need(type(error.get("type")) is str and type(error.get("message")) is str, where,
           "error type and message must be strings")
     _strings(error.get("traceback", []), f"{where}.traceback")
     _need(type(error.get("line")) in (type(None), int), where, "error line is not a number")
+    error["type"] = error["type"][:ERROR_KEPT["type"]]
+    error["message"] = error["message"][:ERROR_KEPT["message"]]
+    if "traceback" in error:
+        error["traceback"] = [line[:ERROR_KEPT["traceback_line"]]
+                              for line in error["traceback"][-ERROR_KEPT["traceback"]:]]
 
 
 def _check_common(header: dict[str, Any], where: str) -> None:
