@@ -160,6 +160,35 @@ def test_a_submissions_text_is_text(reports, view):
     assert text.count(html.Markup.escape(MARKUP)) >= 4  # path, printing x2, diagnosis, check
 
 
+HIDDEN = "\x1b[2J\x1b]0;owned\x07\u202eevil\u200b\x9b31m"
+
+
+def test_a_submissions_controls_and_invisible_characters_are_shown_not_obeyed(sandbox, tmp_path):
+    """Terminal controls, a right-to-left override and a zero-width space in a submission's
+    printing, message, path and source reach the page as visible escapes, never as themselves
+    (they would hide or reorder what the page shows); the source excerpt is numbered as Python
+    numbers lines (a U+2028 in a comment ends no line)."""
+    source = BUGGY.read_text().splitlines(keepends=True)
+    source[0] = "# a comment with \u2028 and " + HIDDEN + "\n"
+    path = tmp_path / "student.py"
+    path.write_text("".join(source))
+    data = check(path, sandbox=sandbox).model_dump(mode="json")
+    data["output"] = {"stdout": HIDDEN, "stderr": HIDDEN, "truncated_bytes": 0}
+    data["submission"]["path"] = "student" + HIDDEN + ".py"
+    data["checks"][0]["message"] = HIDDEN
+    report = Report.model_validate(data)
+    for page in (html.render(report, load_submission(path)), html.fragment(report)):
+        for char in ("\x1b", "\x07", "\u202e", "\u200b", "\x9b"):
+            assert char not in page, repr(char)
+        assert "\\x1b[2J\\x1b]0;owned\\x07\\u202eevil\\u200b\\x9b31m" in page
+    page = html.render(report, load_submission(path))
+    named = next(d.location.line for d in report.diagnoses if d.location and d.location.line)
+    shown = re.search(r'<div class="named"><span class="n">(\d+)</span><span class="t">(.*?)'
+                      r'</span></div>', page)
+    assert shown and shown.group(1) == str(named), shown
+    assert html.Markup.escape(BUGGY.read_text().splitlines()[named - 1]) in shown.group(2)
+
+
 def test_the_summary_allows_only_its_own_script(reports):
     from gradkit import batch
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Literal, Optional, Sequence
 import jinja2
 from markupsafe import Markup
 
-from gradkit.render import plots
+from gradkit.loader import python_lines
+from gradkit.render import plots, untrusted
 from gradkit.render._shared import diagnoses_for, where
 from gradkit.report import (Check, Comparison, Diagnosis, Report, SourceLocation,
                             TrainingCurve)
@@ -49,9 +50,21 @@ _FROM_LOCALISATION = {"right": "right", "wrong": "wrong", "right where held": "p
 _FROM_CHECK = {"pass": "right", "fail": "wrong", "error": "wrong", "skipped": "unknown"}
 MARK = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "SKIP"}
 
+def _shown(value: object) -> object:
+    """Every value a template prints, before autoescaping: a string with its hazardous
+    characters (controls, bidi overrides, invisible ones: ``untrusted.is_hazard``) written as
+    visible escapes (``\x1b``, ``\u202e``), newlines and tabs kept for the printed output and
+    source in ``<pre>``; markup gradkit made (``Markup``) as it is. A submission's text can then
+    neither hide nor reorder what the page shows."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return untrusted.visible(value, keep="\n\t")
+    return value
+
+
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("gradkit.render", "templates"),
     autoescape=True,  # every template, whatever its file name
+    finalize=_shown,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True, lstrip_blocks=True,
 )
@@ -149,7 +162,7 @@ def _excerpt(location: Optional[SourceLocation], submission: Optional["Submissio
     """The student's own lines around a named line, numbered as they would find them."""
     if location is None or location.line is None or submission is None:
         return []
-    lines = submission.source.splitlines()
+    lines = python_lines(submission.source)  # numbered as Python and the report number them
     if not 1 <= location.line <= len(lines):
         return []
     first = max(1, location.line - CONTEXT_LINES)
