@@ -368,18 +368,27 @@ def test_hidden_state_is_called_momentum_only_when_the_numbers_fit_one(name, bet
         assert f"plus {beta:g} times the first call's whole update" in state["message"]
 
 
+def _relu_numpy_with(old: str, new: str, check_json, path: Path) -> tuple[dict, list]:
+    """relu_mse's NumPy solution (names of its own, every weight updated in one comprehension
+    over zip(KEYS, old, steps)) with ``old`` made ``new`` once, checked: the report, and each
+    diagnosis's (code, line)."""
+    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
+    assert source.count(old) == 1, old
+    path.write_text(source.replace(old, new))
+    report, exit_code = check_json(path, "--assignment", "relu_mse")
+    assert exit_code == 1
+    return report, [(d["code"], (d.get("location") or {}).get("line"))
+                    for d in report["diagnoses"]]
+
+
 def test_a_forward_mistake_under_the_student_s_own_names_is_one_diagnosis(tmp_path, check_json):
     """relu_mse in NumPy with names of its own (act_a, err_out): a wrong ReLU threshold makes
     every update wrong and nothing the function keeps past Z1 matches. That is said once for
     all six weights (it was six GK001 paragraphs saying the same thing), at their one update
     line, with the steps it may be in from the first one not held right (A1)."""
-    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
-    old = "act_a = np.maximum(pre_a, 0.0)"
-    assert source.count(old) == 1
-    path = tmp_path / "relu_threshold.py"
-    path.write_text(source.replace(old, "act_a = np.maximum(pre_a, 1.0)"))
-    report, exit_code = check_json(path, "--assignment", "relu_mse")
-    assert exit_code == 1
+    report, _ = _relu_numpy_with("act_a = np.maximum(pre_a, 0.0)",
+                                 "act_a = np.maximum(pre_a, 1.0)", check_json,
+                                 tmp_path / "relu_threshold.py")
     wrong_steps = [d for d in report["diagnoses"] if d["code"] == "GK001"]
     assert len(wrong_steps) == 1, [d["message"] for d in report["diagnoses"]]
     [diagnosis] = wrong_steps
@@ -399,14 +408,8 @@ def test_a_swapped_entry_of_a_table_of_gradients_is_named_where_the_table_is(tmp
     """relu_mse in NumPy updates every weight in one comprehension over zip(KEYS, old, steps);
     with g_w_a and g_b_a swapped in ``steps`` the update of W1 uses dL/db1: the diagnosis names
     the line of the table (45), not the comprehension (47) or none."""
-    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
-    old = "steps = (g_w_a, g_b_a,"
-    assert source.count(old) == 1
-    path = tmp_path / "swapped_table.py"
-    path.write_text(source.replace(old, "steps = (g_b_a, g_w_a,"))
-    report, exit_code = check_json(path, "--assignment", "relu_mse")
-    assert exit_code == 1
-    located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
+    report, located = _relu_numpy_with("steps = (g_w_a, g_b_a,", "steps = (g_b_a, g_w_a,",
+                                       check_json, tmp_path / "swapped_table.py")
     assert located and all(where == ("GK601", 45) for where in located), located
     assert report["diagnoses"][0]["location"]["code"].startswith("steps = (g_b_a, g_w_a,")
 
@@ -416,14 +419,9 @@ def test_updates_that_read_both_operands_from_one_table_are_one_diagnosis_at_the
     """zip(KEYS, old, old): every update subtracts learning_rate times the weight itself. The
     table entries are right; the comprehension's zip is wrong: one GK601 at its line (47) that
     names the same edit for the other five weights (not six paragraphs at the table's line)."""
-    source = (EXAMPLES / "relu_mse" / "correct_numpy.py").read_text()
-    old = "step in zip(KEYS, old, steps)"
-    assert source.count(old) == 1
-    path = tmp_path / "old_twice.py"
-    path.write_text(source.replace(old, "step in zip(KEYS, old, old)"))
-    report, exit_code = check_json(path, "--assignment", "relu_mse")
-    assert exit_code == 1
-    located = [(d["code"], (d.get("location") or {}).get("line")) for d in report["diagnoses"]]
+    report, located = _relu_numpy_with("step in zip(KEYS, old, steps)",
+                                       "step in zip(KEYS, old, old)", check_json,
+                                       tmp_path / "old_twice.py")
     assert located == [("GK601", 47)], located
     assert "The updates of b1, W2, b2, W3 and b3 have the same edit." in \
         report["diagnoses"][0]["message"]
