@@ -750,7 +750,7 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
                     norm = float(alt.norm()) or 1.0
                     outcomes[name].residual = max(outcomes[name].residual,
                                                   float((implied - alt).norm()) / norm)
-            elif verdict == "miss" and not _past_a_kink(obs):
+            elif verdict == "miss" and not _off_the_drawn_range(obs):
                 outcomes[name].misses.append(obs.label)
     return outcomes
 
@@ -760,7 +760,7 @@ def against_alternative(facts: Facts, alternative: Alternative, names: tuple[str
 _SATURATED = 20.0
 
 
-def _past_a_kink(obs: StepObservation) -> bool:
+def _off_the_drawn_range(obs: StepObservation) -> bool:
     """A chain's later call that starts from the student's own weights, where nothing keeps a
     pre-activation in the range the cases draw: a ReLU's pre-activation may sit at the kink
     (the student's float32 pass may take the other side of it), a sigmoid or tanh may be
@@ -775,10 +775,7 @@ def _past_a_kink(obs: StepObservation) -> bool:
         return True
     for layer, activation in enumerate(chain.activations, start=1):
         if activation in ("sigmoid", "tanh"):
-            try:
-                pre = obs.reference(chain.of_layer("pre_activation", layer))
-            except (KeyError, AttributeError):
-                continue
+            pre = obs.reference(chain.of_layer("pre_activation", layer))
             if pre.numel() and float(pre.abs().max()) > _SATURATED:
                 return True
     return False

@@ -323,14 +323,14 @@ def _unexplained(facts: Facts, matches: list[Match]) -> list[Diagnosis]:
         line = facts.line_of(step)
         if line in named:
             continue  # a catalogue entry already points at this line
-        # updates are not grouped here: _merge_unlocated_updates says once what several
+        # updates are not grouped here: _merge_alike_updates says once what several
         # updates on one line (or on none) have in common
         key = (line, step) if step.startswith("update.") or line is None else line
         _, before = by_line.setdefault(key, (step, []))
         before.extend(p for p in params if p not in before)
     for step, params in by_line.values():
         diagnoses.append(_wrong_step(facts, step, [p for p in facts.chain.parameters if p in params]))
-    diagnoses = _merge_unlocated_updates(_merge_same_edits(diagnoses, facts.chain), facts)
+    diagnoses = _merge_alike_updates(_merge_same_edits(diagnoses, facts.chain), facts)
     remaining = [p for p in unexplained if p not in covered]
     if remaining and not facts.localisation.captured_any():
         # nothing held to follow: each update folds in the whole backward pass; an edit of one
@@ -481,7 +481,7 @@ def _parameters_pattern(chain: Chain) -> "re.Pattern[str]":
     return re.compile(rf"\b(?:{names})\b|dLd(?:{names})")
 
 
-def _merge_unlocated_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[Diagnosis]:
+def _merge_alike_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[Diagnosis]:
     """One GK001 for several updates that are wrong in the same way (the same line, or none;
     no edit found; the same fitted factor or none): a forward-pass or loss mistake under names
     of the student's own makes every update wrong, and one paragraph per weight would say the
@@ -496,16 +496,14 @@ def _merge_unlocated_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[D
             groups.setdefault(json.dumps([line, details.get("factor_pattern")], sort_keys=True),
                               []).append(diagnosis)
     chain = facts.chain
-    merged: dict[int, Diagnosis] = {}
     dropped: set[int] = set()
     for group in groups.values():
         if len(group) < 2:
             continue
         steps = [d.evidence.details["step"] for d in group]
         params = [s.split(".")[1] for s in steps]
-        order = {step: i for i, step in enumerate(chain.step_names)}
-        span = sorted({s for d in group for s in d.evidence.details.get("span", [])},
-                      key=lambda s: order.get(s, len(order)))
+        span = [s for s in chain.step_names
+                if any(s in d.evidence.details.get("span", []) for d in group)]
         pattern = group[0].evidence.details.get("factor_pattern")
         factor = group[0].evidence.factor
         words = factor_words(None if pattern is None else
@@ -529,7 +527,6 @@ def _merge_unlocated_updates(diagnoses: list[Diagnosis], facts: Facts) -> list[D
         kept.evidence.factor = factor
         kept.evidence.details["span"] = span
         kept.evidence.details["also"] = steps[1:]
-        merged[id(kept)] = kept
         dropped.update(id(d) for d in group[1:])
     return [d for d in diagnoses if id(d) not in dropped]
 
@@ -640,8 +637,8 @@ def _one_edit(facts: Facts, found: "edits.Explanation", params: list[str]) -> Di
         if edit.kind == "operand" and replaced is not None:
             # a looped update takes its operands from tables: the wrong one is where the
             # table names it
-            role = "weight" if replaced.group(1) == name else "gradient" \
-                if replaced.group(1) == facts.chain.gradient_of[name] else None
+            role = {name: "weight", facts.chain.gradient_of[name]: "gradient"}.get(
+                replaced.group(1))
             line = (facts.source.looped_operand_line(name, role) if role else None) or line
     else:
         holder = None if step in facts.found else _holding_variable(facts, found)

@@ -808,19 +808,10 @@ def _bound_to(target: ast.AST, element: ast.AST, name: str) -> Optional[ast.AST]
     return None
 
 
-def _strings_bound(target: ast.AST, element: ast.AST, name: str) -> set[str]:
-    """The strings ``name`` takes when ``target`` is bound to ``element``."""
-    found, stack = set(), [(target, element)]
-    while stack:
-        target, element = stack.pop()
-        if isinstance(target, ast.Name):
-            if target.id == name and isinstance(element, ast.Constant) and \
-                    isinstance(element.value, str):
-                found.add(element.value)
-        elif isinstance(target, (ast.Tuple, ast.List)) and \
-                isinstance(element, (ast.Tuple, ast.List)) and len(target.elts) == len(element.elts):
-            stack.extend(zip(target.elts, element.elts))
-    return found
+def _string_bound(target: ast.AST, element: ast.AST, name: str) -> Optional[str]:
+    """The string ``name`` takes when ``target`` is bound to ``element``, if it is one."""
+    held = _bound_to(target, element, name)
+    return held.value if isinstance(held, ast.Constant) and isinstance(held.value, str) else None
 
 
 class SourceIndex:
@@ -921,6 +912,16 @@ class SourceIndex:
         lines = self._module_assigned.get(name)
         return max(lines) if lines else None
 
+    @functools.cached_property
+    def _tables(self) -> dict[str, ast.expr]:
+        """Names bound to a list or tuple literal, at module level or in the training function
+        (the tables a loop over weight names may read)."""
+        train = self.function(self.train)
+        nodes = (*(self.tree.body if self.tree else []), *(ast.walk(train) if train else ()))
+        return {target.id: sub.value for sub in nodes
+                if isinstance(sub, ast.Assign) and isinstance(sub.value, (ast.List, ast.Tuple))
+                for target in sub.targets if isinstance(target, ast.Name)}
+
     def loop_strings(self, function: str, name: str) -> set[str]:
         """The strings ``name`` takes as a loop variable of ``function``, where the loop runs
         over a table the source spells out: ``for w, b, relu in LAYERS`` with ``LAYERS = [('W1',
@@ -934,17 +935,13 @@ class SourceIndex:
         node = self.function(function)
         if node is None:
             return set()
-        literals = {target.id: sub.value for sub in (*(self.tree.body if self.tree else []),
-                                                      *ast.walk(node))
-                    if isinstance(sub, ast.Assign) and isinstance(sub.value, (ast.List, ast.Tuple))
-                    for target in sub.targets if isinstance(target, ast.Name)}
         found: set[str] = set()
         for sub in ast.walk(node):
             if isinstance(sub, (ast.For, ast.comprehension)) and name in _bound(sub.target):
-                for element in _elements(sub.iter, literals) or []:
+                for element in _elements(sub.iter, self._tables) or []:
                     if element is not None:
-                        found |= _strings_bound(sub.target, element, name)
-        return found
+                        found.add(_string_bound(sub.target, element, name))
+        return found - {None}
 
     def _keys_of(self, function: str, node: ast.AST) -> set[str]:
         """The weight names a subscript ``weights[...]`` may take: its string constant, or the
@@ -1050,10 +1047,6 @@ class SourceIndex:
         if node is None:
             return None
         lr = self.parameter(self.train, 3, "learning_rate")
-        literals = {target.id: sub.value for sub in (*(self.tree.body if self.tree else []),
-                                                      *ast.walk(node))
-                    if isinstance(sub, ast.Assign) and isinstance(sub.value, (ast.List, ast.Tuple))
-                    for target in sub.targets if isinstance(target, ast.Name)}
         for update, loops in self._looped_updates(node, parameter, lr):
             scaled = update.right
             if not (isinstance(scaled, ast.BinOp) and isinstance(scaled.op, ast.Mult)):
@@ -1062,7 +1055,7 @@ class SourceIndex:
             gradient = [t for t in terms if not (isinstance(t, ast.Name) and t.id == lr)]
             operands = {"weight": update.left,
                         "gradient": gradient[0] if len(gradient) == 1 else None}
-            lines = {name: self._entry_line(operand, loops, parameter, literals)
+            lines = {name: self._entry_line(operand, loops, parameter)
                      for name, operand in operands.items()}
             # both operands read from one table (zip(KEYS, old, old)): the loop over the
             # tables is wrong, not an entry
@@ -1072,7 +1065,7 @@ class SourceIndex:
         return None
 
     def _entry_line(self, operand: Optional[ast.expr], loops: list[tuple[ast.AST, ast.expr]],
-                    parameter: str, literals: dict[str, ast.expr]) -> Optional[int]:
+                    parameter: str) -> Optional[int]:
         """The line of the table entry a looped update's operand (a loop variable) takes for
         ``parameter``."""
         if not isinstance(operand, ast.Name):
@@ -1081,9 +1074,9 @@ class SourceIndex:
             if operand.id not in _bound(target):
                 continue
             keys = [n for n in _bound(target) if parameter in self.loop_strings(self.train, n)]
-            for element in _elements(iterable, literals) or []:
+            for element in _elements(iterable, self._tables) or []:
                 if element is None or not any(
-                        parameter in _strings_bound(target, element, k) for k in keys):
+                        _string_bound(target, element, k) == parameter for k in keys):
                     continue
                 held = _bound_to(target, element, operand.id)
                 if isinstance(held, ast.expr) and getattr(held, "lineno", None) is not None:
